@@ -1,0 +1,1 @@
+"""agentplex: an MCP-native agent mesh."""

@@ -1,0 +1,208 @@
+"""Wire models: the JSON the registry, the tracer, the CLI and agents exchange.
+
+Pydantic models only; the registry's HTTP contract lives here so that client and
+service share one definition (DESIGN §1). No I/O, no logic beyond validation.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "AgentRecord",
+    "Approval",
+    "ApprovalStatus",
+    "Decision",
+    "Governance",
+    "PeerView",
+    "Registration",
+    "SpanEventRecord",
+    "SpanKind",
+    "SpanRecord",
+    "SpanStatus",
+    "ToolInfo",
+    "TraceNode",
+    "TraceRoot",
+    "TraceSummary",
+    "TraceTree",
+]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+# -- inventory ---------------------------------------------------------------------------------
+
+
+class Governance(_Model):
+    """The asset-inventory facts about an agent; any extra key is kept."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    owner: str | None = None
+    jurisdiction: str | None = None
+    data_class: str | None = None
+    description: str | None = None
+
+
+class ToolInfo(_Model):
+    """One tool an agent serves, as the inventory and the gateway see it."""
+
+    name: str
+    description: str | None = None
+    input_schema: dict[str, Any] = Field(default_factory=dict)
+    output_schema: dict[str, Any] | None = None
+    annotations: dict[str, Any] = Field(default_factory=dict)
+    approval: bool = False
+
+
+class Registration(_Model):
+    """What an agent sends the registry to (re)register; the lease starts then."""
+
+    name: str
+    instance: str
+    url: str
+    version: str = ""
+    tools: list[ToolInfo] = Field(default_factory=list)
+    metadata: Governance = Field(default_factory=Governance)
+    lease_seconds: float = 10.0
+    authenticated: bool = True
+
+
+class AgentRecord(Registration):
+    """A registration as the registry keeps it: when first and last seen, when the lease ends."""
+
+    first_seen: float
+    last_seen: float
+    expires_at: float
+
+
+class PeerView(_Model):
+    """One instance in `mesh ls --json` (DESIGN §4)."""
+
+    name: str
+    instance: str
+    url: str
+    tools: list[str]
+    sources: list[Literal["mdns", "registry"]]
+    healthy: bool
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    verified: bool = True
+    reason: str | None = None
+
+
+# -- traces ------------------------------------------------------------------------------------
+
+SpanKind = Literal["internal", "server", "client", "producer", "consumer"]
+SpanStatus = Literal["unset", "ok", "error"]
+
+
+class SpanEventRecord(_Model):
+    """A span event as stored (decisions are events named `mesh.decision`)."""
+
+    name: str
+    time_ns: int
+    attributes: dict[str, Any] = Field(default_factory=dict)
+
+
+class SpanRecord(_Model):
+    """One span as the tracer stores it: OTLP flattened, `agent` is the resource's service.name."""
+
+    trace_id: str
+    span_id: str
+    parent_id: str | None = None
+    name: str
+    kind: SpanKind = "internal"
+    agent: str = "unknown"
+    instance: str | None = None
+    start_ns: int
+    end_ns: int
+    status: SpanStatus = "unset"
+    status_message: str | None = None
+    attributes: dict[str, Any] = Field(default_factory=dict)
+    events: list[SpanEventRecord] = Field(default_factory=list)
+
+
+class Decision(_Model):
+    """A `mesh.decision` event, lifted out of the span for people to read."""
+
+    kind: str
+    choice: str | None = None
+    reason: str | None = None
+    confidence: float | None = None
+    alternatives: list[str] = Field(default_factory=list)
+    time: float
+    attributes: dict[str, Any] = Field(default_factory=dict)
+
+
+class TraceNode(_Model):
+    """One span in a stitched trace (DESIGN §4 `NODE`)."""
+
+    span_id: str
+    parent_id: str | None
+    agent: str
+    name: str
+    kind: SpanKind
+    start: float
+    end: float
+    status: SpanStatus
+    attributes: dict[str, Any]
+    decisions: list[Decision]
+    children: list[TraceNode]
+    status_message: str | None = None
+    orphan: bool = False
+    skew_ms: float = 0.0
+
+
+class TraceTree(_Model):
+    """`mesh traces show --json`: the stitched decision trace."""
+
+    trace_id: str
+    complete: bool
+    root: TraceNode
+    incomplete_reasons: list[str] = Field(default_factory=list)
+    span_count: int = 0
+
+
+class TraceRoot(_Model):
+    """The root call of a trace: which agent, which tool."""
+
+    agent: str
+    tool: str | None
+
+
+class TraceSummary(_Model):
+    """One row of `mesh traces ls --json`."""
+
+    trace_id: str
+    root: TraceRoot
+    agents: list[str]
+    span_count: int
+    start: float
+    duration_ms: float
+    status: SpanStatus
+
+
+# -- approvals ---------------------------------------------------------------------------------
+
+ApprovalStatus = Literal["pending", "approved", "denied", "expired"]
+
+
+class Approval(_Model):
+    """A human decision bound to one exact call (`mesh approvals ls --json`)."""
+
+    id: str
+    agent: str
+    tool: str
+    caller: str
+    arguments_digest: str
+    requested_at: float
+    expires_at: float
+    status: ApprovalStatus
+    trace_id: str | None = None
+    decided_by: str | None = None
+    decided_at: float | None = None
+    reason: str | None = None

@@ -1,0 +1,1 @@
+"""The shared registry service: agent inventory, trace registry, approvals queue."""
