@@ -15,6 +15,7 @@ __all__ = [
     "Approval",
     "ApprovalStatus",
     "Decision",
+    "ErrorBody",
     "Governance",
     "PeerView",
     "Registration",
@@ -78,6 +79,12 @@ class AgentRecord(Registration):
     first_seen: float
     last_seen: float
     expires_at: float
+
+
+class ErrorBody(_Model):
+    """The body of every error answer of the registry's HTTP API: one line saying what is wrong."""
+
+    error: str
 
 
 class PeerView(_Model):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture
-def mesh_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+def mesh_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """A private mesh for this test: unique name, its own MESH_HOME, no inherited mesh settings."""
     name = f"t-{uuid.uuid4().hex[:10]}"
     home = tmp_path / "mesh-home"
@@ -24,4 +23,4 @@ def mesh_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[s
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("MESH_NAME", name)
     monkeypatch.setenv("MESH_HOME", str(home))
-    yield {"MESH_NAME": name, "MESH_HOME": str(home)}
+    return {"MESH_NAME": name, "MESH_HOME": str(home)}

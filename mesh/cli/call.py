@@ -1,0 +1,95 @@
+"""`mesh call`: call one tool on an agent and print its result."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import anyio
+import typer
+
+from mesh.cli.args import build_arguments
+from mesh.cli.options import JsonOpt, MeshOpt, RegistryOpt, fail, out, print_json
+from mesh.config import mesh_name
+from mesh.errors import ConfigError, MeshError, ToolFailed
+from mesh.identity import ANY_AGENT, MeshKeys
+from mesh.peers.session import PeerSession, result_value, shared_transport
+
+__all__ = ["register"]
+
+CLI_CALLER = "mesh-cli"
+"""The caller name the CLI's tokens carry."""
+
+
+def register(app: typer.Typer) -> None:
+    """Add `mesh call` to `app`."""
+    app.command("call", no_args_is_help=True)(call)
+
+
+def call(
+    target: Annotated[list[str], typer.Argument(help="AGENT TOOL, or just TOOL with --url.")],
+    arg: Annotated[
+        list[str] | None, typer.Option("--arg", help="A tool argument KEY=VALUE (repeatable).")
+    ] = None,
+    args: Annotated[str | None, typer.Option("--args", help="Tool arguments as a JSON object.")] = None,
+    url: Annotated[str | None, typer.Option(help="Call the agent at this /mcp URL directly.")] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the result.")] = 30.0,
+    json_: JsonOpt = False,
+    registry: RegistryOpt = None,
+    mesh: MeshOpt = None,
+) -> None:
+    """Call TOOL on AGENT (found through the mesh) or on the agent at --url."""
+    if url is not None:
+        if len(target) != 1:
+            fail("with --url, give just the TOOL name")
+        agent, tool = None, target[0]
+    else:
+        if len(target) != 2:
+            fail("give AGENT and TOOL (or --url URL TOOL)")
+        agent, tool = target
+    value = anyio.run(_call, mesh_name(mesh), agent, tool, url, arg or [], args, timeout, registry)
+    if json_:
+        print_json(value)
+    elif isinstance(value, str):
+        out.print(value, markup=False, highlight=False)
+    else:
+        out.print_json(data=value)
+
+
+async def _call(
+    mesh: str,
+    agent: str | None,
+    tool: str,
+    url: str | None,
+    pairs: list[str],
+    raw_json: str | None,
+    timeout: float,
+    registry: str | None,
+) -> Any:
+    keys = MeshKeys.load(mesh)
+    if url is None:
+        from mesh.peers.client import call_through_mesh
+
+        assert agent is not None
+        return await call_through_mesh(
+            keys, agent, tool, pairs, raw_json, timeout=timeout, registry=registry, caller=CLI_CALLER
+        )
+    transport = shared_transport()
+    try:
+        with anyio.fail_after(timeout + 5):
+            async with PeerSession(
+                url, transport=transport, token=lambda: keys.mint(CLI_CALLER, ANY_AGENT, ttl=120)
+            ) as session:
+                if tool not in session.tools:
+                    known = ", ".join(sorted(session.tools)) or "none"
+                    raise ConfigError(f"the agent at {url} has no tool {tool!r} (tools: {known})")
+                arguments = build_arguments(pairs, raw_json, session.tools[tool].input_schema)
+                result = await session.call(tool, arguments, timeout=timeout)
+                return result_value(result)
+    except ToolFailed as exc:
+        fail(f"tool {tool!r} failed: {exc}")
+    except TimeoutError:
+        fail(f"no answer from {url} within {timeout:g}s")
+    except MeshError:
+        raise
+    finally:
+        await transport.aclose()

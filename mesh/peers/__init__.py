@@ -1,0 +1,1 @@
+"""Calling other agents: sessions to instances, pooling, routing, retries and failover."""

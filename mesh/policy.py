@@ -1,0 +1,211 @@
+"""Policy: Cedar decides whether one agent may call another's tool (DESIGN §6).
+
+The Cedar model: principal `Agent::"<caller>"` and resource `Agent::"<callee>"`, each with its
+metadata as string attributes (`name`, `owner`, `jurisdiction`, `data_class` always present, ""
+when unknown); action `Action::"call"`; context `{tool, data_class}` (the call's classification).
+Allow -> "allow"; a deny whose determining policies all carry `@approval` -> "approval"; any other
+deny (no permit matched included) -> "deny". Owns evaluation only; enforcing a verdict, asking a
+human and recording the decision event belong to the runtime. See docs/policy.md.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, Literal, TypeAlias, final
+
+import cedarpy
+
+from mesh.errors import PolicyError
+
+__all__ = ["CallFacts", "Policy", "PolicyDecision", "Verdict", "policy_from_env"]
+
+Verdict: TypeAlias = Literal["allow", "deny", "approval"]
+
+_APPROVAL: Final = "approval"  # `@approval forbid(...)`: only with a human's approval
+_CACHE_SIZE: Final = 4096
+_ALWAYS_PRESENT: Final = ("owner", "jurisdiction", "data_class")
+_CALL: Final = {"type": "Action", "id": "call"}
+
+_log = logging.getLogger(__name__)
+
+_Meta: TypeAlias = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CallFacts:
+    """Everything a policy may look at for one call: who, whom, which tool, what data."""
+
+    caller: str
+    caller_meta: tuple[tuple[str, str], ...]
+    callee: str
+    callee_meta: tuple[tuple[str, str], ...]
+    tool: str
+    data_class: str = ""
+
+    @classmethod
+    def of(
+        cls,
+        caller: str,
+        caller_meta: Mapping[str, object],
+        callee: str,
+        callee_meta: Mapping[str, object],
+        tool: str,
+        data_class: str | None = None,
+    ) -> CallFacts:
+        """Facts from raw metadata, keeping str, int and bool values as strings (bools as "true"/"false")."""
+        return cls(caller, _meta(caller_meta), callee, _meta(callee_meta), tool, data_class or "")
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyDecision:
+    """A verdict, the policies that determined it, and a one-line reason for humans."""
+
+    verdict: Verdict
+    policies: tuple[str, ...]
+    reason: str
+
+
+@final
+class Policy:
+    """A parsed Cedar policy set with a bounded decision cache; or allow-all; or broken (denies all)."""
+
+    __slots__ = ("_approval", "_cache", "_names", "_policies", "broken", "source")
+
+    def __init__(
+        self,
+        *,
+        source: str,
+        policies: cedarpy.PolicySet | None = None,
+        names: Mapping[str, str] | None = None,
+        approval: frozenset[str] = frozenset(),
+        broken: str | None = None,
+    ) -> None:
+        """Use allow_all(), from_text() or load()."""
+        self.source = source
+        self.broken = broken
+        self._policies = policies
+        self._names = dict(names or {})
+        self._approval = approval
+        self._cache: dict[CallFacts, PolicyDecision] = {}
+
+    @classmethod
+    def allow_all(cls) -> Policy:
+        """The policy when none is configured: every call is allowed."""
+        return cls(source="<allow-all>")
+
+    @classmethod
+    def from_text(cls, text: str, *, source: str = "<policy>") -> Policy:
+        """Parse Cedar `text` once; PolicyError (one line) if it does not parse."""
+        try:
+            policies = cedarpy.PolicySet.from_str(text)
+            parsed = json.loads(cedarpy.policies_to_json_str(text))
+        except ValueError as exc:
+            raise PolicyError(f"{source}: {_one_line(str(exc))}") from exc
+        names: dict[str, str] = {}
+        approval: set[str] = set()
+        for policy_id, policy in parsed.get("staticPolicies", {}).items():
+            annotations = policy.get("annotations") or {}
+            names[policy_id] = annotations.get("id") or policy_id
+            if _APPROVAL in annotations:
+                approval.add(policy_id)
+        return cls(source=source, policies=policies, names=names, approval=frozenset(approval))
+
+    @classmethod
+    def load(cls, path: str | Path) -> Policy:
+        """The policy in file `path`; never raises: an unusable file gives a Policy that denies every call."""
+        source = str(path)
+        try:
+            return cls.from_text(Path(path).read_text(encoding="utf-8"), source=source)
+        except PolicyError as exc:
+            cause = str(exc).removeprefix(f"{source}: ")
+        except (OSError, UnicodeDecodeError) as exc:
+            cause = f"cannot read it: {getattr(exc, 'strerror', None) or exc}"
+        _log.error("policy file %s is broken, every call will be denied: %s", source, cause)
+        return cls(source=source, broken=cause)
+
+    def __repr__(self) -> str:
+        state = f", broken={self.broken!r}" if self.broken else ""
+        return f"Policy(source={self.source!r}{state})"
+
+    def evaluate(self, facts: CallFacts) -> PolicyDecision:
+        """The verdict for `facts`, from the cache when this exact call was decided before."""
+        decision = self._cache.get(facts)
+        if decision is None:
+            decision = self._decide(facts)
+            if len(self._cache) >= _CACHE_SIZE:
+                self._cache.pop(next(iter(self._cache)), None)
+            self._cache[facts] = decision
+        return decision
+
+    def _decide(self, facts: CallFacts) -> PolicyDecision:
+        if self.broken is not None:
+            return PolicyDecision("deny", (), f"policy file {self.source} is broken: {self.broken}")
+        if self._policies is None:
+            return PolicyDecision("allow", (), "no policy configured: every call is allowed")
+        request = {
+            "principal": {"type": "Agent", "id": facts.caller},
+            "action": _CALL,
+            "resource": {"type": "Agent", "id": facts.callee},
+            "context": {"tool": facts.tool, "data_class": facts.data_class},
+        }
+        entities = {facts.callee: _entity(facts.callee, facts.callee_meta)}
+        entities[facts.caller] = _entity(facts.caller, facts.caller_meta)
+        try:
+            result = cedarpy.is_authorized(request, self._policies, json.dumps(list(entities.values())))
+        except ValueError as exc:  # fail closed: a request cedar cannot even build is denied
+            return PolicyDecision("deny", (), f"policy evaluation failed: {_one_line(str(exc))}")
+        determining = [str(policy_id) for policy_id in result.diagnostics.reasons]
+        named = tuple(self._names.get(policy_id, policy_id) for policy_id in determining)
+        if result.allowed:
+            verdict: Verdict = "allow"
+            reason = f"allowed by {_listing(named)}"
+        elif not determining:
+            verdict = "deny"
+            reason = f"no policy permits '{facts.caller}' to call '{facts.tool}' on '{facts.callee}'"
+        elif all(policy_id in self._approval for policy_id in determining):
+            verdict = "approval"
+            reason = f"needs a human's approval by {_listing(named)}"
+        else:
+            verdict = "deny"
+            hard = [self._names.get(p, p) for p in determining if p not in self._approval]
+            reason = f"denied by {_listing(hard)}"
+        errors = [str(error) for error in result.diagnostics.errors]
+        if errors:
+            reason += f" ({len(errors)} policy evaluation error(s), first: {_one_line(errors[0])})"
+        return PolicyDecision(verdict, named, reason)
+
+
+def policy_from_env(explicit: str | Path | None = None) -> Policy:
+    """The policy in `explicit` (`--policy FILE`), else in `MESH_POLICY`, else allow-all."""
+    path = explicit or os.environ.get("MESH_POLICY")
+    return Policy.load(path) if path else Policy.allow_all()
+
+
+def _meta(raw: Mapping[str, object]) -> _Meta:
+    kept: dict[str, str] = {}
+    for key, value in raw.items():
+        if isinstance(value, bool):
+            kept[key] = "true" if value else "false"
+        elif isinstance(value, str | int):
+            kept[key] = str(value)
+    return tuple(sorted(kept.items()))
+
+
+def _entity(name: str, meta: _Meta) -> dict[str, object]:
+    attrs = dict.fromkeys(_ALWAYS_PRESENT, "") | dict(meta) | {"name": name}
+    return {"uid": {"type": "Agent", "id": name}, "attrs": attrs, "parents": []}
+
+
+def _listing(names: tuple[str, ...] | list[str]) -> str:
+    quoted = ", ".join(f"'{name}'" for name in names)
+    return f"policies {quoted}" if len(names) > 1 else f"policy {quoted}"
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."

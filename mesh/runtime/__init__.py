@@ -1,0 +1,1 @@
+"""The agent runtime: turns an `Agent` declaration into a serving, announced, traced process."""

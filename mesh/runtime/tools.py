@@ -1,0 +1,145 @@
+"""Adapts an Agent's tools to the SDK's `MCPServer`: annotations, `mesh.Context` injection, errors.
+
+Owns the wrapper around each tool function. It does not serve, authenticate or trace:
+the SDK's middleware and the runtime's ASGI layers do that around it.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any, final
+
+import anyio.to_thread
+from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, ServerRequestContext
+from mcp.server.mcpserver import Context as SdkContext
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.tools import Tool
+from mcp_types import CallToolResult, TextContent, ToolAnnotations
+from pydantic import ValidationError
+
+from mesh.agent import Agent, ToolSpec
+from mesh.context import Context
+from mesh.errors import MeshError
+from mesh.protocols import PeerCaller
+
+__all__ = ["APPROVAL_META_KEY", "ArgumentCheck", "build_server", "caller_of", "describe_validation"]
+
+APPROVAL_META_KEY = "agentplex/approval"
+"""Tool `_meta` key marking a tool that pauses for a human (DESIGN §6)."""
+
+_SDK_CONTEXT_KWARG = "_mesh_sdk_context"
+CALLER_STATE_KEY = "mesh.caller"
+"""Where the auth layer leaves the verified caller's name in the ASGI scope's state."""
+
+
+def build_server(
+    agent: Agent,
+    *,
+    peers: PeerCaller | None,
+    middleware: Sequence[ServerMiddleware[Any]] = (),
+) -> MCPServer:
+    """An `MCPServer` serving `agent`'s tools, each wrapped to get a `mesh.Context`."""
+    tools = [_sdk_tool(agent, spec, peers) for spec in agent.tools.values()]
+    return MCPServer(
+        agent.name,
+        description=agent.description,
+        version=agent.version,
+        tools=tools,
+        middleware=[*middleware, ArgumentCheck(tools)],
+        log_level="WARNING",
+    )
+
+
+@final
+class ArgumentCheck:
+    """Answers a `tools/call` with bad arguments with one line naming each bad argument."""
+
+    def __init__(self, tools: Sequence[Tool]) -> None:
+        self._models = {tool.name: tool.fn_metadata.arg_model for tool in tools}
+
+    async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        if ctx.method == "tools/call" and ctx.params:
+            model = self._models.get(str(ctx.params.get("name")))
+            arguments = ctx.params.get("arguments") or {}
+            if model is not None and isinstance(arguments, dict):
+                try:
+                    model.model_validate(arguments)
+                except ValidationError as exc:
+                    message = f"invalid arguments for {ctx.params['name']}: {describe_validation(exc)}"
+                    return CallToolResult(content=[TextContent(type="text", text=message)], is_error=True)
+        return await call_next(ctx)
+
+
+def describe_validation(exc: ValidationError) -> str:
+    """A pydantic error as one line: `'text': field required; 'n': input should be a valid integer`."""
+    parts: list[str] = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error["loc"]) or "arguments"
+        parts.append(f"{where!r}: {error['msg'][:1].lower()}{error['msg'][1:]}")
+    return "; ".join(parts)
+
+
+def caller_of(sdk_ctx: SdkContext[Any, Any] | None) -> str | None:
+    """The verified caller of this request, as left in the ASGI scope by the auth layer."""
+    if sdk_ctx is None:
+        return None
+    request = sdk_ctx.request_context.request
+    scope: dict[str, Any] | None = getattr(request, "scope", None)
+    if not scope:
+        return None
+    state: dict[str, Any] = scope.get("state") or {}
+    caller = state.get(CALLER_STATE_KEY)
+    return caller if isinstance(caller, str) else None
+
+
+def _sdk_tool(agent: Agent, spec: ToolSpec, peers: PeerCaller | None) -> Tool:
+    annotations = ToolAnnotations(
+        title=spec.title,
+        read_only_hint=spec.read_only,
+        idempotent_hint=spec.idempotent,
+        destructive_hint=spec.destructive if spec.destructive is not None else not spec.read_only,
+        open_world_hint=spec.open_world,
+    )
+    return Tool.from_function(
+        _wrap(agent.name, spec, peers),
+        name=spec.name,
+        title=spec.title,
+        description=spec.description or "",
+        context_kwarg=_SDK_CONTEXT_KWARG,
+        annotations=annotations,
+        meta={APPROVAL_META_KEY: True} if spec.approval else None,
+    )
+
+
+def _wrap(agent_name: str, spec: ToolSpec, peers: PeerCaller | None) -> Callable[..., Any]:
+    fn = spec.fn
+    is_async = inspect.iscoroutinefunction(fn)
+
+    async def tool(**kwargs: Any) -> Any:
+        sdk_ctx: SdkContext[Any, Any] | None = kwargs.pop(_SDK_CONTEXT_KWARG, None)
+        if spec.context_param is not None:
+            kwargs[spec.context_param] = Context(
+                agent=agent_name, tool=spec.name, caller=caller_of(sdk_ctx), peers=peers, request=sdk_ctx
+            )
+        try:
+            if is_async:
+                return await fn(**kwargs)
+            return await anyio.to_thread.run_sync(lambda: fn(**kwargs))
+        except MeshError as exc:
+            # A mesh failure inside a tool is the tool's answer, not a crash: keep its words.
+            raise ToolError(f"{type(exc).__name__}: {exc}") from exc
+
+    full = inspect.signature(fn, eval_str=True)
+    # The SDK builds the input schema from this signature: hide the mesh.Context parameter.
+    params = [p for name, p in full.parameters.items() if name != spec.context_param]
+    signature = full.replace(parameters=params)
+    tool.__signature__ = signature  # type: ignore[attr-defined]
+    tool.__name__ = spec.name
+    tool.__doc__ = spec.description
+    hints = {p.name: p.annotation for p in params if p.annotation is not inspect.Parameter.empty}
+    if signature.return_annotation is not inspect.Signature.empty:
+        hints["return"] = signature.return_annotation
+    tool.__annotations__ = hints
+    return tool

@@ -1,0 +1,9 @@
+"""Test helpers that ship with agentplex, for our tests and our users' (STYLE habit 13).
+
+`MeshProcess` / `AgentProcess` start real `mesh` processes on free ports and wait for
+readiness; the in-memory fakes sit beside them. Nothing here is used in production paths.
+"""
+
+from mesh.testing.processes import AgentProcess, MeshProcess
+
+__all__ = ["AgentProcess", "MeshProcess"]

@@ -1,0 +1,37 @@
+"""Small helpers for integration tests: run the `mesh` CLI, and an SDK client with a mesh token."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import AsyncGenerator
+from contextlib import asynccontextmanager
+
+import httpx2
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+
+from mesh.identity import MeshKeys
+
+
+def mesh_cli(*args: str, timeout: float = 60.0, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `python -m mesh ARGS` to completion and capture its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "mesh", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        input=input,
+        check=False,
+    )
+
+
+@asynccontextmanager
+async def sdk_client(url: str, *, caller: str = "test-client", audience: str = "*") -> AsyncGenerator[Client]:
+    """The official SDK client on Streamable HTTP, sending a token of this test's mesh."""
+    token = MeshKeys.load().mint(caller, audience, ttl=300)
+    async with (
+        httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}) as http,
+        Client(streamable_http_client(url, http_client=http)) as client,
+    ):
+        yield client
