@@ -20,7 +20,7 @@ __all__ = ["Context"]
 class Context:
     """The mesh, as seen from inside one tool call."""
 
-    __slots__ = ("_caller", "_peers", "agent", "caller", "request", "tool")
+    __slots__ = ("_peers", "agent", "caller", "metadata", "request", "tool")
 
     def __init__(
         self,
@@ -29,6 +29,7 @@ class Context:
         tool: str,
         caller: str | None,
         peers: PeerCaller | None,
+        metadata: Mapping[str, Any] | None = None,
         request: Any = None,
     ) -> None:
         self.agent = agent
@@ -37,6 +38,8 @@ class Context:
         """The name of the tool being run."""
         self.caller = caller
         """Who called, as proven by their token (None for an unauthenticated or stdio client)."""
+        self.metadata: Mapping[str, Any] = metadata or {}
+        """This agent's governance metadata as deployed (after `--meta` overrides)."""
         self.request = request
         """The SDK's request context, for what the mesh does not wrap (elicitation, progress)."""
         self._peers = peers

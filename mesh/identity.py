@@ -94,9 +94,7 @@ class MeshKeys:
     def __repr__(self) -> str:
         return f"MeshKeys(mesh={self.mesh!r}, fingerprint={self.fingerprint!r})"
 
-    def mint(
-        self, caller: str, audience: str = ANY_AGENT, ttl: float = 600.0, *, now: float | None = None
-    ) -> str:
+    def mint(self, caller: str, audience: str = ANY_AGENT, ttl: float = 600.0, *, now: float | None = None) -> str:
         """A token saying `caller` may call `audience` ("*": any agent) for `ttl` seconds."""
         if not ttl > 0:
             raise ConfigError(f"a token's lifetime must be positive, not {ttl}")

@@ -15,9 +15,7 @@ from mesh.errors import ConfigError
 __all__ = ["build_arguments"]
 
 
-def build_arguments(
-    pairs: Sequence[str], raw_json: str | None, schema: Mapping[str, Any] | None
-) -> dict[str, Any]:
+def build_arguments(pairs: Sequence[str], raw_json: str | None, schema: Mapping[str, Any] | None) -> dict[str, Any]:
     """Merge `--args JSON` and `--arg k=v` pairs (pairs win) into one arguments object."""
     arguments: dict[str, Any] = {}
     if raw_json:

@@ -27,9 +27,7 @@ def register(app: typer.Typer) -> None:
 
 def call(
     target: Annotated[list[str], typer.Argument(help="AGENT TOOL, or just TOOL with --url.")],
-    arg: Annotated[
-        list[str] | None, typer.Option("--arg", help="A tool argument KEY=VALUE (repeatable).")
-    ] = None,
+    arg: Annotated[list[str] | None, typer.Option("--arg", help="A tool argument KEY=VALUE (repeatable).")] = None,
     args: Annotated[str | None, typer.Option("--args", help="Tool arguments as a JSON object.")] = None,
     url: Annotated[str | None, typer.Option(help="Call the agent at this /mcp URL directly.")] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the result.")] = 30.0,

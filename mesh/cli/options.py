@@ -18,9 +18,7 @@ __all__ = ["JsonOpt", "MeshOpt", "RegistryOpt", "err", "fail", "out", "print_jso
 
 MeshOpt = Annotated[
     str | None,
-    typer.Option(
-        "--mesh", envvar="MESH_NAME", help="Mesh name: meshes with different names never see each other."
-    ),
+    typer.Option("--mesh", envvar="MESH_NAME", help="Mesh name: meshes with different names never see each other."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print pure JSON on stdout.")]
 RegistryOpt = Annotated[

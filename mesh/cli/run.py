@@ -24,9 +24,7 @@ def register(app: typer.Typer) -> None:
 
 
 def run(
-    target: Annotated[
-        str, typer.Argument(help="A file (agents/kb.py), module:attr, or a built-in agent name.")
-    ],
+    target: Annotated[str, typer.Argument(help="A file (agents/kb.py), module:attr, or a built-in agent name.")],
     name: Annotated[str | None, typer.Option(help="Serve the agent under another name.")] = None,
     meta: Annotated[
         list[str] | None, typer.Option("--meta", help="Override governance metadata: KEY=VALUE (repeatable).")
@@ -34,9 +32,7 @@ def run(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on (0: any free port).")] = 0,
     lan: Annotated[bool, typer.Option("--lan", help="Listen and announce on the LAN.")] = False,
-    stdio: Annotated[
-        bool, typer.Option("--stdio", help="Serve MCP over stdin/stdout instead of HTTP.")
-    ] = False,
+    stdio: Annotated[bool, typer.Option("--stdio", help="Serve MCP over stdin/stdout instead of HTTP.")] = False,
     registry: RegistryOpt = None,
     policy: Annotated[str | None, typer.Option(envvar="MESH_POLICY", help="Cedar policy file.")] = None,
     no_mdns: Annotated[bool, typer.Option("--no-mdns", help="Do not announce or browse on mDNS.")] = False,

@@ -19,9 +19,7 @@ def register(app: typer.Typer) -> None:
 
 def token(
     caller: Annotated[str, typer.Option(help="Who the token says is calling.")] = "mesh-cli",
-    audience: Annotated[
-        str, typer.Option(help="The agent it is for ('*': any agent of this mesh).")
-    ] = ANY_AGENT,
+    audience: Annotated[str, typer.Option(help="The agent it is for ('*': any agent of this mesh).")] = ANY_AGENT,
     ttl: Annotated[str, typer.Option(help="How long it lives: 30s, 10m, 2h.")] = "10m",
     mesh: MeshOpt = None,
 ) -> None:

@@ -8,8 +8,8 @@ policy are not this module's business.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Generator, Mapping
-from contextlib import AsyncExitStack, contextmanager, suppress
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, AsyncExitStack, suppress
 from typing import Any, final
 
 import anyio
@@ -18,7 +18,8 @@ from mcp import Client, MCPError
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types import CallToolResult, RequestParamsMeta, TextContent, Tool
 
-from mesh.errors import DeadlineExceeded, PeerError, PeerRejected, PeerUnavailable, ToolFailed
+from mesh.errors import ToolFailed
+from mesh.peers.failures import translate
 
 __all__ = ["PeerSession", "result_value", "shared_transport"]
 
@@ -95,33 +96,8 @@ class PeerSession:
             raise ToolFailed(_text_of(result) or f"tool {tool!r} failed", agent=self.agent, tool=tool)
         return result
 
-    @contextmanager
-    def _errors(self, tool: str) -> Generator[None]:
-        where = f"{self.agent or self.url}"
-        try:
-            yield
-        except PeerError:
-            raise
-        except MCPError as exc:
-            raise _from_mcp(exc, where, tool, self.agent) from None
-        except httpx2.HTTPStatusError as exc:
-            raise _from_status(exc.response.status_code, exc.response.text, where, tool, self.agent) from None
-        except (httpx2.ConnectError, httpx2.ConnectTimeout, ConnectionError) as exc:
-            raise PeerUnavailable(
-                f"cannot reach {where}: {_reason(exc)}", agent=self.agent, tool=tool
-            ) from None
-        except (httpx2.TimeoutException, TimeoutError) as exc:
-            raise DeadlineExceeded(
-                f"{where} did not answer in time ({type(exc).__name__})", agent=self.agent, tool=tool
-            ) from None
-        except (httpx2.HTTPError, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
-            raise PeerUnavailable(
-                f"lost {where} mid-call: {_reason(exc)}", agent=self.agent, tool=tool
-            ) from None
-        except ExceptionGroup as group:
-            first = _first_leaf(group)
-            with self._errors(tool):
-                raise first from None
+    def _errors(self, tool: str) -> AbstractContextManager[None]:
+        return translate(self.agent or self.url, tool, self.agent)
 
 
 def result_value(result: CallToolResult) -> Any:
@@ -148,35 +124,3 @@ def _bearer(token: Callable[[], str]) -> Callable[[httpx2.Request], httpx2.Reque
         return request
 
     return add
-
-
-def _from_mcp(exc: MCPError, where: str, tool: str, agent: str | None) -> PeerError:
-    message = exc.error.message
-    if "401" in message or "unauthorized" in message.lower():
-        return PeerRejected(f"{where} refused the call: {message}", agent=agent, tool=tool)
-    if exc.error.code in (-32000,) and ("closed" in message.lower() or "connect" in message.lower()):
-        return PeerUnavailable(f"lost {where}: {message}", agent=agent, tool=tool)
-    if "timed out" in message.lower() or "timeout" in message.lower():
-        return DeadlineExceeded(f"{where} did not answer in time: {message}", agent=agent, tool=tool)
-    return PeerRejected(f"{where} rejected {tool!r}: {message}", agent=agent, tool=tool)
-
-
-def _from_status(status: int, body: str, where: str, tool: str, agent: str | None) -> PeerError:
-    detail = body.strip().splitlines()[0][:200] if body.strip() else ""
-    with suppress(ValueError, KeyError, TypeError):
-        detail = json.loads(body)["error"]["message"]
-    if status in (502, 503, 504):
-        return PeerUnavailable(f"{where} is unavailable (HTTP {status})", agent=agent, tool=tool)
-    return PeerRejected(f"{where} answered HTTP {status}: {detail}", agent=agent, tool=tool)
-
-
-def _reason(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _first_leaf(group: BaseExceptionGroup[Any]) -> BaseException:
-    exc: BaseException = group
-    while isinstance(exc, BaseExceptionGroup):
-        exc = exc.exceptions[0]  # pyright: ignore[reportUnknownMemberType]
-    return exc

@@ -46,9 +46,7 @@ def load_agent(target: str) -> Agent:
         module = _import_module(source)
     else:
         known = ", ".join(builtin_agents()) or "none"
-        raise AgentLoadError(
-            f"{target!r} is not a file, a module:attribute, or a built-in agent (built-in: {known})"
-        )
+        raise AgentLoadError(f"{target!r} is not a file, a module:attribute, or a built-in agent (built-in: {known})")
     return _pick(module, attr, target)
 
 

@@ -12,29 +12,44 @@ import socket
 import sys
 import time
 import uuid
-from contextlib import AsyncExitStack
+from collections.abc import AsyncGenerator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
 from mcp.server.mcpserver import MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
+from mcp_types import Tool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp
 
 from mesh.agent import Agent
 from mesh.config import mesh_name
+from mesh.discovery.mdns import MdnsAnnouncer
+from mesh.discovery.txt import Announcement, signed
 from mesh.errors import ConfigError
 from mesh.identity import MeshKeys
+from mesh.policy import policy_from_env
+from mesh.registry_client import Registrar, RegistryClient
 from mesh.runtime.auth import BearerAuth
+from mesh.runtime.guard import CallGuard
 from mesh.runtime.http import bind, serve
+from mesh.runtime.node import MeshNode
 from mesh.runtime.tools import build_server
+from mesh.wire import Registration, ToolInfo
 
 __all__ = ["RunOptions", "run_stdio", "serve_agent"]
 
 log = logging.getLogger("mesh")
+
+LEASE_SECONDS = 10.0
+"""How long a registration lives without a heartbeat (renewed every third of it)."""
+ANNOUNCE_TTL = 300
+"""Seconds an mDNS announcement's signature vouches for; re-signed well before."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,12 +83,25 @@ async def serve_agent(
     task_status: TaskStatus[str] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve `agent` until cancelled; reports its `/mcp` URL through `task_status` once bound."""
-    keys = MeshKeys.load(options.mesh)
     started = time.time()
+    policy = policy_from_env(options.policy)
+    if policy.broken:
+        log.error("policy %s is broken, so every call is denied: %s", options.policy, policy.broken)
+    metadata = agent.governance.model_dump(exclude_none=True)
+    node = MeshNode(
+        agent.name,
+        mesh=options.mesh,
+        metadata=metadata,
+        policy=policy,
+        registry=options.registry,
+        mdns=options.mdns,
+        lan=options.lan,
+    )
     sock = bind(options.host, options.port)
-    port = sock.getsockname()[1]
+    port: int = sock.getsockname()[1]
     url = f"http://{_url_host(options.host)}:{port}/mcp"
-    server = build_server(agent, peers=None)
+    guard = CallGuard(agent=agent.name, metadata=metadata, policy=policy, caller_metadata=node.directory.metadata_of)
+    server = build_server(agent, peers=node.pool, middleware=[guard])
     _add_health(server, agent, options, started)
     app: ASGIApp = server.streamable_http_app(
         json_response=True,
@@ -81,27 +109,90 @@ async def serve_agent(
         host=options.host,
     )
     if options.auth:
-        app = BearerAuth(app, keys=keys, audience=agent.name)
+        app = BearerAuth(app, keys=node.keys, audience=agent.name)
     else:
-        log.warning(
-            "agent %s serves WITHOUT authentication (--no-auth): loopback only, never in production",
-            agent.name,
-        )
-    async with AsyncExitStack() as stack, anyio.create_task_group() as tg:
-        stack.callback(sock.close)
-        tg.start_soon(serve, app, sock)
-        print(
-            f"mesh: agent {agent.name} ({options.instance}) listening on {url}", file=sys.stderr, flush=True
-        )
-        task_status.started(url)
-        await anyio.sleep_forever()
+        log.warning("agent %s serves WITHOUT authentication (--no-auth): loopback only", agent.name)
+    tools = [_tool_info(t, agent) for t in await server.list_tools()]
+    announce = partial(_announcement, agent.name, options, port, node.keys)
+    registration = partial(_registration, agent, options, url, tools)
+    try:
+        async with node, anyio.create_task_group() as tg:
+            tg.start_soon(serve, app, sock)
+            async with MdnsAnnouncer(announce, lan=options.lan) if options.mdns else _nothing():
+                tg.start_soon(_stay_registered, node, agent.name, registration)
+                print(f"mesh: agent {agent.name} ({options.instance}) listening on {url}", file=sys.stderr, flush=True)
+                task_status.started(url)
+                await anyio.sleep_forever()
+    finally:
+        sock.close()
+
+
+@asynccontextmanager
+async def _nothing() -> AsyncGenerator[None]:
+    yield
+
+
+async def _stay_registered(node: MeshNode, name: str, registration: Callable[[], Registration]) -> None:
+    """Keep a registration at whichever registry the node knows, following it if it moves."""
+    while True:
+        url = node.registry_url
+        if url is None:
+            await node.registry_moved()
+            continue
+        client = RegistryClient(url, token_factory=lambda: node.keys.mint(name, "registry", ttl=60))
+        async with client, Registrar(client, registration, lease=LEASE_SECONDS):
+            await node.registry_moved()
+
+
+def _registration(agent: Agent, options: RunOptions, url: str, tools: list[ToolInfo]) -> Registration:
+    return Registration(
+        name=agent.name,
+        instance=options.instance,
+        url=url,
+        version=agent.version,
+        tools=tools,
+        metadata=agent.governance,
+        lease_seconds=LEASE_SECONDS,
+        authenticated=options.auth,
+    )
+
+
+def _announcement(name: str, options: RunOptions, port: int, keys: MeshKeys) -> Announcement:
+    plain = Announcement(
+        kind="agent",
+        mesh=options.mesh,
+        name=name,
+        instance=options.instance,
+        host=options.host if options.host != "localhost" else "127.0.0.1",
+        port=port,
+        path="/mcp",
+        expires=int(time.time()) + ANNOUNCE_TTL,
+        auth=options.auth,
+        fingerprint=keys.fingerprint,
+    )
+    return signed(plain, keys.sign)
+
+
+def _tool_info(tool: Tool, agent: Agent) -> ToolInfo:
+    spec = agent.tools.get(tool.name)
+    return ToolInfo(
+        name=tool.name,
+        description=tool.description,
+        input_schema=tool.input_schema,
+        output_schema=tool.output_schema,
+        annotations=tool.annotations.model_dump(by_alias=True, exclude_none=True) if tool.annotations else {},
+        approval=bool(spec and spec.approval),
+    )
 
 
 async def run_stdio(agent: Agent, options: RunOptions) -> None:
     """Serve `agent` over stdio (what Claude Desktop launches): stdout carries only protocol."""
-    server = build_server(agent, peers=None)
-    del options
-    await server.run_stdio_async()
+    metadata = agent.governance.model_dump(exclude_none=True)
+    policy = policy_from_env(options.policy)
+    async with MeshNode(
+        agent.name, mesh=options.mesh, metadata=metadata, policy=policy, registry=options.registry, mdns=options.mdns
+    ) as node:
+        await build_server(agent, peers=node.pool).run_stdio_async()
 
 
 def _add_health(server: MCPServer, agent: Agent, options: RunOptions, started: float) -> None:

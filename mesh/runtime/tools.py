@@ -103,7 +103,7 @@ def _sdk_tool(agent: Agent, spec: ToolSpec, peers: PeerCaller | None) -> Tool:
         open_world_hint=spec.open_world,
     )
     return Tool.from_function(
-        _wrap(agent.name, spec, peers),
+        _wrap(agent, spec, peers),
         name=spec.name,
         title=spec.title,
         description=spec.description or "",
@@ -113,15 +113,22 @@ def _sdk_tool(agent: Agent, spec: ToolSpec, peers: PeerCaller | None) -> Tool:
     )
 
 
-def _wrap(agent_name: str, spec: ToolSpec, peers: PeerCaller | None) -> Callable[..., Any]:
+def _wrap(agent: Agent, spec: ToolSpec, peers: PeerCaller | None) -> Callable[..., Any]:
     fn = spec.fn
+    agent_name = agent.name
+    metadata = agent.governance.model_dump(exclude_none=True)
     is_async = inspect.iscoroutinefunction(fn)
 
     async def tool(**kwargs: Any) -> Any:
         sdk_ctx: SdkContext[Any, Any] | None = kwargs.pop(_SDK_CONTEXT_KWARG, None)
         if spec.context_param is not None:
             kwargs[spec.context_param] = Context(
-                agent=agent_name, tool=spec.name, caller=caller_of(sdk_ctx), peers=peers, request=sdk_ctx
+                agent=agent_name,
+                tool=spec.name,
+                caller=caller_of(sdk_ctx),
+                peers=peers,
+                metadata=metadata,
+                request=sdk_ctx,
             )
         try:
             if is_async:

@@ -1,0 +1,179 @@
+"""Feeding the peer directory: mDNS announcements, registry listings, and liveness probes.
+
+Each feed is a long-running coroutine for a task group; each turns what its source says
+into `Instance`s and tells the directory. Trust comes from signatures, liveness from
+leases and probes; none of these functions decides routing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from typing import Any
+
+import anyio
+
+from mesh.discovery.mdns import MdnsBrowser, MdnsEvent
+from mesh.discovery.txt import Announcement, verify
+from mesh.errors import MeshError
+from mesh.identity import MeshKeys
+from mesh.peers.directory import Instance, PeerDirectory
+from mesh.peers.hop import HopClient
+from mesh.registry_client import RegistryClient
+from mesh.wire import AgentRecord
+
+__all__ = ["announcement_url", "feed_mdns", "feed_registry", "instance_from_record", "probe"]
+
+log = logging.getLogger(__name__)
+
+
+def announcement_url(a: Announcement) -> str:
+    """Where the announced service listens."""
+    host = a.reachable_host
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}:{a.port}{a.path}"
+
+
+def instance_from_record(record: AgentRecord) -> Instance:
+    """An inventory record as a directory instance (its lease is its liveness)."""
+    return Instance(
+        name=record.name,
+        instance=record.instance,
+        url=record.url,
+        tools=tuple(t.name for t in record.tools),
+        tool_info=tuple(
+            {"name": t.name, "description": t.description, "inputSchema": t.input_schema, "annotations": t.annotations}
+            for t in record.tools
+        ),
+        metadata=record.metadata.model_dump(exclude_none=True),
+        auth=record.authenticated,
+        lease_until=record.expires_at,
+    )
+
+
+async def feed_mdns(
+    browser: MdnsBrowser,
+    directory: PeerDirectory,
+    keys: MeshKeys,
+    *,
+    on_service: Callable[[Announcement], None] | None = None,
+) -> None:
+    """Report every verified (and every untrusted) agent announcement; hand registries and tracers to `on_service`."""
+    async for event in browser:
+        _apply(event, directory, keys, on_service)
+
+
+def _apply(
+    event: MdnsEvent, directory: PeerDirectory, keys: MeshKeys, on_service: Callable[[Announcement], None] | None
+) -> None:
+    a = event.announcement
+    if a is None:
+        return
+    if event.kind == "removed":
+        if a.kind == "agent":
+            directory.withdraw("mdns", a.name, a.instance)
+        return
+    reason = verify(a, keys.verify_signature, mesh=keys.mesh, now=time.time())
+    if a.kind != "agent":
+        if reason is None and on_service is not None:
+            on_service(a)
+        elif reason is not None:
+            log.warning("ignoring untrusted %s announcement %s/%s: %s", a.kind, a.name, a.instance, reason)
+        return
+    directory.report(
+        "mdns",
+        Instance(
+            name=a.name,
+            instance=a.instance,
+            url=announcement_url(a),
+            verified=reason is None,
+            reason=reason,
+            auth=a.auth,
+        ),
+    )
+
+
+async def feed_registry(
+    url: Callable[[], str | None],
+    directory: PeerDirectory,
+    keys: MeshKeys,
+    *,
+    interval: float = 1.0,
+    synced: anyio.Event | None = None,
+) -> None:
+    """Poll the registry's inventory every `interval` seconds and sync the directory with it."""
+    client: RegistryClient | None = None
+    current: str | None = None
+    warned = False
+    try:
+        while True:
+            target = url()
+            if target != current:
+                if client is not None:
+                    await client.__aexit__(None, None, None)
+                    client = None
+                current = target
+                if target is not None:
+                    client = RegistryClient(target, token_factory=lambda: keys.mint("mesh", "registry", ttl=60))
+                    await client.__aenter__()
+            if client is not None:
+                try:
+                    records = await client.agents()
+                except MeshError as exc:
+                    if not warned:
+                        log.warning("registry unreachable (%s): carrying on with mDNS alone", exc)
+                        warned = True
+                else:
+                    warned = False
+                    directory.sync("registry", [instance_from_record(r) for r in records])
+            if synced is not None:
+                synced.set()
+            await anyio.sleep(interval)
+    finally:
+        if client is not None:
+            with anyio.CancelScope(shield=True):
+                await client.__aexit__(None, None, None)
+
+
+async def probe(
+    directory: PeerDirectory,
+    hop_for: Callable[[Instance], HopClient],
+    *,
+    only_unleased: bool = True,
+    only: Callable[[Instance], bool] | None = None,
+    timeout: float = 1.5,
+) -> None:
+    """One round: list the tools of every verified instance (that has no lease) — alive if it answers."""
+    now = time.time()
+    targets = [
+        i
+        for i in directory.all()
+        if i.verified
+        and (not only_unleased or now >= i.lease_until)
+        and now >= i.down_until
+        and (only is None or only(i))
+    ]
+
+    async def one(inst: Instance) -> None:
+        try:
+            tools = await hop_for(inst).list_tools(timeout=timeout)
+        except MeshError as exc:
+            log.debug("probe of %s/%s failed: %s", inst.name, inst.instance, exc)
+            directory.failed(inst.name, inst.instance, down_for=2.0)
+            return
+        info: tuple[Mapping[str, Any], ...] = tuple(tools)
+        names = tuple(str(t.get("name")) for t in tools)
+        current = directory.get(inst.name, inst.instance)
+        if current is not None and (current.tools != names):
+            directory.report(next(iter(current.sources)), _with_tools(current, names, info))
+        directory.succeeded(inst.name, inst.instance)
+
+    async with anyio.create_task_group() as tg:
+        for inst in targets:
+            tg.start_soon(one, inst)
+
+
+def _with_tools(inst: Instance, names: tuple[str, ...], info: tuple[Mapping[str, Any], ...]) -> Instance:
+    return replace(inst, tools=names, tool_info=info)

@@ -1,0 +1,168 @@
+"""The lean client for hops between agents: one MCP 2026-07-28 request per HTTP POST.
+
+The 2026-07-28 revision makes every request self-contained (no handshake, no session), so
+a call is one POST with a pre-built envelope on a pooled connection: no discover, no hidden
+`tools/list`, no per-call task groups. It is still MCP Streamable HTTP, answered by the SDK's
+own server. Owns the envelope and the response (JSON or SSE); translating failures into mesh
+errors is `mesh.peers.failures`' job.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from typing import Any, Final, final
+
+import httpx2
+
+from mesh.errors import PeerRejected
+from mesh.peers.failures import translate
+
+__all__ = ["PROTOCOL_VERSION", "HopClient", "HopResult"]
+
+PROTOCOL_VERSION: Final = "2026-07-28"
+_META_VERSION: Final = "io.modelcontextprotocol/protocolVersion"
+_META_CLIENT: Final = "io.modelcontextprotocol/clientInfo"
+_META_CAPS: Final = "io.modelcontextprotocol/clientCapabilities"
+
+
+@final
+class HopResult:
+    """A `tools/call` result as it came off the wire (a dict), with the few fields the mesh reads."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: dict[str, Any]) -> None:
+        self.raw = raw
+
+    @property
+    def is_error(self) -> bool:
+        """True when the tool reported an error."""
+        return bool(self.raw.get("isError"))
+
+    @property
+    def text(self) -> str:
+        """The text blocks of the result, joined by newlines."""
+        blocks: list[Any] = self.raw.get("content") or []
+        return "\n".join(str(b.get("text", "")) for b in blocks if isinstance(b, dict) and b.get("type") == "text")  # pyright: ignore[reportUnknownMemberType, reportUnknownArgumentType]
+
+    @property
+    def value(self) -> Any:
+        """The structured result (unwrapped from the SDK's `{"result": x}`), else the text (JSON if it parses)."""
+        data = self.raw.get("structuredContent")
+        if isinstance(data, dict):
+            return data["result"] if set(data) == {"result"} else data  # pyright: ignore[reportUnknownArgumentType]
+        text = self.text
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text
+
+
+@final
+class HopClient:
+    """Sends MCP requests to one agent instance over a shared connection pool."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        http: httpx2.AsyncClient,
+        token: Callable[[], str] | None = None,
+        agent: str | None = None,
+        client_name: str = "agentplex",
+    ) -> None:
+        self.url = url
+        self.agent = agent
+        self._http = http
+        self._token = token
+        self._ids = 0
+        self._client_meta: dict[str, Any] = {
+            _META_VERSION: PROTOCOL_VERSION,
+            _META_CLIENT: {"name": client_name, "version": "0.1.0"},
+            _META_CAPS: {},
+        }
+
+    async def call_tool(
+        self,
+        tool: str,
+        arguments: Mapping[str, Any] | None = None,
+        *,
+        meta: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> HopResult:
+        """`tools/call` one tool; raises PeerError subclasses, never transport exceptions."""
+        params: dict[str, Any] = {"name": tool, "arguments": dict(arguments or {})}
+        params["_meta"] = {**self._client_meta, **meta} if meta else self._client_meta
+        return HopResult(await self.request("tools/call", params, name=tool, timeout=timeout))
+
+    async def list_tools(self, *, timeout: float | None = 5.0) -> list[dict[str, Any]]:
+        """Every tool the instance serves (following pagination), as wire dicts."""
+        tools: list[dict[str, Any]] = []
+        cursor: str | None = None
+        for _ in range(100):
+            params: dict[str, Any] = {"_meta": self._client_meta}
+            if cursor:
+                params["cursor"] = cursor
+            page = await self.request("tools/list", params, timeout=timeout)
+            tools.extend(page.get("tools") or [])
+            cursor = page.get("nextCursor")
+            if not isinstance(cursor, str):
+                break
+        return tools
+
+    async def request(
+        self, method: str, params: dict[str, Any], *, name: str | None = None, timeout: float | None = None
+    ) -> dict[str, Any]:
+        """One JSON-RPC request; returns its `result` or raises a PeerError."""
+        self._ids += 1
+        body = json.dumps(
+            {"jsonrpc": "2.0", "id": self._ids, "method": method, "params": params}, separators=(",", ":")
+        )
+        headers = {
+            "content-type": "application/json",
+            "accept": "application/json, text/event-stream",
+            "mcp-protocol-version": PROTOCOL_VERSION,
+            "mcp-method": method,
+        }
+        if name is not None:
+            headers["mcp-name"] = name
+        if self._token is not None:
+            headers["authorization"] = f"Bearer {self._token()}"
+        where = self.agent or self.url
+        with translate(where, name or method, self.agent):
+            response = await self._http.post(
+                self.url,
+                content=body,
+                headers=headers,
+                timeout=httpx2.Timeout(timeout, connect=min(timeout or 5.0, 5.0)),
+            )
+            if response.headers.get("content-type", "").startswith("text/event-stream"):
+                message = _last_sse_message(response.text)
+            else:
+                if response.status_code >= 400 and not response.content.startswith(b"{"):
+                    response.raise_for_status()
+                message = response.json()
+        if "error" in message:
+            error = message["error"] or {}
+            code, text = error.get("code"), error.get("message", "unknown error")
+            status = f"HTTP {response.status_code}, " if response.status_code >= 400 else ""
+            raise PeerRejected(
+                f"{where} rejected {name or method!r} ({status}code {code}): {text}", agent=self.agent, tool=name
+            )
+        result = message.get("result")
+        if not isinstance(result, dict):
+            raise PeerRejected(f"{where} sent no result for {name or method!r}", agent=self.agent, tool=name)
+        return result  # pyright: ignore[reportUnknownVariableType]
+
+
+def _last_sse_message(text: str) -> dict[str, Any]:
+    """The JSON-RPC response in an SSE body (notifications before it are skipped)."""
+    last: dict[str, Any] = {}
+    for event in text.split("\n\n"):
+        data = "".join(line[5:].strip() for line in event.replace("\r", "").split("\n") if line.startswith("data:"))
+        if data:
+            decoded = json.loads(data)
+            if isinstance(decoded, dict) and ("result" in decoded or "error" in decoded):
+                last = decoded  # pyright: ignore[reportUnknownVariableType]
+    return last

@@ -1,0 +1,281 @@
+"""`PeerPool`: calls another agent's tool, peer to peer, with policy, deadlines, retries and failover.
+
+Owns the caller's side of a hop: resolve the agent in the directory, check policy, pick an
+instance, send one lean MCP request (`HopClient`), and record every choice as a decision on
+the call's client span. One pooled HTTP client serves every instance.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, final
+
+import anyio
+import httpx2
+from opentelemetry import baggage, context, propagate, trace
+
+from mesh.decisions import record_decision
+from mesh.errors import ApprovalRequired, DeadlineExceeded, DiscoveryError, PeerUnavailable, PolicyDenied, ToolFailed
+from mesh.identity import MeshKeys, TokenSource
+from mesh.peers.budget import BUDGET_META_KEY, current_deadline, remaining
+from mesh.peers.directory import Instance, PeerDirectory
+from mesh.peers.failures import NotSent
+from mesh.peers.hop import HopClient, HopResult
+from mesh.peers.routing import Load, RetryBudget, choose, retry_safe
+from mesh.policy import CallFacts, Policy
+
+__all__ = ["CALLER_META_KEY", "DATA_CLASS_BAGGAGE", "ERROR_META_KEY", "PeerPool", "stricter"]
+
+log = logging.getLogger(__name__)
+_tracer = trace.get_tracer("agentplex")
+
+CALLER_META_KEY = "agentplex/caller"
+"""`_meta` key with the caller's governance metadata (the callee prefers its own directory's)."""
+ERROR_META_KEY = "agentplex/error"
+"""Result `_meta` key naming a mesh error raised on the callee's side (e.g. PolicyDenied)."""
+DATA_CLASS_BAGGAGE = "mesh.data_class"
+"""The baggage entry carrying the classification of the data travelling with a call."""
+
+_ORDER = ("public", "internal", "confidential", "restricted", "secret")
+
+
+def stricter(a: str | None, b: str | None) -> str | None:
+    """The stricter of two data classifications (unknown ones rank as confidential)."""
+    if not a or not b:
+        return a or b
+    rank = {name: i for i, name in enumerate(_ORDER)}
+    return a if rank.get(a, 2) >= rank.get(b, 2) else b
+
+
+@final
+class PeerPool:
+    """The mesh as a caller sees it: `await pool.call("crm", "lookup", {...})`."""
+
+    def __init__(
+        self,
+        *,
+        me: str,
+        keys: MeshKeys,
+        directory: PeerDirectory,
+        policy: Policy | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        default_timeout: float = 30.0,
+        max_attempts: int = 3,
+        refresh: Callable[[str | None, str], Awaitable[None]] | None = None,
+    ) -> None:
+        self.me = me
+        self.directory = directory
+        self.policy = policy or Policy.allow_all()
+        self.metadata = dict(metadata or {})
+        self.default_timeout = default_timeout
+        self.max_attempts = max_attempts
+        self.load = Load()
+        self._refresh = refresh
+        self._tokens = TokenSource(keys)
+        self._retries = RetryBudget()
+        self._hops: dict[str, HopClient] = {}
+        self._http: httpx2.AsyncClient | None = None
+        self._entered = False
+
+    async def __aenter__(self) -> PeerPool:
+        if self._entered:
+            raise RuntimeError("PeerPool is already open; a pool is entered once")
+        self._entered = True
+        self._http = httpx2.AsyncClient(
+            limits=httpx2.Limits(max_connections=256, max_keepalive_connections=64, keepalive_expiry=30.0),
+            timeout=httpx2.Timeout(30.0),
+        )
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._http is not None:
+            with anyio.CancelScope(shield=True):
+                await self._http.aclose()
+            self._http = None
+
+    async def call(
+        self,
+        agent: str,
+        tool: str,
+        arguments: Mapping[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> Any:
+        """Call `tool` on `agent`; returns its structured result, raises only MeshError subclasses."""
+        return await self._call(agent, tool, arguments, timeout, by_tool=False)
+
+    async def call_tool_anywhere(
+        self, tool: str, arguments: Mapping[str, Any] | None = None, *, timeout: float | None = None
+    ) -> Any:
+        """Call `tool` on whichever agent offers it (find by capability)."""
+        return await self._call(None, tool, arguments, timeout, by_tool=True)
+
+    async def _call(
+        self, agent: str | None, tool: str, arguments: Mapping[str, Any] | None, timeout: float | None, *, by_tool: bool
+    ) -> Any:
+        deadline = current_deadline(timeout, self.default_timeout)
+        target = agent or "*"
+        attributes = {
+            "mcp.method.name": "tools/call",
+            "gen_ai.operation.name": "execute_tool",
+            "gen_ai.tool.name": tool,
+            "mesh.peer.agent": target,
+        }
+        with _tracer.start_as_current_span(
+            f"tools/call {target}.{tool}", kind=trace.SpanKind.CLIENT, attributes=attributes
+        ) as span:
+            candidates = self.directory.offering(tool) if by_tool else self.directory.instances(target)
+            if not candidates and self._refresh is not None:
+                # Announced but not yet vouched for: ask the instances directly before giving up.
+                await self._refresh(agent, tool)
+                candidates = self.directory.offering(tool) if by_tool else self.directory.instances(target)
+            if not candidates:
+                known = self.directory.all()
+                why = "no agent offers that tool" if by_tool else _why_none(target, known)
+                record_decision("route", choice="none", reason=why, span=span)
+                raise DiscoveryError(f"cannot call {target}.{tool}: {why}")
+            name = candidates[0].name
+            span.set_attribute("mesh.peer.agent", name)
+            data_class = stricter(_baggage_class(), self.metadata.get("data_class"))
+            self._check_policy(name, candidates[0], tool, data_class, span)
+            ctx = baggage.set_baggage(DATA_CLASS_BAGGAGE, data_class) if data_class else None
+            token = context.attach(ctx) if ctx is not None else None
+            try:
+                result = await self._attempts(name, tool, arguments, candidates, deadline, span)
+            finally:
+                if token is not None:
+                    context.detach(token)
+            if result.is_error:
+                kind = (result.raw.get("_meta") or {}).get(ERROR_META_KEY)
+                span.set_status(trace.StatusCode.ERROR, result.text[:200])
+                if kind == "PolicyDenied":
+                    raise PolicyDenied(result.text, where="callee")
+                raise ToolFailed(result.text or f"{name}.{tool} failed", agent=name, tool=tool)
+            return result.value
+
+    def _check_policy(self, name: str, inst: Instance, tool: str, data_class: str | None, span: trace.Span) -> None:
+        facts = CallFacts.of(self.me, self.metadata, name, inst.metadata, tool, data_class)
+        verdict = self.policy.evaluate(facts)
+        record_decision(
+            "policy",
+            choice=verdict.verdict,
+            reason=verdict.reason,
+            alternatives=("allow", "deny", "approval"),
+            attributes={"mesh.policy.side": "caller", "mesh.policy.ids": list(verdict.policies)},
+            span=span,
+        )
+        if verdict.verdict == "deny":
+            span.set_status(trace.StatusCode.ERROR, verdict.reason)
+            raise PolicyDenied(
+                f"{self.me} may not call {name}.{tool}: {verdict.reason}", policy=",".join(verdict.policies)
+            )
+        if verdict.verdict == "approval":
+            raise ApprovalRequired(f"{self.me} calling {name}.{tool} needs a human's approval: {verdict.reason}")
+
+    async def _attempts(
+        self,
+        name: str,
+        tool: str,
+        arguments: Mapping[str, Any] | None,
+        candidates: list[Instance],
+        deadline: float,
+        span: trace.Span,
+    ) -> HopResult:
+        safe = retry_safe(tool, candidates[0].tool_info)
+        self._retries.on_call()
+        tried: set[tuple[str, str]] = set()
+        last: Exception | None = None
+        for attempt in range(1, self.max_attempts + 1):
+            pool = [c for c in candidates if c.key not in tried] or [
+                c for c in self.directory.instances(name) if c.key not in tried
+            ]
+            if not pool:
+                break
+            choice = choose(pool, self.load)
+            inst = choice.instance
+            tried.add(inst.key)
+            record_decision(
+                "route", choice=inst.instance, alternatives=choice.alternatives, reason=choice.reason, span=span
+            )
+            left = remaining(deadline)
+            if left <= 0:
+                break
+            meta: dict[str, Any] = {
+                BUDGET_META_KEY: int(left * 1000),
+                CALLER_META_KEY: {"name": self.me, **self.metadata},
+            }
+            propagate.inject(meta)
+            hop = self.hop(inst)
+            self.load.started(inst.key)
+            started = time.perf_counter()
+            try:
+                with anyio.fail_after(left):
+                    result = await hop.call_tool(tool, arguments, meta=meta, timeout=left)
+            except NotSent as exc:
+                self.load.finished(inst.key, None)
+                self.directory.failed(*inst.key)
+                last = exc
+                record_decision("fallback", choice="next instance", reason=f"{inst.instance}: {exc}", span=span)
+                continue
+            except (TimeoutError, DeadlineExceeded) as exc:
+                self.load.finished(inst.key, None)
+                self.directory.failed(*inst.key)
+                span.set_status(trace.StatusCode.ERROR, "deadline exceeded")
+                raise DeadlineExceeded(
+                    f"{name}.{tool} on {inst.instance} gave no answer within its deadline", agent=name, tool=tool
+                ) from exc
+            except PeerUnavailable as exc:
+                self.load.finished(inst.key, None)
+                self.directory.failed(*inst.key)
+                last = exc
+                if safe and attempt < self.max_attempts and self._retries.try_spend():
+                    record_decision(
+                        "retry", choice="another instance", reason=f"{tool} is retry-safe; {exc}", span=span
+                    )
+                    continue
+                span.set_status(trace.StatusCode.ERROR, str(exc))
+                raise
+            self.load.finished(inst.key, (time.perf_counter() - started) * 1000)
+            self.directory.succeeded(*inst.key)
+            span.set_attribute("mesh.peer.instance", inst.instance)
+            return result
+        span.set_status(trace.StatusCode.ERROR, str(last) if last else "no instance left")
+        if remaining(deadline) <= 0:
+            raise DeadlineExceeded(
+                f"{name}.{tool}: the deadline passed before any instance answered", agent=name, tool=tool
+            )
+        raise PeerUnavailable(f"no instance of {name} could take {tool!r}: {last}", agent=name, tool=tool)
+
+    def hop(self, inst: Instance) -> HopClient:
+        """The lean client for `inst` (one per URL, sharing the pool's connections)."""
+        hop = self._hops.get(inst.url)
+        if hop is None:
+            if self._http is None:
+                raise RuntimeError("PeerPool used outside `async with`")
+            audience = inst.name
+            hop = HopClient(
+                inst.url,
+                http=self._http,
+                token=(lambda: self._tokens.token(self.me, audience)) if inst.auth else None,
+                agent=inst.name,
+                client_name=self.me,
+            )
+            self._hops[inst.url] = hop
+        return hop
+
+
+def _baggage_class() -> str | None:
+    value = baggage.get_baggage(DATA_CLASS_BAGGAGE)
+    return str(value) if value else None
+
+
+def _why_none(name: str, known: list[Instance]) -> str:
+    mine = [i for i in known if i.name == name]
+    if not mine:
+        return f"no agent named {name!r} is known in this mesh"
+    reasons = {i.reason for i in mine if i.reason and not i.verified}
+    if reasons:
+        return f"no trusted instance of {name!r} ({'; '.join(sorted(reasons))})"
+    return f"no healthy instance of {name!r} ({len(mine)} known, none answering)"

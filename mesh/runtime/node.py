@@ -1,0 +1,163 @@
+"""`MeshNode`: one process's membership in a mesh, as a caller.
+
+Owns the keys, the peer directory and the tasks that feed it (mDNS browsing, registry
+polling, liveness probes), the registry and tracer locations found on the way, and the
+`PeerPool` that calls peers. Agents add serving and announcing on top (`process`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncGenerator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any, Self, final
+
+import anyio
+from anyio import AsyncContextManagerMixin
+
+from mesh.config import mesh_name
+from mesh.discovery.feeds import announcement_url, feed_mdns, feed_registry, probe
+from mesh.discovery.mdns import MdnsBrowser
+from mesh.discovery.txt import Announcement
+from mesh.identity import MeshKeys
+from mesh.peers.directory import Instance, PeerDirectory
+from mesh.peers.hop import HopClient
+from mesh.peers.pool import PeerPool
+from mesh.policy import Policy
+
+__all__ = ["MeshNode"]
+
+
+@final
+class MeshNode(AsyncContextManagerMixin):
+    """Joins mesh `mesh` as `me`: discovers peers and calls them. Single use."""
+
+    def __init__(
+        self,
+        me: str,
+        *,
+        mesh: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        policy: Policy | None = None,
+        registry: str | None = None,
+        mdns: bool = True,
+        lan: bool = False,
+        poll_interval: float = 1.0,
+        probe_interval: float = 2.0,
+        default_timeout: float = 30.0,
+    ) -> None:
+        self.me = me
+        self.mesh = mesh_name(mesh)
+        self.metadata = dict(metadata or {})
+        self.policy = policy or Policy.allow_all()
+        self.keys = MeshKeys.load(self.mesh)
+        self.directory = PeerDirectory()
+        self.explicit_registry = registry or os.environ.get("MESH_REGISTRY") or None
+        self.found_registry: str | None = None
+        self.tracer_url: str | None = os.environ.get("MESH_TRACER") or None
+        self.mdns = mdns
+        self.lan = lan
+        self.poll_interval = poll_interval
+        self.probe_interval = probe_interval
+        self.registry_synced = anyio.Event()
+        self._registry_moved = anyio.Event()
+        self._pool = PeerPool(
+            me=me,
+            keys=self.keys,
+            directory=self.directory,
+            policy=self.policy,
+            metadata=self.metadata,
+            default_timeout=default_timeout,
+            refresh=self._refresh,
+        )
+        self._used = False
+
+    @property
+    def pool(self) -> PeerPool:
+        """The caller: `await node.pool.call(agent, tool, args)`."""
+        return self._pool
+
+    @property
+    def registry_url(self) -> str | None:
+        """The registry's base URL: the one given, else the one found on mDNS."""
+        return self.explicit_registry or self.found_registry
+
+    async def call(
+        self, agent: str, tool: str, arguments: Mapping[str, Any] | None = None, *, timeout: float | None = None
+    ) -> Any:
+        """Call `tool` on `agent` through the mesh."""
+        return await self._pool.call(agent, tool, arguments, timeout=timeout)
+
+    async def registry_moved(self) -> None:
+        """Return when a registry is found on mDNS, or the one found moves."""
+        await self._registry_moved.wait()
+
+    async def settle(self, *, browse: float = 0.6, timeout: float = 5.0) -> None:
+        """Wait for a first picture of the mesh: mDNS answers, one registry poll, one probe round."""
+        with anyio.move_on_after(timeout):
+            await anyio.sleep(browse if self.mdns else 0)
+            if self.registry_url is not None:
+                await self.registry_synced.wait()
+            await probe(self.directory, self._hop_for, only_unleased=False)
+
+    @asynccontextmanager
+    async def __asynccontextmanager__(self) -> AsyncGenerator[Self]:
+        if self._used:
+            raise RuntimeError("a MeshNode is single-use: create a new one to join again")
+        self._used = True
+        async with self._pool, anyio.create_task_group() as tg:
+            if self.mdns:
+                browser = MdnsBrowser(["agent", "registry", "tracer"], mesh=self.mesh, lan=self.lan)
+                await tg.start(self._browse, browser)
+            tg.start_soon(self._poll_registry)
+            tg.start_soon(self._probe_forever)
+            try:
+                yield self
+            finally:
+                tg.cancel_scope.cancel()
+
+    async def _browse(
+        self, browser: MdnsBrowser, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        async with browser:
+            task_status.started()
+            await feed_mdns(browser, self.directory, self.keys, on_service=self._on_service)
+
+    def _on_service(self, a: Announcement) -> None:
+        base = announcement_url(a).removesuffix(a.path) if a.path != "/" else announcement_url(a)
+        if a.kind == "registry" and base != self.found_registry:
+            self.found_registry = base
+            self._registry_moved.set()
+            self._registry_moved = anyio.Event()
+        elif a.kind == "tracer" and not os.environ.get("MESH_TRACER"):
+            self.tracer_url = base
+
+    async def _poll_registry(self) -> None:
+        await feed_registry(
+            lambda: self.registry_url,
+            self.directory,
+            self.keys,
+            interval=self.poll_interval,
+            synced=self.registry_synced,
+        )
+
+    async def _probe_forever(self) -> None:
+        changes = self.directory.watch()
+        with changes:
+            while True:
+                # A new announcement is probed at once; everything else every probe_interval.
+                with anyio.move_on_after(self.probe_interval):
+                    await changes.receive()
+                await probe(self.directory, self._hop_for)
+
+    async def _refresh(self, agent: str | None, tool: str) -> None:
+        with anyio.move_on_after(2.0):
+            await probe(
+                self.directory,
+                self._hop_for,
+                only_unleased=False,
+                only=lambda i: i.name == agent if agent is not None else True,
+            )
+
+    def _hop_for(self, inst: Instance) -> HopClient:
+        return self._pool.hop(inst)

@@ -1,0 +1,203 @@
+"""The agent inventory: registrations and their leases, stored in SQLite (WAL).
+
+Owns the `agents` table of the registry database (one row per name and instance, tools and
+governance metadata as JSON columns). It does not authenticate, speak HTTP or MCP, or read a
+clock: callers pass `now` (wall-clock seconds, since rows outlive the process).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final, Self, final
+
+from pydantic import TypeAdapter
+
+from mesh.wire import AgentRecord, Governance, Registration, ToolInfo
+
+__all__ = ["Inventory"]
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS agents (
+    name TEXT NOT NULL,
+    instance TEXT NOT NULL,
+    url TEXT NOT NULL,
+    version TEXT NOT NULL,
+    tools TEXT NOT NULL,
+    metadata TEXT NOT NULL,
+    lease_seconds REAL NOT NULL,
+    authenticated INTEGER NOT NULL,
+    first_seen REAL NOT NULL,
+    last_seen REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (name, instance)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS agents_expires_at ON agents (expires_at);
+"""
+
+_COLUMNS: Final = (
+    "name, instance, url, version, tools, metadata, lease_seconds, authenticated,"
+    " first_seen, last_seen, expires_at"
+)
+
+_UPSERT: Final = f"""
+INSERT INTO agents ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (name, instance) DO UPDATE SET
+    url = excluded.url, version = excluded.version, tools = excluded.tools,
+    metadata = excluded.metadata, lease_seconds = excluded.lease_seconds,
+    authenticated = excluded.authenticated, last_seen = excluded.last_seen,
+    expires_at = excluded.expires_at
+RETURNING {_COLUMNS}
+"""
+
+_RENEW: Final = f"""
+UPDATE agents SET last_seen = ?1, expires_at = ?1 + lease_seconds
+WHERE name = ?2 AND instance = ?3
+RETURNING {_COLUMNS}
+"""
+
+# Governance filters compare case-insensitively: "EU" and "eu" name the same jurisdiction.
+_GOVERNANCE_FILTER: Final = "lower(json_extract(metadata, '$.{key}')) = lower(?)"
+_TOOL_FILTER: Final = "EXISTS (SELECT 1 FROM json_each(agents.tools) WHERE json_extract(value, '$.name') = ?)"
+
+_tools_adapter: Final = TypeAdapter(list[ToolInfo])
+
+
+@final
+class Inventory:
+    """Registrations keyed by (name, instance), each with a lease; durable when a write returns.
+
+    Thread-safe: one connection guarded by a lock. Each call takes tens of microseconds, so
+    the registry calls it directly on the event loop rather than through a worker thread.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self.path = target
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(target, isolation_level=None, check_same_thread=False)
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # FULL: a registration acknowledged to an agent survives power loss, not only kill -9.
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA busy_timeout=5000")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.Error:
+            self._db.close()
+            raise
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the database; later calls raise sqlite3.ProgrammingError."""
+        with self._lock:
+            self._db.close()
+
+    def upsert(self, reg: Registration, now: float) -> AgentRecord:
+        """Store `reg` with a lease from `now`; a known (name, instance) keeps its first_seen."""
+        row = self._one(
+            _UPSERT,
+            (
+                reg.name,
+                reg.instance,
+                reg.url,
+                reg.version,
+                _tools_adapter.dump_json(reg.tools).decode(),
+                reg.metadata.model_dump_json(),
+                reg.lease_seconds,
+                int(reg.authenticated),
+                now,
+                now,
+                now + reg.lease_seconds,
+            ),
+        )
+        assert row is not None  # an upsert always returns its row
+        return row
+
+    def renew(self, name: str, instance: str, now: float) -> AgentRecord | None:
+        """Extend the lease of (name, instance) from `now`; None if unknown (the agent must register)."""
+        return self._one(_RENEW, (now, name, instance))
+
+    def remove(self, name: str, instance: str) -> bool:
+        """Forget (name, instance); True if it was known."""
+        with self._lock:
+            cursor = self._db.execute("DELETE FROM agents WHERE name = ? AND instance = ?", (name, instance))
+        return cursor.rowcount > 0
+
+    def alive(self, now: float) -> list[AgentRecord]:
+        """Registrations whose lease has not lapsed at `now`, by name and instance."""
+        return self.find(now)
+
+    def all(self) -> list[AgentRecord]:
+        """Every registration, lapsed ones included (the asset view, with last seen)."""
+        return self.find(None)
+
+    def find(
+        self,
+        now: float | None,
+        *,
+        tool: str | None = None,
+        owner: str | None = None,
+        jurisdiction: str | None = None,
+        data_class: str | None = None,
+        name: str | None = None,
+    ) -> list[AgentRecord]:
+        """Registrations matching every given filter, alive at `now` (None: lapsed ones too)."""
+        clauses: list[str] = []
+        params: list[Any] = []
+        if now is not None:
+            clauses.append("expires_at > ?")
+            params.append(now)
+        if name is not None:
+            clauses.append("name = ?")
+            params.append(name)
+        if tool is not None:
+            clauses.append(_TOOL_FILTER)
+            params.append(tool)
+        for key, value in (("owner", owner), ("jurisdiction", jurisdiction), ("data_class", data_class)):
+            if value is not None:
+                clauses.append(_GOVERNANCE_FILTER.format(key=key))
+                params.append(value)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        query = f"SELECT {_COLUMNS} FROM agents{where} ORDER BY name, instance"
+        with self._lock:
+            rows = self._db.execute(query, params).fetchall()
+        return [_record(row) for row in rows]
+
+    def integrity_check(self) -> str:
+        """SQLite's `PRAGMA integrity_check` verdict: "ok" when the file is sound."""
+        with self._lock:
+            rows = self._db.execute("PRAGMA integrity_check").fetchall()
+        return "; ".join(str(row[0]) for row in rows)
+
+    def _one(self, sql: str, params: tuple[Any, ...]) -> AgentRecord | None:
+        # fetchall, not fetchone: a RETURNING statement commits only once stepped to its end.
+        with self._lock:
+            rows = self._db.execute(sql, params).fetchall()
+        return _record(rows[0]) if rows else None
+
+
+def _record(row: tuple[Any, ...]) -> AgentRecord:
+    (name, instance, url, version, tools, metadata, lease, authenticated, first, last, expires) = row
+    return AgentRecord(
+        name=name,
+        instance=instance,
+        url=url,
+        version=version,
+        tools=_tools_adapter.validate_json(tools),
+        metadata=Governance.model_validate_json(metadata),
+        lease_seconds=lease,
+        authenticated=bool(authenticated),
+        first_seen=first,
+        last_seen=last,
+        expires_at=expires,
+    )
