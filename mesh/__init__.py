@@ -6,6 +6,7 @@ decision trace. This module is the public surface: adding a name is an API decis
 """
 
 from mesh.agent import Agent
+from mesh.connect import connect
 from mesh.context import Context
 from mesh.errors import (
     ApprovalDenied,
@@ -26,6 +27,7 @@ from mesh.errors import (
 __all__ = [
     "Agent",
     "Context",
+    "connect",
     "MeshError",
     "ConfigError",
     "IdentityError",

@@ -28,10 +28,11 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from mesh.cli import call, run, token
+    from mesh.cli import call, ls, run, token
 
     run.register(app)
     call.register(app)
+    ls.register(app)
     token.register(app)
     for ep in entry_points(group="agentplex.commands"):
         ep.load()(app)

@@ -12,7 +12,9 @@ from mesh.cli.options import JsonOpt, MeshOpt, RegistryOpt, fail, out, print_jso
 from mesh.config import mesh_name
 from mesh.errors import ConfigError, MeshError, ToolFailed
 from mesh.identity import ANY_AGENT, MeshKeys
+from mesh.peers.directory import Instance
 from mesh.peers.session import PeerSession, result_value, shared_transport
+from mesh.runtime.node import MeshNode
 
 __all__ = ["register"]
 
@@ -65,12 +67,8 @@ async def _call(
 ) -> Any:
     keys = MeshKeys.load(mesh)
     if url is None:
-        from mesh.peers.client import call_through_mesh
-
         assert agent is not None
-        return await call_through_mesh(
-            keys, agent, tool, pairs, raw_json, timeout=timeout, registry=registry, caller=CLI_CALLER
-        )
+        return await _call_through_mesh(mesh, agent, tool, pairs, raw_json, timeout, registry)
     transport = shared_transport()
     try:
         with anyio.fail_after(timeout + 5):
@@ -91,3 +89,26 @@ async def _call(
         raise
     finally:
         await transport.aclose()
+
+
+async def _call_through_mesh(
+    mesh: str, agent: str, tool: str, pairs: list[str], raw_json: str | None, timeout: float, registry: str | None
+) -> Any:
+    async with MeshNode(CLI_CALLER, mesh=mesh, registry=registry) as node:
+        await node.settle(browse=0.3)
+        schema = _input_schema(node.directory.all(), agent, tool)
+        arguments = build_arguments(pairs, raw_json, schema)
+        try:
+            return await node.call(agent, tool, arguments, timeout=timeout)
+        except ToolFailed as exc:
+            fail(f"tool {tool!r} failed: {exc}")
+
+
+def _input_schema(instances: list[Instance], agent: str, tool: str) -> dict[str, Any] | None:
+    for inst in instances:
+        if inst.name == agent:
+            for info in inst.tool_info:
+                if info.get("name") == tool:
+                    schema = info.get("inputSchema")
+                    return dict(schema) if isinstance(schema, dict) else None  # pyright: ignore[reportUnknownArgumentType]
+    return None

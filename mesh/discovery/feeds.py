@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -20,7 +20,7 @@ from mesh.discovery.txt import Announcement, verify
 from mesh.errors import MeshError
 from mesh.identity import MeshKeys
 from mesh.peers.directory import Instance, PeerDirectory
-from mesh.peers.hop import HopClient
+from mesh.peers.hop import GOVERNANCE_META_KEY, HopClient
 from mesh.registry_client import RegistryClient
 from mesh.wire import AgentRecord
 
@@ -102,6 +102,7 @@ async def feed_registry(
     *,
     interval: float = 1.0,
     synced: anyio.Event | None = None,
+    moved: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Poll the registry's inventory every `interval` seconds and sync the directory with it."""
     client: RegistryClient | None = None
@@ -128,9 +129,13 @@ async def feed_registry(
                 else:
                     warned = False
                     directory.sync("registry", [instance_from_record(r) for r in records])
-            if synced is not None:
-                synced.set()
-            await anyio.sleep(interval)
+                    if synced is not None:
+                        synced.set()
+            with anyio.move_on_after(interval):
+                if moved is not None:
+                    await moved()  # a registry found (or moved) is polled at once
+                else:
+                    await anyio.sleep_forever()
     finally:
         if client is not None:
             with anyio.CancelScope(shield=True):
@@ -157,23 +162,23 @@ async def probe(
     ]
 
     async def one(inst: Instance) -> None:
+        hop = hop_for(inst)
         try:
-            tools = await hop_for(inst).list_tools(timeout=timeout)
+            tools = await hop.list_tools(timeout=timeout)
         except MeshError as exc:
             log.debug("probe of %s/%s failed: %s", inst.name, inst.instance, exc)
             directory.failed(inst.name, inst.instance, down_for=2.0)
             return
         info: tuple[Mapping[str, Any], ...] = tuple(tools)
         names = tuple(str(t.get("name")) for t in tools)
+        governance = hop.listing_meta.get(GOVERNANCE_META_KEY)
+        metadata: Mapping[str, Any] = governance if isinstance(governance, dict) else {}  # pyright: ignore[reportUnknownVariableType]
         current = directory.get(inst.name, inst.instance)
-        if current is not None and (current.tools != names):
-            directory.report(next(iter(current.sources)), _with_tools(current, names, info))
+        if current is not None and (current.tools != names or (metadata and not current.metadata)):
+            learned = replace(current, tools=names, tool_info=info, metadata=current.metadata or metadata)
+            directory.report(next(iter(current.sources)), learned)
         directory.succeeded(inst.name, inst.instance)
 
     async with anyio.create_task_group() as tg:
         for inst in targets:
             tg.start_soon(one, inst)
-
-
-def _with_tools(inst: Instance, names: tuple[str, ...], info: tuple[Mapping[str, Any], ...]) -> Instance:
-    return replace(inst, tools=names, tool_info=info)

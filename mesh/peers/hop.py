@@ -18,9 +18,11 @@ import httpx2
 from mesh.errors import PeerRejected
 from mesh.peers.failures import translate
 
-__all__ = ["PROTOCOL_VERSION", "HopClient", "HopResult"]
+__all__ = ["GOVERNANCE_META_KEY", "PROTOCOL_VERSION", "HopClient", "HopResult"]
 
 PROTOCOL_VERSION: Final = "2026-07-28"
+GOVERNANCE_META_KEY: Final = "agentplex/governance"
+"""`tools/list` result `_meta` key where a mesh agent states its governance metadata."""
 _META_VERSION: Final = "io.modelcontextprotocol/protocolVersion"
 _META_CLIENT: Final = "io.modelcontextprotocol/clientInfo"
 _META_CAPS: Final = "io.modelcontextprotocol/clientCapabilities"
@@ -77,6 +79,8 @@ class HopClient:
         self._http = http
         self._token = token
         self._ids = 0
+        self.listing_meta: dict[str, Any] = {}
+        """The `_meta` of the last `tools/list` answer (agents put their governance metadata there)."""
         self._client_meta: dict[str, Any] = {
             _META_VERSION: PROTOCOL_VERSION,
             _META_CLIENT: {"name": client_name, "version": "0.1.0"},
@@ -97,7 +101,7 @@ class HopClient:
         return HopResult(await self.request("tools/call", params, name=tool, timeout=timeout))
 
     async def list_tools(self, *, timeout: float | None = 5.0) -> list[dict[str, Any]]:
-        """Every tool the instance serves (following pagination), as wire dicts."""
+        """Every tool the instance serves (following pagination), as wire dicts; `listing_meta` keeps the `_meta`."""
         tools: list[dict[str, Any]] = []
         cursor: str | None = None
         for _ in range(100):
@@ -105,6 +109,8 @@ class HopClient:
             if cursor:
                 params["cursor"] = cursor
             page = await self.request("tools/list", params, timeout=timeout)
+            if not cursor:
+                self.listing_meta = page.get("_meta") or {}
             tools.extend(page.get("tools") or [])
             cursor = page.get("nextCursor")
             if not isinstance(cursor, str):

@@ -13,10 +13,11 @@ from contextlib import asynccontextmanager
 from typing import Any, Self, final
 
 import anyio
+import httpx2
 from anyio import AsyncContextManagerMixin
 
-from mesh.config import mesh_name
-from mesh.discovery.feeds import announcement_url, feed_mdns, feed_registry, probe
+from mesh.config import DEFAULT_REGISTRY_PORT, mesh_name
+from mesh.discovery.feeds import feed_mdns, feed_registry, probe
 from mesh.discovery.mdns import MdnsBrowser
 from mesh.discovery.txt import Announcement
 from mesh.identity import MeshKeys
@@ -25,7 +26,10 @@ from mesh.peers.hop import HopClient
 from mesh.peers.pool import PeerPool
 from mesh.policy import Policy
 
-__all__ = ["MeshNode"]
+__all__ = ["DISCOVERY_GRACE", "MeshNode"]
+
+DISCOVERY_GRACE = 2.0
+"""Seconds a call waits for an agent that is not known yet (mDNS answers take up to ~1.2 s)."""
 
 
 @final
@@ -97,7 +101,8 @@ class MeshNode(AsyncContextManagerMixin):
         with anyio.move_on_after(timeout):
             await anyio.sleep(browse if self.mdns else 0)
             if self.registry_url is not None:
-                await self.registry_synced.wait()
+                with anyio.move_on_after(1.0):  # the registry may be down: mDNS alone then
+                    await self.registry_synced.wait()
             await probe(self.directory, self._hop_for, only_unleased=False)
 
     @asynccontextmanager
@@ -124,7 +129,8 @@ class MeshNode(AsyncContextManagerMixin):
             await feed_mdns(browser, self.directory, self.keys, on_service=self._on_service)
 
     def _on_service(self, a: Announcement) -> None:
-        base = announcement_url(a).removesuffix(a.path) if a.path != "/" else announcement_url(a)
+        host = a.reachable_host
+        base = f"http://{f'[{host}]' if ':' in host else host}:{a.port}"
         if a.kind == "registry" and base != self.found_registry:
             self.found_registry = base
             self._registry_moved.set()
@@ -133,6 +139,8 @@ class MeshNode(AsyncContextManagerMixin):
             self.tracer_url = base
 
     async def _poll_registry(self) -> None:
+        if self.registry_url is None:
+            await self._try_default_registry()
         await feed_registry(
             lambda: self.registry_url,
             self.directory,
@@ -151,6 +159,16 @@ class MeshNode(AsyncContextManagerMixin):
                 await probe(self.directory, self._hop_for)
 
     async def _refresh(self, agent: str | None, tool: str) -> None:
+        """Called on a miss: wait briefly for the agent to be announced, then ask its instances."""
+
+        def known() -> bool:
+            return any(i.name == agent if agent else tool in i.tools for i in self.directory.all())
+
+        with anyio.move_on_after(DISCOVERY_GRACE):
+            changes = self.directory.watch()
+            with changes:
+                while not known():
+                    await changes.receive()
         with anyio.move_on_after(2.0):
             await probe(
                 self.directory,
@@ -158,6 +176,19 @@ class MeshNode(AsyncContextManagerMixin):
                 only_unleased=False,
                 only=lambda i: i.name == agent if agent is not None else True,
             )
+
+    async def _try_default_registry(self) -> None:
+        """A registry on the documented default port of this host counts if it serves our mesh."""
+        url = f"http://127.0.0.1:{DEFAULT_REGISTRY_PORT}"
+        try:
+            async with httpx2.AsyncClient(timeout=0.5) as http:
+                health = (await http.get(f"{url}/healthz")).json()
+        except (httpx2.HTTPError, ValueError):
+            return
+        if isinstance(health, dict) and health.get("mesh") == self.mesh and self.found_registry is None:  # pyright: ignore[reportUnknownMemberType]
+            self.found_registry = url
+            self._registry_moved.set()
+            self._registry_moved = anyio.Event()
 
     def _hop_for(self, inst: Instance) -> HopClient:
         return self._pool.hop(inst)

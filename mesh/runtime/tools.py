@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from mesh.agent import Agent, ToolSpec
 from mesh.context import Context
 from mesh.errors import MeshError
+from mesh.peers.hop import GOVERNANCE_META_KEY
 from mesh.protocols import PeerCaller
 
 __all__ = ["APPROVAL_META_KEY", "ArgumentCheck", "build_server", "caller_of", "describe_validation"]
@@ -47,7 +48,11 @@ def build_server(
         description=agent.description,
         version=agent.version,
         tools=tools,
-        middleware=[*middleware, ArgumentCheck(tools)],
+        middleware=[
+            *middleware,
+            ArgumentCheck(tools),
+            GovernanceListing(agent.governance.model_dump(exclude_none=True)),
+        ],
         log_level="WARNING",
     )
 
@@ -70,6 +75,23 @@ class ArgumentCheck:
                     message = f"invalid arguments for {ctx.params['name']}: {describe_validation(exc)}"
                     return CallToolResult(content=[TextContent(type="text", text=message)], is_error=True)
         return await call_next(ctx)
+
+
+@final
+class GovernanceListing:
+    """States the agent's governance metadata in the `_meta` of `tools/list`, for mDNS-only peers."""
+
+    def __init__(self, metadata: dict[str, Any]) -> None:
+        self._metadata = metadata
+
+    async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        result = await call_next(ctx)
+        if ctx.method == "tools/list" and isinstance(result, dict):
+            # The SDK serialises inside the chain, so the listing arrives here as its wire dict.
+            meta: dict[str, Any] = dict(result.get("_meta") or {})
+            meta[GOVERNANCE_META_KEY] = self._metadata
+            result["_meta"] = meta
+        return result
 
 
 def describe_validation(exc: ValidationError) -> str:

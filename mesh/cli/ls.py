@@ -1,0 +1,79 @@
+"""`mesh ls`: the peers this host can see, with where it learned of them and whether they answer."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import anyio
+import typer
+from rich.table import Table
+
+from mesh.cli.options import JsonOpt, MeshOpt, RegistryOpt, out, print_json
+from mesh.peers.directory import Instance
+from mesh.runtime.node import MeshNode
+from mesh.wire import PeerView
+
+__all__ = ["peer_views", "register"]
+
+
+def register(app: typer.Typer) -> None:
+    """Add `mesh ls` to `app`."""
+    app.command("ls")(ls)
+
+
+def ls(
+    json_: JsonOpt = False,
+    wait: Annotated[float, typer.Option(help="Seconds to listen on mDNS before answering.")] = 1.5,
+    registry: RegistryOpt = None,
+    mesh: MeshOpt = None,
+) -> None:
+    """List the agents of the mesh: name, instance, url, tools, sources, health."""
+    views = anyio.run(_collect, mesh, registry, wait)
+    if json_:
+        print_json(views)
+        return
+    table = Table(title=f"mesh {mesh or ''}".strip(), show_lines=False)
+    for column in ("agent", "instance", "url", "tools", "sources", "health", "owner", "jurisdiction", "data"):
+        table.add_column(column)
+    for v in views:
+        health = "[green]healthy[/]" if v.healthy else f"[red]{v.reason or 'down'}[/]"
+        table.add_row(
+            v.name,
+            v.instance,
+            v.url,
+            ", ".join(v.tools),
+            ", ".join(v.sources),
+            health,
+            str(v.metadata.get("owner", "")),
+            str(v.metadata.get("jurisdiction", "")),
+            str(v.metadata.get("data_class", "")),
+        )
+    out.print(table if views else "no agents found (is anything running with this --mesh?)")
+
+
+async def _collect(mesh: str | None, registry: str | None, wait: float) -> list[PeerView]:
+    async with MeshNode("mesh-cli", mesh=mesh, registry=registry) as node:
+        await node.settle(browse=wait)
+        return peer_views(node.directory.all())
+
+
+def peer_views(instances: list[Instance]) -> list[PeerView]:
+    """Directory instances in the shape of `mesh ls --json` (DESIGN §4)."""
+    views: list[PeerView] = []
+    for i in instances:
+        healthy = i.healthy()
+        reason = i.reason if not i.verified else (None if healthy else "not answering")
+        views.append(
+            PeerView(
+                name=i.name,
+                instance=i.instance,
+                url=i.url,
+                tools=list(i.tools),
+                sources=sorted(i.sources),
+                healthy=healthy,
+                metadata=dict(i.metadata),
+                verified=i.verified,
+                reason=reason,
+            )
+        )
+    return views

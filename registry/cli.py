@@ -1,0 +1,34 @@
+"""`mesh registry` and `mesh tracer`: the services, plugged into the `mesh` CLI by entry point."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from mesh.cli.options import MeshOpt
+from mesh.cli.run import run_until_signalled
+from mesh.config import DEFAULT_REGISTRY_PORT
+
+__all__ = ["register"]
+
+
+def register(app: typer.Typer) -> None:
+    """Add the service commands to the `mesh` app."""
+    app.command("registry")(registry)
+
+
+def registry(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = DEFAULT_REGISTRY_PORT,
+    db: Annotated[str | None, typer.Option(help="SQLite file (default: under MESH_HOME).")] = None,
+    no_mdns: Annotated[bool, typer.Option("--no-mdns", help="Do not announce on mDNS.")] = False,
+    lan: Annotated[bool, typer.Option("--lan", help="Listen and announce on the LAN.")] = False,
+    mesh: MeshOpt = None,
+) -> None:
+    """Run the registry: agent inventory, trace registry and approvals (default port 7420)."""
+    from registry.service import serve_registry
+
+    if lan and host == "127.0.0.1":
+        host = "0.0.0.0"
+    run_until_signalled(lambda: serve_registry(mesh=mesh, host=host, port=port, db=db, mdns=not no_mdns, lan=lan))
