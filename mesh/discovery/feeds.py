@@ -149,15 +149,19 @@ async def probe(
     only_unleased: bool = True,
     only: Callable[[Instance], bool] | None = None,
     timeout: float = 1.5,
+    urgent: bool = False,
 ) -> None:
-    """One round: list the tools of every verified instance (that has no lease) — alive if it answers."""
+    """One round: list the tools of every verified instance (that has no lease) — alive if it answers.
+
+    `urgent` also asks instances still in their failure backoff (a caller is waiting on them).
+    """
     now = time.time()
     targets = [
         i
         for i in directory.all()
         if i.verified
         and (not only_unleased or now >= i.lease_until)
-        and now >= i.down_until
+        and (urgent or now >= i.down_until)
         and (only is None or only(i))
     ]
 
@@ -167,7 +171,7 @@ async def probe(
             tools = await hop.list_tools(timeout=timeout)
         except MeshError as exc:
             log.debug("probe of %s/%s failed: %s", inst.name, inst.instance, exc)
-            directory.failed(inst.name, inst.instance, down_for=2.0)
+            directory.failed(inst.name, inst.instance, down_for=1.0)
             return
         info: tuple[Mapping[str, Any], ...] = tuple(tools)
         names = tuple(str(t.get("name")) for t in tools)

@@ -51,8 +51,8 @@ class Instance:
     def healthy(self, now: float | None = None) -> bool:
         """Verified, not circuit-broken, and vouched for by a lease or a recent success."""
         now = time.time() if now is None else now
-        if not self.verified or now < self.down_until:
-            return False
+        if not self.verified or self.failures:
+            return False  # after a failure, only a success (a probe) brings an instance back
         return now < self.lease_until or now - self.last_ok < PROBE_FRESH
 
 
@@ -149,8 +149,8 @@ class PeerDirectory:
             if not was:
                 self._notify(name)
 
-    def failed(self, name: str, instance: str, *, down_for: float = 5.0, now: float | None = None) -> None:
-        """The instance could not be reached: take it out of rotation for `down_for` seconds."""
+    def failed(self, name: str, instance: str, *, down_for: float = 1.0, now: float | None = None) -> None:
+        """The instance could not be reached: out of rotation until a probe succeeds, probed after `down_for` s."""
         old = self._instances.get((name, instance))
         if old is not None:
             now = time.time() if now is None else now
@@ -174,8 +174,14 @@ class PeerDirectory:
             except anyio.WouldBlock:
                 alive.append(watcher)  # a slow watcher misses a beat; the next change re-syncs it
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                pass
+                watcher.close()  # its reader is gone
         self._watchers = alive
+
+    def close(self) -> None:
+        """End every watch stream (their readers see the end of the stream)."""
+        for watcher in self._watchers:
+            watcher.close()
+        self._watchers = []
 
 
 def _visible(inst: Instance) -> tuple[bool, tuple[str, ...], str]:

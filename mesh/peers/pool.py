@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, final
 
@@ -72,6 +73,11 @@ class PeerPool:
         self.default_timeout = default_timeout
         self.max_attempts = max_attempts
         self.load = Load()
+        self.attempts: Counter[tuple[str, str]] = Counter()
+        """Requests sent, per (agent, instance)."""
+        self.after_failure: Counter[tuple[str, str]] = Counter()
+        """Requests sent to an instance after it had failed (circuit breaking keeps this at 0)."""
+        self._failed: set[tuple[str, str]] = set()
         self._refresh = refresh
         self._tokens = TokenSource(keys)
         self._retries = RetryBudget()
@@ -152,6 +158,8 @@ class PeerPool:
                 span.set_status(trace.StatusCode.ERROR, result.text[:200])
                 if kind == "PolicyDenied":
                     raise PolicyDenied(result.text, where="callee")
+                if kind == "DeadlineExceeded":
+                    raise DeadlineExceeded(result.text, agent=name, tool=tool)
                 raise ToolFailed(result.text or f"{name}.{tool} failed", agent=name, tool=tool)
             return result.value
 
@@ -208,6 +216,9 @@ class PeerPool:
             }
             propagate.inject(meta)
             hop = self.hop(inst)
+            self.attempts[inst.key] += 1
+            if inst.key in self._failed:
+                self.after_failure[inst.key] += 1
             self.load.started(inst.key)
             started = time.perf_counter()
             try:
@@ -215,20 +226,20 @@ class PeerPool:
                     result = await hop.call_tool(tool, arguments, meta=meta, timeout=left)
             except NotSent as exc:
                 self.load.finished(inst.key, None)
-                self.directory.failed(*inst.key)
+                self._mark_failed(inst)
                 last = exc
                 record_decision("fallback", choice="next instance", reason=f"{inst.instance}: {exc}", span=span)
                 continue
             except (TimeoutError, DeadlineExceeded) as exc:
                 self.load.finished(inst.key, None)
-                self.directory.failed(*inst.key)
+                self._mark_failed(inst)
                 span.set_status(trace.StatusCode.ERROR, "deadline exceeded")
                 raise DeadlineExceeded(
                     f"{name}.{tool} on {inst.instance} gave no answer within its deadline", agent=name, tool=tool
                 ) from exc
             except PeerUnavailable as exc:
                 self.load.finished(inst.key, None)
-                self.directory.failed(*inst.key)
+                self._mark_failed(inst)
                 last = exc
                 if safe and attempt < self.max_attempts and self._retries.try_spend():
                     record_decision(
@@ -238,6 +249,7 @@ class PeerPool:
                 span.set_status(trace.StatusCode.ERROR, str(exc))
                 raise
             self.load.finished(inst.key, (time.perf_counter() - started) * 1000)
+            self._failed.discard(inst.key)
             self.directory.succeeded(*inst.key)
             span.set_attribute("mesh.peer.instance", inst.instance)
             return result
@@ -247,6 +259,10 @@ class PeerPool:
                 f"{name}.{tool}: the deadline passed before any instance answered", agent=name, tool=tool
             )
         raise PeerUnavailable(f"no instance of {name} could take {tool!r}: {last}", agent=name, tool=tool)
+
+    def _mark_failed(self, inst: Instance) -> None:
+        self._failed.add(inst.key)
+        self.directory.failed(*inst.key)
 
     def hop(self, inst: Instance) -> HopClient:
         """The lean client for `inst` (one per URL, sharing the pool's connections)."""

@@ -120,6 +120,7 @@ class MeshNode(AsyncContextManagerMixin):
                 yield self
             finally:
                 tg.cancel_scope.cancel()
+                self.directory.close()
 
     async def _browse(
         self, browser: MdnsBrowser, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -175,6 +176,7 @@ class MeshNode(AsyncContextManagerMixin):
                 self._hop_for,
                 only_unleased=False,
                 only=lambda i: i.name == agent if agent is not None else True,
+                urgent=True,
             )
 
     async def _try_default_registry(self) -> None:

@@ -4,6 +4,6 @@
 readiness; the in-memory fakes sit beside them. Nothing here is used in production paths.
 """
 
-from mesh.testing.processes import AgentProcess, MeshProcess
+from mesh.testing.processes import AgentProcess, MeshProcess, RegistryProcess, free_port
 
-__all__ = ["AgentProcess", "MeshProcess"]
+__all__ = ["AgentProcess", "MeshProcess", "RegistryProcess", "free_port"]

@@ -11,6 +11,7 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Self, final
@@ -20,9 +21,16 @@ import anyio.abc
 import httpx2
 from anyio.streams.text import TextReceiveStream
 
-__all__ = ["AgentProcess", "MeshProcess"]
+__all__ = ["AgentProcess", "MeshProcess", "RegistryProcess", "free_port"]
 
 _LISTENING = re.compile(r"listening on (http://\S+)")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (for a service that must keep its port)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 class MeshProcess:
@@ -155,3 +163,18 @@ class AgentProcess(MeshProcess):
         ready_timeout: float = 20.0,
     ) -> None:
         super().__init__(["run", target, "--port", "0", *args], env=env, ready_timeout=ready_timeout)
+
+
+@final
+class RegistryProcess(MeshProcess):
+    """`mesh registry` on `port` (a free one by default), ready when its `/healthz` answers."""
+
+    def __init__(
+        self,
+        *args: str,
+        port: int | None = None,
+        env: Mapping[str, str] | None = None,
+        ready_timeout: float = 20.0,
+    ) -> None:
+        self.port = port if port is not None else free_port()
+        super().__init__(["registry", "--port", str(self.port), *args], env=env, ready_timeout=ready_timeout)
