@@ -52,7 +52,7 @@ async def test_agents_and_registry_see_each_other_through_both_sources(mesh_env:
         both = await _until(
             node,
             lambda found: (
-                {i.name for i in found if i.sources == {"mdns", "registry"} and i.healthy()} >= {"alpha", "beta"}
+                {i.name for i in found if set(i.sources) == {"mdns", "registry"} and i.healthy()} >= {"alpha", "beta"}
             ),
         )
         # alpha can reach beta peer to peer: it saw beta too.
@@ -80,13 +80,12 @@ async def test_mesh_ls_json_has_the_documented_shape(mesh_env: dict[str, str]) -
 
 
 async def test_a_killed_agent_stops_being_healthy_within_its_lease(mesh_env: dict[str, str]) -> None:
-    async with RegistryProcess(), MeshNode("observer") as node:
-        async with AgentProcess(ECHO) as echo:
-            await _until(node, lambda found: _healthy(found, "echo"))
-            echo.signal(signal.SIGKILL)
-            killed_at = time.monotonic()
-            await _until(node, lambda found: not _healthy(found, "echo"), timeout=15)
-            gone_after = time.monotonic() - killed_at
+    async with RegistryProcess(), MeshNode("observer") as node, AgentProcess(ECHO) as echo:
+        await _until(node, lambda found: _healthy(found, "echo"))
+        echo.signal(signal.SIGKILL)
+        killed_at = time.monotonic()
+        await _until(node, lambda found: not _healthy(found, "echo"), timeout=15)
+        gone_after = time.monotonic() - killed_at
     assert gone_after < 15  # the lease is 10 s; probes usually notice within ~2 s
 
 
@@ -159,7 +158,3 @@ async def test_meshes_with_different_names_never_see_each_other(mesh_env: dict[s
         await other.settle(browse=1.5)
         seen = other.directory.all()
     assert seen == []
-
-
-def _fields(a: Announcement) -> dict[str, object]:
-    return {name: getattr(a, name) for name in a.__dataclass_fields__ if name != "addresses"}

@@ -56,19 +56,21 @@ async def test_killing_a_replica_under_load_loses_no_idempotent_call(mesh_env: d
         await _wait_healthy(node, "b", count=2)
         results: list[str] = []
         failures: list[BaseException] = []
+        warmed_up = anyio.Event()
 
         async def worker(n: int) -> None:
             for i in range(25):
                 try:
                     results.append(await node.call("b", "relay", {"text": f"{n}.{i}"}, timeout=10))
+                    if len(results) >= 60:
+                        warmed_up.set()
                 except Exception as exc:  # collected, asserted below
                     failures.append(exc)
 
         async with anyio.create_task_group() as tg:
             for n in range(16):
                 tg.start_soon(worker, n)
-            while len(results) < 60:
-                await anyio.sleep(0.01)
+            await warmed_up.wait()
             first.signal(signal.SIGKILL)
         instances = {key[1]: count for key, count in node.pool.attempts.items()}
         dead = next(k for k in node.pool.attempts if k[1] not in _instance_of(second, node))
@@ -124,7 +126,6 @@ async def test_policy_denies_confidential_data_abroad_at_the_caller(mesh_env: di
 
 
 async def test_policy_denies_at_the_callee_when_the_caller_skips_its_check(mesh_env: dict[str, str]) -> None:
-    eu = ("--meta", "jurisdiction=eu", "--meta", "data_class=confidential")
     async with (
         AgentProcess(RELAY, "--name", "us-ledger", "--meta", "jurisdiction=us", "--policy", POLICY),
         MeshNode("rogue", metadata={"jurisdiction": "eu", "data_class": "confidential"}) as rogue,

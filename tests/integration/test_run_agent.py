@@ -84,9 +84,7 @@ async def test_the_agent_stops_cleanly_on_a_signal(mesh_env: dict[str, str], sig
 
 async def test_mesh_call_prints_the_result_and_pure_json(mesh_env: dict[str, str]) -> None:
     async with AgentProcess(ECHO, "--no-mdns") as agent:
-        plain = await anyio.to_thread.run_sync(
-            lambda: mesh_cli("call", "--url", agent.url, "echo", "--arg", "text=hi")
-        )
+        plain = await anyio.to_thread.run_sync(lambda: mesh_cli("call", "--url", agent.url, "echo", "--arg", "text=hi"))
         as_json = await anyio.to_thread.run_sync(
             lambda: mesh_cli("call", "--url", agent.url, "echo", "--args", '{"text": "hi"}', "--json")
         )
@@ -98,9 +96,7 @@ async def test_mesh_call_prints_the_result_and_pure_json(mesh_env: dict[str, str
 
 async def test_wrong_arguments_get_one_line_naming_the_argument(mesh_env: dict[str, str]) -> None:
     async with AgentProcess(ECHO, "--no-mdns") as agent:
-        missing = await anyio.to_thread.run_sync(
-            lambda: mesh_cli("call", "--url", agent.url, "echo", "--arg", "txt=x")
-        )
+        missing = await anyio.to_thread.run_sync(lambda: mesh_cli("call", "--url", agent.url, "echo", "--arg", "txt=x"))
         wrong = await anyio.to_thread.run_sync(
             lambda: mesh_cli("call", "--url", agent.url, "echo", "--args", '{"text": 5}')
         )

@@ -53,9 +53,7 @@ def test_an_invalid_agent_name_is_refused(mesh_env: dict[str, str], tmp_path: Pa
     _assert_one_line_error(mesh_cli("run", ECHO, "--name", "no spaces"), "invalid agent name")
 
 
-def test_a_module_that_fails_to_import_is_reported_in_one_line(
-    mesh_env: dict[str, str], tmp_path: Path
-) -> None:
+def test_a_module_that_fails_to_import_is_reported_in_one_line(mesh_env: dict[str, str], tmp_path: Path) -> None:
     broken = tmp_path / "broken.py"
     broken.write_text("import nonexistent_module_xyz\n")
     _assert_one_line_error(mesh_cli("run", str(broken)), "ModuleNotFoundError")
