@@ -133,10 +133,8 @@ async def test_forged_and_replayed_announcements_are_never_trusted(mesh_env: dic
         ),
         keys.sign,
     )
-    replayed = Announcement(**{**_fields(genuine), "port": 45002, "instance": "e5f6a7b8"})
-    forged = Announcement(
-        **{**_fields(genuine), "name": "ledger", "instance": "c9d0e1f2", "signature": "", "fingerprint": ""}
-    )
+    replayed = replace(genuine, port=45002, instance="e5f6a7b8")
+    forged = replace(genuine, name="ledger", instance="c9d0e1f2", signature="", fingerprint="")
     async with (
         MdnsAnnouncer(lambda: replayed),
         MdnsAnnouncer(lambda: forged),
