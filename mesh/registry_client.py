@@ -22,13 +22,14 @@ from anyio.abc import TaskStatus
 from pydantic import TypeAdapter, ValidationError
 
 from mesh.errors import MeshError, RegistryError
-from mesh.wire import AgentRecord, ErrorBody, Registration
+from mesh.wire import AgentRecord, Approval, ApprovalDecision, ApprovalRequest, ErrorBody, Registration
 
 __all__ = ["Registrar", "RegistryClient"]
 
 logger = logging.getLogger(__name__)
 
 _records_adapter: Final = TypeAdapter(list[AgentRecord])
+_approvals_adapter: Final = TypeAdapter(list[Approval])
 _MAX_ERROR_CHARS: Final = 300
 
 _T = TypeVar("_T")
@@ -101,6 +102,28 @@ class RegistryClient(anyio.AsyncContextManagerMixin):
         response = await self._request("GET", "/api/agents", params=params)
         return self._parse(response, _records_adapter.validate_json)
 
+    async def file_approval(self, request: ApprovalRequest) -> Approval:
+        """File a request for a human decision (or record one given elsewhere)."""
+        response = await self._request("POST", "/api/approvals", content=request.model_dump_json(), write=True)
+        return self._parse(response, Approval.model_validate_json)
+
+    async def approval(self, approval_id: str, *, wait: float = 0.0) -> Approval:
+        """One approval; with `wait`, the registry holds the answer until it is decided (at most `wait` s)."""
+        params = {"wait": f"{wait:g}"} if wait > 0 else None
+        response = await self._request("GET", f"/api/approvals/{quote(approval_id)}", params=params, timeout=wait + 5)
+        return self._parse(response, Approval.model_validate_json)
+
+    async def approvals(self, *, status: str | None = None) -> list[Approval]:
+        """Approvals, newest first (all, or those of one status)."""
+        response = await self._request("GET", "/api/approvals", params={"status": status} if status else None)
+        return self._parse(response, _approvals_adapter.validate_json)
+
+    async def decide(self, approval_id: str, decision: ApprovalDecision) -> Approval:
+        """Answer a pending approval as the token's caller."""
+        path = f"/api/approvals/{quote(approval_id)}/decision"
+        response = await self._request("POST", path, content=decision.model_dump_json(), write=True)
+        return self._parse(response, Approval.model_validate_json)
+
     async def healthy(self) -> bool:
         """True when GET /healthz answers 2xx in time; never raises."""
         try:
@@ -118,6 +141,7 @@ class RegistryClient(anyio.AsyncContextManagerMixin):
         params: dict[str, str] | None = None,
         write: bool = False,
         missing_ok: bool = False,
+        timeout: float | None = None,
     ) -> httpx2.Response:
         if self._http is None:
             raise RuntimeError("RegistryClient is used outside `async with`")
@@ -125,12 +149,15 @@ class RegistryClient(anyio.AsyncContextManagerMixin):
         if write and self._token_factory is not None:
             headers["authorization"] = f"Bearer {self._token_factory()}"
         where = f"registry at {self.base_url}"
+        limit = timeout if timeout is not None else self._timeout * 2
         try:
             # httpx2's timeout bounds each phase; this bounds the whole exchange.
-            with anyio.fail_after(self._timeout * 2):
-                response = await self._http.request(method, path, content=content, params=params, headers=headers)
+            with anyio.fail_after(limit):
+                response = await self._http.request(
+                    method, path, content=content, params=params, headers=headers, timeout=limit
+                )
         except TimeoutError as exc:
-            raise RegistryError(f"{where} did not answer {method} {path} in {self._timeout * 2:g}s") from exc
+            raise RegistryError(f"{where} did not answer {method} {path} in {limit:g}s") from exc
         except httpx2.TimeoutException as exc:
             raise RegistryError(f"{where} timed out on {method} {path}") from exc
         except httpx2.HTTPError as exc:

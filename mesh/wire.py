@@ -13,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field
 __all__ = [
     "AgentRecord",
     "Approval",
+    "ApprovalDecision",
+    "ApprovalRequest",
     "ApprovalStatus",
     "Decision",
     "ErrorBody",
@@ -213,3 +215,30 @@ class Approval(_Model):
     decided_by: str | None = None
     decided_at: float | None = None
     reason: str | None = None
+
+
+class ApprovalRequest(_Model):
+    """What an agent files: the exact call, why, and until when a human may answer."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    agent: str
+    tool: str
+    caller: str
+    arguments_digest: str = Field(pattern=r"^[0-9a-f]{64}$")
+    expires_at: float
+    trace_id: str | None = None
+    summary: str | None = Field(default=None, max_length=2000)
+    status: ApprovalStatus = "pending"
+    """`pending` to ask; an already decided status records an answer given elsewhere (elicitation)."""
+    decided_by: str | None = None
+    reason: str | None = None
+
+
+class ApprovalDecision(_Model):
+    """A person's answer."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    decision: Literal["approve", "deny"]
+    reason: str | None = Field(default=None, max_length=500)

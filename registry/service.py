@@ -28,6 +28,7 @@ from mesh.discovery.txt import Announcement, Kind, signed
 from mesh.identity import MeshKeys
 from mesh.runtime.auth import BearerAuth
 from mesh.runtime.http import bind, serve
+from registry.approvals import ApprovalQueue, install_approvals
 from registry.inventory import Inventory
 from registry.inventory_api import REGISTRY_AUDIENCE, install_inventory
 
@@ -51,6 +52,7 @@ async def serve_registry(
     keys = MeshKeys.load(name)
     path = Path(db) if db else mesh_paths(name).ensure().registry_db
     started = time.time()
+    queue = ApprovalQueue(path)
     with Inventory(path) as inventory:
         server = MCPServer(
             "registry",
@@ -62,6 +64,7 @@ async def serve_registry(
             log_level="WARNING",
         )
         install_inventory(server, inventory, keys)
+        install_approvals(server, queue, keys)
 
         async def healthz(request: Request) -> JSONResponse:
             del request
@@ -86,6 +89,7 @@ async def serve_registry(
                     await anyio.sleep_forever()
         finally:
             sock.close()
+            queue.close()
 
 
 @asynccontextmanager

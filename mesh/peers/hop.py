@@ -38,6 +38,11 @@ class HopResult:
         self.raw = raw
 
     @property
+    def input_required(self) -> bool:
+        """True when the callee asks for input (a person's approval) before it runs."""
+        return self.raw.get("resultType") == "input_required"
+
+    @property
     def is_error(self) -> bool:
         """True when the tool reported an error."""
         return bool(self.raw.get("isError"))
@@ -94,9 +99,15 @@ class HopClient:
         *,
         meta: Mapping[str, Any] | None = None,
         timeout: float | None = None,
+        input_responses: Mapping[str, Any] | None = None,
+        request_state: str | None = None,
     ) -> HopResult:
         """`tools/call` one tool; raises PeerError subclasses, never transport exceptions."""
         params: dict[str, Any] = {"name": tool, "arguments": dict(arguments or {})}
+        if input_responses:
+            params["inputResponses"] = dict(input_responses)
+        if request_state:
+            params["requestState"] = request_state
         params["_meta"] = {**self._client_meta, **meta} if meta else self._client_meta
         return HopResult(await self.request("tools/call", params, name=tool, timeout=timeout))
 

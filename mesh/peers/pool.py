@@ -17,13 +17,23 @@ import anyio
 import httpx2
 from opentelemetry import baggage, context, propagate, trace
 
+from mesh.approvals import INTERACTIVE_META_KEY
 from mesh.decisions import record_decision
-from mesh.errors import ApprovalRequired, DeadlineExceeded, DiscoveryError, PeerUnavailable, PolicyDenied, ToolFailed
+from mesh.errors import (
+    ApprovalDenied,
+    ApprovalRequired,
+    DeadlineExceeded,
+    DiscoveryError,
+    PeerUnavailable,
+    PolicyDenied,
+    ToolFailed,
+)
 from mesh.identity import MeshKeys, TokenSource
 from mesh.peers.budget import BUDGET_META_KEY, current_deadline, remaining
 from mesh.peers.directory import Instance, PeerDirectory
 from mesh.peers.failures import NotSent
 from mesh.peers.hop import HopClient, HopResult
+from mesh.peers.rounds import InputNeeded, interactive_var, relay_var
 from mesh.peers.routing import Load, RetryBudget, choose, retry_safe
 from mesh.policy import CallFacts, Policy
 
@@ -153,6 +163,9 @@ class PeerPool:
             finally:
                 if token is not None:
                     context.detach(token)
+            if result.input_required:
+                record_decision("approval", choice="asked", reason=f"{name}.{tool} needs a person's answer", span=span)
+                raise InputNeeded(name, tool, result.raw.get("inputRequests") or {}, result.raw.get("requestState"))
             if result.is_error:
                 kind = (result.raw.get("_meta") or {}).get(ERROR_META_KEY)
                 span.set_status(trace.StatusCode.ERROR, result.text[:200])
@@ -160,6 +173,10 @@ class PeerPool:
                     raise PolicyDenied(result.text, where="callee")
                 if kind == "DeadlineExceeded":
                     raise DeadlineExceeded(result.text, agent=name, tool=tool)
+                if kind == "ApprovalDenied":
+                    raise ApprovalDenied(result.text)
+                if kind == "ApprovalRequired":
+                    raise ApprovalRequired(result.text)
                 raise ToolFailed(result.text or f"{name}.{tool} failed", agent=name, tool=tool)
             return result.value
 
@@ -214,7 +231,11 @@ class PeerPool:
                 BUDGET_META_KEY: int(left * 1000),
                 CALLER_META_KEY: {"name": self.me, **self.metadata},
             }
+            if interactive_var.get():
+                meta[INTERACTIVE_META_KEY] = True
             propagate.inject(meta)
+            relay = relay_var.get()
+            answers = relay if relay is not None and (relay.agent, relay.tool) == (name, tool) else None
             hop = self.hop(inst)
             self.attempts[inst.key] += 1
             if inst.key in self._failed:
@@ -223,7 +244,14 @@ class PeerPool:
             started = time.perf_counter()
             try:
                 with anyio.fail_after(left):
-                    result = await hop.call_tool(tool, arguments, meta=meta, timeout=left)
+                    result = await hop.call_tool(
+                        tool,
+                        arguments,
+                        meta=meta,
+                        timeout=left,
+                        input_responses=answers.responses if answers else None,
+                        request_state=answers.state if answers else None,
+                    )
             except NotSent as exc:
                 self.load.finished(inst.key, None)
                 self._mark_failed(inst)

@@ -1,24 +1,30 @@
-"""The callee's side of every `tools/call`: the deadline it was given, and policy (DESIGN §6, §7).
+"""The callee's side of every `tools/call`: its time budget, policy, and human approval (DESIGN §6, §7).
 
 A `ServerMiddleware` inside the SDK's OpenTelemetry middleware, so its decisions land on
-the server span. A spent budget or a policy deny answers with an error result naming why;
-the tool never runs. Identity was already proven by the ASGI layer (`BearerAuth`).
+the server span. A spent budget, a policy deny or a refused approval answers with an error
+result naming why, and the tool never runs. Identity was already proven by the ASGI layer.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from contextvars import Token
 from typing import Any, final
 
 import anyio
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
-from mcp_types import CallToolResult, TextContent
+from mcp_types import CallToolResult, InputRequiredResult, TextContent
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from opentelemetry import baggage, propagate, trace
 
+from mesh.approvals import INTERACTIVE_META_KEY, RoundState
 from mesh.decisions import record_decision
+from mesh.identity import MeshKeys
 from mesh.peers.budget import budget_from_meta, current_deadline, deadline_var
 from mesh.peers.pool import CALLER_META_KEY, DATA_CLASS_BAGGAGE, ERROR_META_KEY, stricter
+from mesh.peers.rounds import InputNeeded, Relay, interactive_var, relay_var
 from mesh.policy import CallFacts, Policy
+from mesh.runtime.approval_gate import ApprovalGate
 from mesh.runtime.tools import CALLER_STATE_KEY
 
 __all__ = ["CallGuard"]
@@ -26,7 +32,7 @@ __all__ = ["CallGuard"]
 
 @final
 class CallGuard:
-    """Refuses calls whose budget is spent or that policy denies, before the tool runs."""
+    """Refuses calls whose budget is spent, that policy denies, or that a person did not approve."""
 
     def __init__(
         self,
@@ -35,16 +41,24 @@ class CallGuard:
         metadata: Mapping[str, Any],
         policy: Policy,
         caller_metadata: Callable[[str], Mapping[str, Any] | None],
+        keys: MeshKeys,
+        approval_tools: frozenset[str] = frozenset(),
+        registry_url: Callable[[], str | None] = lambda: None,
     ) -> None:
         self.agent = agent
         self.metadata = dict(metadata)
         self.policy = policy
+        self.keys = keys
+        self.approval_tools = approval_tools
         self._caller_metadata = caller_metadata
+        self._gate = ApprovalGate(agent=agent, keys=keys, registry_url=registry_url)
 
     async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         if ctx.method != "tools/call" or not ctx.params:
             return await call_next(ctx)
-        tool = str(ctx.params.get("name"))
+        params = ctx.params
+        tool = str(params.get("name"))
+        arguments: Mapping[str, Any] | None = params.get("arguments")
         meta: Mapping[str, Any] = ctx.meta or {}
         caller = _caller(ctx) or "anonymous"
         span = trace.get_current_span()
@@ -55,6 +69,58 @@ class CallGuard:
             return _refusal(
                 "DeadlineExceeded", f"{self.agent}.{tool}: the call's time budget was spent before it started"
             )
+
+        verdict = self._policy(caller, meta, tool)
+        if verdict.verdict == "deny":
+            span.set_status(trace.StatusCode.ERROR, verdict.reason)
+            return _refusal("PolicyDenied", f"{caller} may not call {self.agent}.{tool}: {verdict.reason}")
+
+        interactive = bool(meta.get(INTERACTIVE_META_KEY)) and ctx.protocol_version in MODERN_PROTOCOL_VERSIONS
+        state = RoundState.decode(params.get("requestState"), self.keys)
+        responses: Mapping[str, Any] = params.get("inputResponses") or {}
+        approved: str | None = None
+        if verdict.verdict == "approval" or tool in self.approval_tools:
+            why_needed = verdict.reason if verdict.verdict == "approval" else f"{tool} is marked as needing approval."
+            ticket = self._gate.ticket(tool, arguments, caller, budget)
+            if self._gate.already_approved(ticket, state):
+                approved = state.approved if state else None
+            else:
+                answer = self._gate.answer(ticket, state, responses)
+                if answer is None and interactive:
+                    return self._gate.ask(ticket, arguments, why_needed)
+                if answer is None:
+                    with anyio.move_on_after(budget if budget is not None else float("inf")):
+                        answer = await self._gate.queue(ticket, arguments, why_needed)
+                    answer = answer or (False, "the call's time budget ran out while waiting for a person")
+                else:
+                    await self._gate.audit(ticket, *answer)
+                    approved = state.asked if state and answer[0] else None
+                if not answer[0]:
+                    span.set_status(trace.StatusCode.ERROR, answer[1])
+                    return _refusal("ApprovalDenied", f"{self.agent}.{tool}: {answer[1]}")
+
+        relay = None
+        if state is not None and state.relay_agent and state.relay_tool:
+            relay = Relay(state.relay_agent, state.relay_tool, state.relay_state, dict(responses))
+        tokens: list[Token[Any]] = [interactive_var.set(interactive), relay_var.set(relay)]
+        try:
+            result = await self._run(ctx, call_next, budget)
+        except InputNeeded as need:
+            if not interactive:
+                return _refusal("ApprovalRequired", f"{need.agent}.{need.tool} needs a person, and none can be asked")
+            record_decision("approval", choice="relayed", reason=f"{need.agent}.{need.tool} asks the origin")
+            round_state = RoundState(
+                approved=approved, relay_agent=need.agent, relay_tool=need.tool, relay_state=need.request_state
+            )
+            return InputRequiredResult.model_validate(
+                {"inputRequests": need.input_requests, "requestState": round_state.encode(self.keys)}
+            )
+        finally:
+            for token in reversed(tokens):
+                token.var.reset(token)
+        return result
+
+    def _policy(self, caller: str, meta: Mapping[str, Any], tool: str) -> Any:
         known = self._caller_metadata(caller)
         sent = meta.get(CALLER_META_KEY)
         caller_meta: Mapping[str, Any] = known if known is not None else (sent if isinstance(sent, dict) else {})  # pyright: ignore[reportUnknownVariableType]
@@ -67,13 +133,14 @@ class CallGuard:
             alternatives=("allow", "deny", "approval"),
             attributes={"mesh.policy.side": "callee", "mesh.policy.ids": list(decision.policies)},
         )
-        if decision.verdict == "deny":
-            span.set_status(trace.StatusCode.ERROR, decision.reason)
-            return _refusal("PolicyDenied", f"{caller} may not call {self.agent}.{tool}: {decision.reason}")
+        return decision
+
+    async def _run(
+        self, ctx: ServerRequestContext[Any, Any], call_next: CallNext, budget: float | None
+    ) -> HandlerResult:
         if budget is None:
             return await call_next(ctx)
-        deadline = current_deadline(budget, budget)
-        token = deadline_var.set(deadline)
+        token = deadline_var.set(current_deadline(budget, budget))
         result: HandlerResult = None
         try:
             with anyio.move_on_after(budget) as scope:
@@ -81,8 +148,11 @@ class CallGuard:
         finally:
             deadline_var.reset(token)
         if scope.cancelled_caught:
-            span.set_status(trace.StatusCode.ERROR, "deadline exceeded")
-            return _refusal("DeadlineExceeded", f"{self.agent}.{tool} ran out of its {budget:.3f}s budget")
+            trace.get_current_span().set_status(trace.StatusCode.ERROR, "deadline exceeded")
+            return _refusal(
+                "DeadlineExceeded",
+                f"{self.agent}.{ctx.params and ctx.params.get('name')} ran out of its {budget:.3f}s budget",
+            )
         return result
 
 

@@ -28,7 +28,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp
 
 from mesh.agent import Agent
-from mesh.config import mesh_name
+from mesh.config import mesh_name, mesh_paths
 from mesh.discovery.mdns import MdnsAnnouncer
 from mesh.discovery.txt import Announcement, signed
 from mesh.errors import ConfigError
@@ -40,6 +40,7 @@ from mesh.runtime.guard import CallGuard
 from mesh.runtime.http import bind, serve
 from mesh.runtime.node import MeshNode
 from mesh.runtime.tools import build_server
+from mesh.tracing.provider import Tracing
 from mesh.wire import Registration, ToolInfo
 
 __all__ = ["RunOptions", "run_stdio", "serve_agent"]
@@ -97,12 +98,27 @@ async def serve_agent(
         mdns=options.mdns,
         lan=options.lan,
     )
+    tracing = Tracing(
+        service=agent.name,
+        instance=options.instance,
+        mesh=options.mesh,
+        spool_dir=mesh_paths(options.mesh).ensure().spool_dir,
+        tracer_base=lambda: node.tracer_url or node.registry_url,
+    )
     sock = bind(options.host, options.port)
     port: int = sock.getsockname()[1]
     url = f"http://{_url_host(options.host)}:{port}/mcp"
-    guard = CallGuard(agent=agent.name, metadata=metadata, policy=policy, caller_metadata=node.directory.metadata_of)
+    guard = CallGuard(
+        agent=agent.name,
+        metadata=metadata,
+        policy=policy,
+        caller_metadata=node.directory.metadata_of,
+        keys=node.keys,
+        approval_tools=frozenset(name for name, spec in agent.tools.items() if spec.approval),
+        registry_url=lambda: node.registry_url,
+    )
     server = build_server(agent, peers=node.pool, middleware=[guard])
-    _add_health(server, agent, options, started)
+    _add_health(server, agent, options, started, tracing)
     app: ASGIApp = server.streamable_http_app(
         json_response=True,
         transport_security=_transport_security(options.host, options.public),
@@ -125,6 +141,7 @@ async def serve_agent(
                 await anyio.sleep_forever()
     finally:
         sock.close()
+        tracing.shutdown()  # uvicorn skips exit hooks: flush explicitly or spans are lost
 
 
 @asynccontextmanager
@@ -195,7 +212,7 @@ async def run_stdio(agent: Agent, options: RunOptions) -> None:
         await build_server(agent, peers=node.pool).run_stdio_async()
 
 
-def _add_health(server: MCPServer, agent: Agent, options: RunOptions, started: float) -> None:
+def _add_health(server: MCPServer, agent: Agent, options: RunOptions, started: float, tracing: Tracing) -> None:
     async def healthz(request: Request) -> JSONResponse:
         del request
         body: dict[str, Any] = {
@@ -207,6 +224,7 @@ def _add_health(server: MCPServer, agent: Agent, options: RunOptions, started: f
             "metadata": agent.governance.model_dump(exclude_none=True),
             "uptime_s": round(time.time() - started, 3),
             "auth": options.auth,
+            "spans": tracing.stats(),
         }
         return JSONResponse(body)
 

@@ -23,6 +23,7 @@ from mesh.agent import Agent, ToolSpec
 from mesh.context import Context
 from mesh.errors import MeshError
 from mesh.peers.hop import GOVERNANCE_META_KEY
+from mesh.peers.rounds import InputNeeded
 from mesh.protocols import PeerCaller
 
 __all__ = ["APPROVAL_META_KEY", "ArgumentCheck", "build_server", "caller_of", "describe_validation"]
@@ -156,6 +157,8 @@ def _wrap(agent: Agent, spec: ToolSpec, peers: PeerCaller | None) -> Callable[..
             if is_async:
                 return await fn(**kwargs)
             return await anyio.to_thread.run_sync(lambda: fn(**kwargs))
+        except InputNeeded:
+            raise  # a question for a person travels up the chain (the guard relays it)
         except MeshError as exc:
             # A mesh failure inside a tool is the tool's answer, not a crash: keep its words.
             raise ToolError(f"{type(exc).__name__}: {exc}") from exc

@@ -1,0 +1,121 @@
+"""`mesh approvals ls|approve ID|deny ID`: the human side of the registry's approvals queue."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Annotated
+
+import anyio
+import typer
+from rich.table import Table
+
+from mesh.cli.options import JsonOpt, MeshOpt, RegistryOpt, fail, out, print_json
+from mesh.errors import RegistryError
+from mesh.registry_client import RegistryClient
+from mesh.runtime.node import MeshNode
+from mesh.wire import Approval, ApprovalDecision
+
+__all__ = ["register"]
+
+approvals_app = typer.Typer(help="Human approvals of risky calls (the registry's queue).", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `mesh approvals` to `app`."""
+    app.add_typer(approvals_app, name="approvals")
+
+
+@approvals_app.command("ls")
+def ls(
+    status: Annotated[str | None, typer.Option(help="pending, approved, denied or expired (default: all).")] = None,
+    json_: JsonOpt = False,
+    registry: RegistryOpt = None,
+    mesh: MeshOpt = None,
+) -> None:
+    """List approvals, newest first."""
+    rows = anyio.run(_list, mesh, registry, status)
+    if json_:
+        print_json(rows)
+        return
+    if not rows:
+        out.print("no approvals")
+        return
+    table = Table()
+    for column in ("id", "agent", "tool", "caller", "requested", "expires", "status", "decided by"):
+        table.add_column(column)
+    for a in rows:
+        colour = {"pending": "yellow", "approved": "green"}.get(a.status, "red")
+        table.add_row(
+            a.id, a.agent, a.tool, a.caller, _clock(a.requested_at), _clock(a.expires_at),
+            f"[{colour}]{a.status}[/]", a.decided_by or "",
+        )  # fmt: skip
+    out.print(table)
+
+
+@approvals_app.command("approve")
+def approve(
+    approval_id: Annotated[str, typer.Argument(help="The approval's id (see `mesh approvals ls`).")],
+    reason: Annotated[str | None, typer.Option(help="A note for the audit record.")] = None,
+    as_: Annotated[str, typer.Option("--as", help="Who is deciding (recorded).")] = "mesh-cli",
+    json_: JsonOpt = False,
+    registry: RegistryOpt = None,
+    mesh: MeshOpt = None,
+) -> None:
+    """Approve a pending call: it runs."""
+    _decide(approval_id, "approve", reason, as_, json_, registry, mesh)
+
+
+@approvals_app.command("deny")
+def deny(
+    approval_id: Annotated[str, typer.Argument(help="The approval's id (see `mesh approvals ls`).")],
+    reason: Annotated[str | None, typer.Option(help="A note for the audit record.")] = None,
+    as_: Annotated[str, typer.Option("--as", help="Who is deciding (recorded).")] = "mesh-cli",
+    json_: JsonOpt = False,
+    registry: RegistryOpt = None,
+    mesh: MeshOpt = None,
+) -> None:
+    """Deny a pending call: its caller gets a clean refusal."""
+    _decide(approval_id, "deny", reason, as_, json_, registry, mesh)
+
+
+def _decide(
+    approval_id: str, decision: str, reason: str | None, who: str, json_: bool, registry: str | None, mesh: str | None
+) -> None:
+    answer = ApprovalDecision.model_validate({"decision": decision, "reason": reason})
+    try:
+        decided = anyio.run(_send, mesh, registry, approval_id, answer, who)
+    except RegistryError as exc:
+        fail(str(exc))
+    if json_:
+        print_json(decided)
+    else:
+        out.print(f"{decided.id}: {decided.status} ({decided.agent}.{decided.tool} for {decided.caller})")
+
+
+async def _list(mesh: str | None, registry: str | None, status: str | None) -> list[Approval]:
+    async with MeshNode("mesh-cli", mesh=mesh, registry=registry) as node:
+        url = await _find(node)
+        async with RegistryClient(url) as client:
+            return await client.approvals(status=status)
+
+
+async def _send(
+    mesh: str | None, registry: str | None, approval_id: str, answer: ApprovalDecision, who: str
+) -> Approval:
+    async with MeshNode("mesh-cli", mesh=mesh, registry=registry) as node:
+        url = await _find(node)
+        async with RegistryClient(url, token_factory=lambda: node.keys.mint(who, "registry", ttl=60)) as client:
+            return await client.decide(approval_id, answer)
+
+
+async def _find(node: MeshNode) -> str:
+    with anyio.move_on_after(3.0):
+        while node.registry_url is None:
+            await node.registry_moved()
+    if node.registry_url is None:
+        raise RegistryError("no registry found for this mesh (start one with `mesh registry`, or pass --registry)")
+    return node.registry_url
+
+
+def _clock(epoch: float) -> str:
+    return datetime.datetime.fromtimestamp(epoch).strftime("%H:%M:%S")

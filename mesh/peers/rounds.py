@@ -1,0 +1,50 @@
+"""Input-required rounds across hops: what the caller forwards, and the error that carries a question up.
+
+When a callee answers `input_required` (a person must approve), the caller cannot answer
+itself: `InputNeeded` carries the question up to whoever can, and on the next round the
+answer comes back down through `relayed_answers`. Context variables, set by the runtime
+for the request being served, read by the pool for the calls it makes.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+from mcp import MCPError
+
+from mesh.errors import MeshError
+
+__all__ = ["INPUT_NEEDED_CODE", "InputNeeded", "Relay", "interactive_var", "relay_var"]
+
+INPUT_NEEDED_CODE = -32042
+"""The JSON-RPC code `InputNeeded` travels under inside one process (never on the wire)."""
+
+
+class InputNeeded(MeshError, MCPError):
+    """A callee needs a person's answer before it can run; let it propagate so it reaches one."""
+
+    def __init__(self, agent: str, tool: str, input_requests: dict[str, Any], request_state: str | None) -> None:
+        MCPError.__init__(self, INPUT_NEEDED_CODE, f"{agent}.{tool} needs a person's answer before it runs")
+        self.agent = agent
+        self.tool = tool
+        self.input_requests = input_requests
+        self.request_state = request_state
+
+
+@dataclass(frozen=True, slots=True)
+class Relay:
+    """Answers to a question a downstream call asked, to send with the same call again."""
+
+    agent: str
+    tool: str
+    state: str | None
+    responses: dict[str, Any]
+
+
+interactive_var: ContextVar[bool] = ContextVar("mesh_interactive", default=False)
+"""True while serving a request whose origin can answer questions (elicitation)."""
+
+relay_var: ContextVar[Relay | None] = ContextVar("mesh_relay", default=None)
+"""The answers to pass down on this round, if the previous round relayed a question."""

@@ -1,0 +1,74 @@
+"""The process's TracerProvider: set once, named for the agent, exporting through the spool.
+
+Honours the OpenTelemetry environment: OTEL_SDK_DISABLED, OTEL_RESOURCE_ATTRIBUTES,
+OTEL_TRACES_SAMPLER, OTEL_BSP_* and OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT, which, when set,
+takes the place of the tracer found through the mesh.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import final
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+from mesh.tracing.export import SpoolingExporter
+from mesh.tracing.spool import Spool
+
+__all__ = ["Tracing", "otlp_endpoint_from_env"]
+
+
+def otlp_endpoint_from_env() -> str | None:
+    """The traces endpoint the OTEL_* variables name, if any."""
+    explicit = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    if explicit:
+        return explicit
+    base = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    return base.rstrip("/") + "/v1/traces" if base else None
+
+
+@final
+class Tracing:
+    """Owns the provider and exporter of one process; `shutdown()` flushes (uvicorn skips exit hooks)."""
+
+    def __init__(
+        self,
+        *,
+        service: str,
+        instance: str,
+        mesh: str,
+        spool_dir: Path,
+        tracer_base: Callable[[], str | None],
+    ) -> None:
+        self.enabled = os.environ.get("OTEL_SDK_DISABLED", "").lower() != "true"
+        self.exporter: SpoolingExporter | None = None
+        self._provider: TracerProvider | None = None
+        if not self.enabled:
+            return
+        from_env = otlp_endpoint_from_env()
+
+        def endpoint() -> str | None:
+            if from_env:
+                return from_env
+            base = tracer_base()
+            return f"{base.rstrip('/')}/v1/traces" if base else None
+
+        resource = Resource.create({"service.name": service, "service.instance.id": instance, "mesh.name": mesh})
+        self.exporter = SpoolingExporter(endpoint, Spool(spool_dir / service))  # a restarted agent drains it
+        self._provider = TracerProvider(resource=resource)
+        self._provider.add_span_processor(BatchSpanProcessor(self.exporter, schedule_delay_millis=500))
+        trace.set_tracer_provider(self._provider)
+
+    def stats(self) -> dict[str, int]:
+        """Export counters (empty when tracing is disabled)."""
+        return self.exporter.stats() if self.exporter else {}
+
+    def shutdown(self) -> None:
+        """Flush what is queued (to the tracer or the spool) and stop exporting."""
+        if self._provider is not None:
+            self._provider.shutdown()
