@@ -8,6 +8,7 @@ takes the place of the tracer found through the mesh.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import final
@@ -61,7 +62,12 @@ class Tracing:
         resource = Resource.create({"service.name": service, "service.instance.id": instance, "mesh.name": mesh})
         self.exporter = SpoolingExporter(endpoint, Spool(spool_dir / service))  # a restarted agent drains it
         self._provider = TracerProvider(resource=resource)
-        self._provider.add_span_processor(BatchSpanProcessor(self.exporter, schedule_delay_millis=500))
+        # Small batches: the export thread encodes while holding the GIL, so a big batch stalls
+        # the event loop for milliseconds and shows up in the p99 of every call (bench/hop.py).
+        self._provider.add_span_processor(
+            BatchSpanProcessor(self.exporter, schedule_delay_millis=200, max_export_batch_size=64)
+        )
+        sys.setswitchinterval(0.0005)
         trace.set_tracer_provider(self._provider)
 
     def stats(self) -> dict[str, int]:
