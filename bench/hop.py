@@ -131,6 +131,6 @@ async def plain_server(port: int) -> AsyncGenerator[str]:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description="one mesh hop against one raw SDK call")
     parser.add_argument("--calls", type=int, default=2000)
     anyio.run(main, parser.parse_args().calls, backend_options={"use_uvloop": True})
