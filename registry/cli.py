@@ -8,7 +8,7 @@ import typer
 
 from mesh.cli.options import MeshOpt
 from mesh.cli.run import run_until_signalled
-from mesh.config import DEFAULT_REGISTRY_PORT
+from mesh.config import DEFAULT_REGISTRY_PORT, DEFAULT_TRACER_PORT
 
 __all__ = ["register"]
 
@@ -16,6 +16,7 @@ __all__ = ["register"]
 def register(app: typer.Typer) -> None:
     """Add the service commands to the `mesh` app."""
     app.command("registry")(registry)
+    app.command("tracer")(tracer)
 
 
 def registry(
@@ -32,3 +33,24 @@ def registry(
     if lan and host == "127.0.0.1":
         host = "0.0.0.0"
     run_until_signalled(lambda: serve_registry(mesh=mesh, host=host, port=port, db=db, mdns=not no_mdns, lan=lan))
+
+
+def tracer(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = DEFAULT_TRACER_PORT,
+    db: Annotated[str | None, typer.Option(help="SQLite file (default: under MESH_HOME).")] = None,
+    forward: Annotated[
+        str | None, typer.Option(help="Also send every span to this OTLP/HTTP endpoint (.../v1/traces).")
+    ] = None,
+    no_mdns: Annotated[bool, typer.Option("--no-mdns", help="Do not announce on mDNS.")] = False,
+    lan: Annotated[bool, typer.Option("--lan", help="Listen and announce on the LAN.")] = False,
+    mesh: MeshOpt = None,
+) -> None:
+    """Run a sidecar tracer: OTLP/HTTP receiver, durable store, trace queries (default port 7421)."""
+    from registry.service import serve_tracer
+
+    if lan and host == "127.0.0.1":
+        host = "0.0.0.0"
+    run_until_signalled(
+        lambda: serve_tracer(mesh=mesh, host=host, port=port, db=db, forward=forward, mdns=not no_mdns, lan=lan)
+    )

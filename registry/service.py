@@ -1,8 +1,9 @@
-"""The registry process: inventory, trace registry and approvals behind one MCP server.
+"""The registry and tracer processes: their pieces behind one MCP server each.
 
-Owns composition and lifecycle: which pieces are installed on the registry's `MCPServer`,
-the auth layer in front of `/mcp`, binding, and the mDNS announcement that lets agents
-find it. Each piece lives in its own module.
+Owns composition and lifecycle: which pieces are installed on the service's `MCPServer`, the
+auth layer in front of `/mcp`, binding, and the mDNS announcement that lets agents find it.
+The registry is inventory + trace registry + approvals; the sidecar tracer is the trace
+registry alone (optionally forwarding). Each piece lives in its own module.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ import logging
 import sys
 import time
 import uuid
-from collections.abc import AsyncGenerator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +32,11 @@ from mesh.runtime.http import bind, serve
 from registry.approvals import ApprovalQueue, install_approvals
 from registry.inventory import Inventory
 from registry.inventory_api import REGISTRY_AUDIENCE, install_inventory
+from registry.tracer import Tracer, install_tracer
+from registry.tracestore import TraceStore
+from registry.web import install_web
 
-__all__ = ["announce_service", "serve_registry"]
+__all__ = ["announce_service", "serve_registry", "serve_tracer"]
 
 log = logging.getLogger(__name__)
 
@@ -47,49 +51,109 @@ async def serve_registry(
     lan: bool = False,
     task_status: TaskStatus[str] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve the registry until cancelled; reports its base URL once bound."""
+    """Serve the registry (inventory, traces, approvals, web page) until cancelled."""
     name = mesh_name(mesh)
     keys = MeshKeys.load(name)
     path = Path(db) if db else mesh_paths(name).ensure().registry_db
-    started = time.time()
-    queue = ApprovalQueue(path)
-    with Inventory(path) as inventory:
+    async with AsyncExitStack() as stack:
+        inventory = stack.enter_context(Inventory(path))
+        queue = ApprovalQueue(path)
+        stack.callback(queue.close)
+        store = TraceStore(path.with_name(f"{path.stem}-traces.sqlite3"))
+        stack.callback(store.close)
+        holder: list[Tracer] = []
         server = MCPServer(
             "registry",
             description="agentplex registry: agent inventory, decision traces, approvals",
             instructions=(
-                "Ask which agents exist and what they may handle (list_agents, find_agents), "
-                "and why a call chain did what it did (search_traces, get_trace, explain_decision)."
+                "Ask which agents exist and what they may handle (list_agents, find_agents), why a call "
+                "chain did what it did (search_traces, get_trace, explain_decision), and what waits for a "
+                "person (list_approvals)."
             ),
+            lifespan=_entering(holder),
             log_level="WARNING",
         )
         install_inventory(server, inventory, keys)
         install_approvals(server, queue, keys)
+        holder.append(install_tracer(server, store))
+        install_web(server)
+        _health(server, "registry", name, lambda: {"db": str(path), "agents": len(inventory.alive(time.time()))})
+        await _serve(server, keys, "registry", name, host, port, mdns, lan, f"(db {path})", task_status)
 
-        async def healthz(request: Request) -> JSONResponse:
-            del request
-            body: dict[str, Any] = {"status": "ok", "name": "registry", "mesh": name, "db": str(path)}
-            body["uptime_s"] = round(time.time() - started, 3)
-            body["agents"] = len(inventory.alive(time.time()))
-            return JSONResponse(body)
 
-        server.custom_route("/healthz", methods=["GET"])(healthz)
-        app = BearerAuth(
-            server.streamable_http_app(json_response=True, host=host), keys=keys, audience=REGISTRY_AUDIENCE
-        )
-        sock = bind(host, port)
-        bound: int = sock.getsockname()[1]
-        url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{bound}"
-        try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(serve, app, sock)
-                async with announce_service("registry", name, host, bound, keys, enabled=mdns, lan=lan):
-                    print(f"mesh: registry listening on {url} (db {path})", file=sys.stderr, flush=True)
-                    task_status.started(url)
-                    await anyio.sleep_forever()
-        finally:
-            sock.close()
-            queue.close()
+async def serve_tracer(
+    *,
+    mesh: str | None = None,
+    host: str = "127.0.0.1",
+    port: int,
+    db: str | None = None,
+    forward: str | None = None,
+    mdns: bool = True,
+    lan: bool = False,
+    task_status: TaskStatus[str] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the sidecar tracer (OTLP receiver, trace queries, forwarding) until cancelled."""
+    name = mesh_name(mesh)
+    keys = MeshKeys.load(name)
+    path = Path(db) if db else mesh_paths(name).ensure().tracer_db
+    store = TraceStore(path)
+    try:
+        holder: list[Tracer] = []
+        server = MCPServer("tracer", description="agentplex sidecar tracer", lifespan=_entering(holder))
+        holder.append(install_tracer(server, store, forward_url=forward))
+        _health(server, "tracer", name, lambda: {"db": str(path), "forward": forward, **holder[0].stats.__dict__})
+        await _serve(server, keys, "tracer", name, host, port, mdns, lan, f"(db {path})", task_status)
+    finally:
+        store.close()
+
+
+def _entering(holder: list[Tracer]) -> Callable[[MCPServer], Any]:
+    """A lifespan that runs the tracer's background tasks while the server runs."""
+
+    @asynccontextmanager
+    async def lifespan(_: MCPServer) -> AsyncGenerator[None]:
+        async with holder[0]:
+            yield
+
+    return lifespan
+
+
+def _health(server: MCPServer, kind: str, mesh: str, extra: Callable[[], dict[str, Any]]) -> None:
+    started = time.time()
+
+    async def healthz(request: Request) -> JSONResponse:
+        del request
+        body: dict[str, Any] = {"status": "ok", "name": kind, "mesh": mesh, "uptime_s": round(time.time() - started, 3)}
+        return JSONResponse({**body, **extra()})
+
+    server.custom_route("/healthz", methods=["GET"])(healthz)
+
+
+async def _serve(
+    server: MCPServer,
+    keys: MeshKeys,
+    kind: Kind,
+    mesh: str,
+    host: str,
+    port: int,
+    mdns: bool,
+    lan: bool,
+    note: str,
+    task_status: TaskStatus[str],
+) -> None:
+    app = BearerAuth(server.streamable_http_app(json_response=True, host=host), keys=keys, audience=REGISTRY_AUDIENCE)
+    sock = bind(host, port)
+    bound: int = sock.getsockname()[1]
+    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{bound}"
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(serve, app, sock)
+            async with announce_service(kind, mesh, host, bound, keys, enabled=mdns, lan=lan):
+                print(f"mesh: {kind} listening on {url} {note}", file=sys.stderr, flush=True)
+                task_status.started(url)
+                await anyio.sleep_forever()
+    finally:
+        sock.close()
 
 
 @asynccontextmanager

@@ -28,12 +28,17 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from mesh.cli import call, ls, run, token
+    from mesh.cli import approvals, call, gateway, install, ls, run, token, traces, up
 
     run.register(app)
     call.register(app)
     ls.register(app)
     token.register(app)
+    approvals.register(app)
+    traces.register(app)
+    up.register(app)
+    gateway.register(app)
+    install.register(app)
     for ep in entry_points(group="agentplex.commands"):
         ep.load()(app)
 

@@ -9,19 +9,24 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import final
 
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import Decision, ParentBased, Sampler, SamplingResult
+from opentelemetry.trace import Link, SpanKind
+from opentelemetry.trace.span import TraceState
+from opentelemetry.util.types import Attributes
 
 from mesh.tracing.export import SpoolingExporter
 from mesh.tracing.spool import Spool
 
-__all__ = ["Tracing", "otlp_endpoint_from_env"]
+__all__ = ["HOUSEKEEPING", "SkipHousekeeping", "Tracing", "otlp_endpoint_from_env"]
 
 
 def otlp_endpoint_from_env() -> str | None:
@@ -31,6 +36,34 @@ def otlp_endpoint_from_env() -> str | None:
         return explicit
     base = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
     return base.rstrip("/") + "/v1/traces" if base else None
+
+
+HOUSEKEEPING = frozenset({"tools/list", "server/discover", "initialize", "ping", "notifications/initialized"})
+"""MCP methods that, as the root of a trace, are the mesh keeping itself informed (probes), not work."""
+
+
+@final
+class SkipHousekeeping(Sampler):
+    """Samples every root span except the mesh's own probes (a listing with no caller behind it)."""
+
+    def should_sample(
+        self,
+        parent_context: Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: TraceState | None = None,
+    ) -> SamplingResult:
+        """Drop housekeeping roots; record and sample everything else."""
+        method = (attributes or {}).get("mcp.method.name")
+        decision = Decision.DROP if method in HOUSEKEEPING else Decision.RECORD_AND_SAMPLE
+        return SamplingResult(decision, attributes if decision is Decision.RECORD_AND_SAMPLE else None, trace_state)
+
+    def get_description(self) -> str:
+        """How the sampler shows in diagnostics."""
+        return "SkipHousekeeping"
 
 
 @final
@@ -61,7 +94,8 @@ class Tracing:
 
         resource = Resource.create({"service.name": service, "service.instance.id": instance, "mesh.name": mesh})
         self.exporter = SpoolingExporter(endpoint, Spool(spool_dir / service))  # a restarted agent drains it
-        self._provider = TracerProvider(resource=resource)
+        sampler = None if os.environ.get("OTEL_TRACES_SAMPLER") else ParentBased(root=SkipHousekeeping())
+        self._provider = TracerProvider(resource=resource, sampler=sampler)
         # Small batches: the export thread encodes while holding the GIL, so a big batch stalls
         # the event loop for milliseconds and shows up in the p99 of every call (bench/hop.py).
         self._provider.add_span_processor(

@@ -1,0 +1,108 @@
+"""`mesh traces ls|show`: query the trace registry (the registry, or a sidecar tracer)."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated, Any
+
+import anyio
+import httpx2
+import typer
+from pydantic import TypeAdapter, ValidationError
+
+from mesh.cli.options import JsonOpt, MeshOpt, RegistryOpt, fail, out, print_json
+from mesh.errors import RegistryError
+from mesh.runtime.node import MeshNode
+from mesh.tracing.render import render_summaries, render_tree
+from mesh.wire import TraceSummary, TraceTree
+
+__all__ = ["register"]
+
+traces_app = typer.Typer(help="Decision traces: who called what, why, and what was decided.", no_args_is_help=True)
+TracerOpt = Annotated[
+    str | None, typer.Option("--tracer", envvar="MESH_TRACER", help="Query this tracer instead of the registry.")
+]
+_summaries = TypeAdapter(list[TraceSummary])
+
+
+def register(app: typer.Typer) -> None:
+    """Add `mesh traces` to `app`."""
+    app.add_typer(traces_app, name="traces")
+
+
+@traces_app.command("ls")
+def ls(
+    agent: Annotated[str | None, typer.Option(help="Only traces this agent took part in.")] = None,
+    tool: Annotated[str | None, typer.Option(help="Only traces whose root called this tool.")] = None,
+    status: Annotated[str | None, typer.Option(help="ok or error.")] = None,
+    since: Annotated[str | None, typer.Option(help="Only traces started within this long: 10m, 2h, 1d.")] = None,
+    min_duration: Annotated[float | None, typer.Option("--min-duration", help="Slower than this many ms.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many traces.")] = 50,
+    json_: JsonOpt = False,
+    tracer: TracerOpt = None,
+    registry: RegistryOpt = None,
+    mesh: MeshOpt = None,
+) -> None:
+    """List recent traces, latest first."""
+    params = {"agent": agent, "tool": tool, "status": status, "since": since, "limit": str(limit)}
+    if min_duration is not None:
+        params["min_duration_ms"] = str(min_duration)
+    body = anyio.run(_get, mesh, registry, tracer, "/api/traces", {k: v for k, v in params.items() if v})
+    try:
+        found = _summaries.validate_python(body)
+    except ValidationError as exc:
+        fail(f"the trace registry sent an unexpected answer ({exc.error_count()} bad fields)")
+    if json_:
+        print_json(found)
+    elif found:
+        out.print(render_summaries(found))
+    else:
+        out.print("no traces")
+
+
+@traces_app.command("show")
+def show(
+    trace_id: Annotated[str, typer.Argument(help="The trace id (see `mesh traces ls`).")],
+    json_: JsonOpt = False,
+    tracer: TracerOpt = None,
+    registry: RegistryOpt = None,
+    mesh: MeshOpt = None,
+) -> None:
+    """Show one decision trace as a tree: agents, timings, decisions, errors."""
+    body = anyio.run(_get, mesh, registry, tracer, f"/api/traces/{trace_id}", {})
+    try:
+        tree = TraceTree.model_validate(body)
+    except ValidationError as exc:
+        fail(f"the trace registry sent an unexpected answer ({exc.error_count()} bad fields)")
+    if json_:
+        print_json(tree)
+    else:
+        out.print(render_tree(tree))
+
+
+async def _get(mesh: str | None, registry: str | None, tracer: str | None, path: str, params: dict[str, str]) -> Any:
+    base = tracer or await _registry(mesh, registry)
+    try:
+        async with httpx2.AsyncClient(base_url=base, timeout=10) as http:
+            response = await http.get(path, params=params)
+    except httpx2.HTTPError as exc:
+        raise RegistryError(f"cannot reach the trace registry at {base}: {type(exc).__name__}") from exc
+    if response.status_code != 200:
+        try:
+            message = response.json()["error"]
+        except (ValueError, KeyError, TypeError):
+            message = response.text[:200]
+        raise RegistryError(f"trace registry at {base}: {message}")
+    return response.json()
+
+
+async def _registry(mesh: str | None, registry: str | None) -> str:
+    if registry or os.environ.get("MESH_REGISTRY"):
+        return registry or os.environ["MESH_REGISTRY"]
+    async with MeshNode("mesh-cli", mesh=mesh) as node:
+        with anyio.move_on_after(3.0):
+            while node.registry_url is None:
+                await node.registry_moved()
+        if node.registry_url is None:
+            raise RegistryError("no registry found for this mesh (start one with `mesh registry`, or pass --registry)")
+        return node.registry_url
