@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import AsyncGenerator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +102,7 @@ async def serve_tracer(
         holder: list[Tracer] = []
         server = MCPServer("tracer", description="agentplex sidecar tracer", lifespan=_entering(holder))
         holder.append(install_tracer(server, store, forward_url=forward))
-        _health(server, "tracer", name, lambda: {"db": str(path), "forward": forward, **holder[0].stats.__dict__})
+        _health(server, "tracer", name, lambda: {"db": str(path), "forward": forward, **asdict(holder[0].stats)})
         await _serve(server, keys, "tracer", name, host, port, mdns, lan, f"(db {path})", task_status)
     finally:
         store.close()

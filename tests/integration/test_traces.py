@@ -1,0 +1,150 @@
+"""Decision traces: one stitched tree per call chain, durable through a tracer outage, honest about gaps."""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx2
+import pytest
+
+from mesh.errors import MeshError
+from mesh.runtime.node import MeshNode
+from mesh.testing import AgentProcess, MeshProcess, RegistryProcess, free_port
+
+pytestmark = [pytest.mark.anyio, pytest.mark.integration]
+
+RELAY = str(Path(__file__).resolve().parent / "fixtures" / "relay.py")
+
+
+async def _until(fetch: Callable[[], Any], check: Callable[[Any], bool], timeout: float = 20) -> Any:
+    """Poll `fetch` (bounded) until `check` holds; spans arrive in batches every ~0.2 s."""
+    with anyio.fail_after(timeout):
+        while True:
+            value = await fetch()
+            if check(value):
+                return value
+            await anyio.sleep(0.2)
+
+
+async def _traces(base: str, **params: str) -> list[dict[str, Any]]:
+    async with httpx2.AsyncClient(base_url=base) as http:
+        return (await http.get("/api/traces", params=params)).json()
+
+
+async def _tree(base: str, trace_id: str) -> dict[str, Any]:
+    async with httpx2.AsyncClient(base_url=base) as http:
+        return (await http.get(f"/api/traces/{trace_id}")).json()
+
+
+def _walk(node: dict[str, Any]) -> list[dict[str, Any]]:
+    return [node, *(n for child in node["children"] for n in _walk(child))]
+
+
+async def test_a_chain_becomes_one_complete_trace_with_its_decisions(mesh_env: dict[str, str]) -> None:
+    async with (
+        RegistryProcess() as registry,
+        AgentProcess(RELAY, "--name", "c", "--registry", registry.base_url),
+        AgentProcess(RELAY, "--name", "b", "--meta", "next=c", "--registry", registry.base_url),
+        AgentProcess(RELAY, "--name", "a", "--meta", "next=b", "--registry", registry.base_url),
+        MeshNode("client", registry=registry.base_url) as node,
+    ):
+        await node.settle()
+        assert await node.call("a", "relay", {"text": "t"}) == "t>a>b>c"
+        [summary] = await _until(
+            lambda: _traces(registry.base_url, agent="a"), lambda found: len(found) == 1 and found[0]["span_count"] == 5
+        )
+        tree = await _tree(registry.base_url, summary["trace_id"])
+    assert tree["complete"] is True
+    assert summary["root"] == {"agent": "a", "tool": "relay"}
+    assert sorted(summary["agents"]) == ["a", "b", "c"]
+    nodes = _walk(tree["root"])
+    assert [(n["agent"], n["kind"]) for n in nodes] == [
+        ("a", "server"), ("a", "client"), ("b", "server"), ("b", "client"), ("c", "server"),
+    ]  # fmt: skip
+    for parent, child in zip(nodes, nodes[1:], strict=False):
+        assert child["parent_id"] == parent["span_id"]
+        assert child["start"] >= parent["start"]
+    routes = [(n["agent"], d["choice"]) for n in nodes for d in n["decisions"] if d["kind"] == "route"]
+    assert ("a", "b") in routes  # the agent's own decision, on its server span
+    assert ("c", "answer") in routes
+    policies = [d for n in nodes for d in n["decisions"] if d["kind"] == "policy"]
+    assert len(policies) == 5  # both ends of the two inner hops, and the callee end of the first
+
+
+async def test_a_tracer_outage_loses_no_span(mesh_env: dict[str, str], tmp_path: Path) -> None:
+    port = free_port()
+    db = tmp_path / "tracer.sqlite3"
+    tracer_args = ["tracer", "--port", str(port), "--db", str(db), "--no-mdns"]
+    env = {"MESH_TRACER": f"http://127.0.0.1:{port}"}
+    async with (
+        AgentProcess(RELAY, "--name", "leaf", env=env),
+        AgentProcess(RELAY, "--name", "root", "--meta", "next=leaf", env=env) as root,
+        MeshNode("client") as node,
+    ):
+        del root
+        await node.settle()
+        async with MeshProcess(tracer_args) as tracer:
+            await node.call("root", "relay", {"text": "before"})
+            await _until(lambda: _traces(tracer.base_url), lambda found: len(found) == 1)
+        for n in range(10):  # the tracer is down: spans go to the spool
+            await node.call("root", "relay", {"text": f"during {n}"})
+        async with MeshProcess(tracer_args) as tracer:
+            found = await _until(
+                lambda: _traces(tracer.base_url, limit="100"),
+                lambda found: len(found) == 11 and all(t["span_count"] == 3 for t in found),
+            )
+    assert len({t["trace_id"] for t in found}) == 11
+
+
+async def test_a_killed_callee_leaves_an_incomplete_trace(mesh_env: dict[str, str]) -> None:
+    async with (
+        RegistryProcess() as registry,
+        AgentProcess(RELAY, "--name", "victim", "--registry", registry.base_url) as victim,
+        AgentProcess(RELAY, "--name", "front", "--meta", "next=victim", "--registry", registry.base_url),
+        MeshNode("client", registry=registry.base_url) as node,
+    ):
+        await node.settle()
+        await node.call("front", "relay", {"text": "ok"})
+        victim.signal(signal.SIGKILL)
+        with pytest.raises(MeshError):
+            await node.call("front", "relay", {"text": "lost"}, timeout=5)
+        [failed] = await _until(lambda: _traces(registry.base_url, status="error"), lambda found: len(found) == 1)
+        tree = await _tree(registry.base_url, failed["trace_id"])
+    assert tree["complete"] is False
+    assert any("has no server span" in reason for reason in tree["incomplete_reasons"])
+    client = next(n for n in _walk(tree["root"]) if n["kind"] == "client")
+    assert client["status"] == "error"
+    assert client["children"] == []
+
+
+async def test_malformed_otlp_is_refused_and_redelivery_never_duplicates(mesh_env: dict[str, str]) -> None:
+    from mesh.wire import SpanRecord
+    from registry.otlp import encode_spans
+
+    span = SpanRecord(
+        trace_id="ab" * 16, span_id="cd" * 8, name="tools/call x", kind="server", agent="x", start_ns=1, end_ns=2
+    )
+    batch = encode_spans([span])
+    async with RegistryProcess() as registry, httpx2.AsyncClient(base_url=registry.base_url) as http:
+        garbage = await http.post(
+            "/v1/traces", content=b"\x0a\xff\xff", headers={"content-type": "application/x-protobuf"}
+        )
+        bad_json = await http.post(
+            "/v1/traces", content=b'{"resourceSpans": 5}', headers={"content-type": "application/json"}
+        )
+        first = await http.post("/v1/traces", content=batch, headers={"content-type": "application/x-protobuf"})
+        again = await http.post("/v1/traces", content=batch, headers={"content-type": "application/x-protobuf"})
+        stored = (await http.get(f"/api/traces/{'ab' * 16}")).json()
+        stats = (await http.get("/api/tracer/stats")).json()
+    assert garbage.status_code == 400
+    assert bad_json.status_code == 400
+    assert "\n" not in garbage.text.strip()
+    assert first.status_code == again.status_code == 200
+    assert stored["span_count"] == 1
+    assert stats["duplicates"] == 1
+    assert json.loads(json.dumps(stats))["stored"] == 1
