@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import signal
 from collections.abc import Callable
@@ -66,7 +67,7 @@ async def test_a_chain_becomes_one_complete_trace_with_its_decisions(mesh_env: d
     assert [(n["agent"], n["kind"]) for n in nodes] == [
         ("a", "server"), ("a", "client"), ("b", "server"), ("b", "client"), ("c", "server"),
     ]  # fmt: skip
-    for parent, child in zip(nodes, nodes[1:], strict=False):
+    for parent, child in itertools.pairwise(nodes):
         assert child["parent_id"] == parent["span_id"]
         assert child["start"] >= parent["start"]
     routes = [(n["agent"], d["choice"]) for n in nodes for d in n["decisions"] if d["kind"] == "route"]
