@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated, Any
 
 import anyio
 import typer
+from rich.prompt import Confirm
 
 from mesh.cli.args import build_arguments
-from mesh.cli.options import JsonOpt, MeshOpt, RegistryOpt, fail, out, print_json
+from mesh.cli.options import JsonOpt, MeshOpt, RegistryOpt, err, fail, out, print_json
 from mesh.config import mesh_name
 from mesh.errors import ConfigError, MeshError, ToolFailed
 from mesh.identity import ANY_AGENT, MeshKeys
 from mesh.peers.directory import Instance
+from mesh.peers.rounds import with_answers
 from mesh.peers.session import PeerSession, result_value, shared_transport
 from mesh.runtime.node import MeshNode
 
@@ -99,9 +102,20 @@ async def _call_through_mesh(
         schema = _input_schema(node.directory.all(), agent, tool)
         arguments = build_arguments(pairs, raw_json, schema)
         try:
+            if sys.stdin.isatty():  # a person is here: approvals are asked on this terminal
+                return await with_answers(lambda: node.call(agent, tool, arguments, timeout=timeout), _ask_on_terminal)
             return await node.call(agent, tool, arguments, timeout=timeout)
         except ToolFailed as exc:
             fail(f"tool {tool!r} failed: {exc}")
+
+
+async def _ask_on_terminal(key: str, request: dict[str, Any]) -> dict[str, Any]:
+    """Put an elicitation to the person at this terminal: yes/no for the `approve` field."""
+    del key
+    params: dict[str, Any] = request.get("params") or {}
+    message = str(params.get("message") or "Approve this call?")
+    approve = await anyio.to_thread.run_sync(lambda: Confirm.ask(f"[bold yellow]approval[/] {message}", console=err))
+    return {"action": "accept", "content": {"approve": approve}}
 
 
 def _input_schema(instances: list[Instance], agent: str, tool: str) -> dict[str, Any] | None:

@@ -8,15 +8,18 @@ for the request being served, read by the pool for the calls it makes.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from mcp import MCPError
 
-from mesh.errors import MeshError
+from mesh.errors import ApprovalRequired, MeshError
 
-__all__ = ["INPUT_NEEDED_CODE", "InputNeeded", "Relay", "interactive_var", "relay_var"]
+__all__ = ["INPUT_NEEDED_CODE", "Ask", "InputNeeded", "Relay", "interactive_var", "relay_var", "with_answers"]
+
+_T = TypeVar("_T")
 
 INPUT_NEEDED_CODE = -32042
 """The JSON-RPC code `InputNeeded` travels under inside one process (never on the wire)."""
@@ -48,3 +51,24 @@ interactive_var: ContextVar[bool] = ContextVar("mesh_interactive", default=False
 
 relay_var: ContextVar[Relay | None] = ContextVar("mesh_relay", default=None)
 """The answers to pass down on this round, if the previous round relayed a question."""
+
+
+Ask = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
+"""Puts one input request (a wire dict, e.g. an elicitation) to a person; returns the answer (an ElicitResult dict)."""
+
+
+async def with_answers(call: Callable[[], Awaitable[_T]], ask: Ask, *, max_rounds: int = 4) -> _T:
+    """Run `call` where a person can answer: each question a callee asks goes to `ask`, then the call is repeated."""
+    token = interactive_var.set(True)
+    relay_token = relay_var.set(None)
+    try:
+        for _ in range(max_rounds):
+            try:
+                return await call()
+            except InputNeeded as need:
+                answers = {key: await ask(key, request) for key, request in need.input_requests.items()}
+                relay_var.set(Relay(need.agent, need.tool, need.request_state, answers))
+        raise ApprovalRequired(f"gave up after {max_rounds} rounds of questions")
+    finally:
+        relay_var.reset(relay_token)
+        interactive_var.reset(token)
