@@ -12,8 +12,17 @@ ROOT = Path(__file__).resolve().parents[1]
 # Inside mesh, a module may import only from its own layer or below.
 LAYERS: list[tuple[str, ...]] = [
     ("mesh.errors", "mesh.naming", "mesh.wire", "mesh.protocols", "mesh.config"),
-    ("mesh.identity", "mesh.policy", "mesh.decisions", "mesh.discovery.txt", "mesh.tracing"),
-    ("mesh.discovery", "mesh.peers", "mesh.registry_client", "mesh.agent", "mesh.context"),
+    ("mesh.identity", "mesh.policy", "mesh.decisions", "mesh.approvals", "mesh.discovery.txt", "mesh.tracing"),
+    (
+        "mesh.discovery",
+        "mesh.peers",
+        "mesh.registry_client",
+        "mesh.agent",
+        "mesh.context",
+        "mesh.tracing.export",
+        "mesh.tracing.provider",
+        "mesh.tracing.spool",
+    ),
     ("mesh.runtime", "mesh.connect", "mesh.gateway"),
     ("mesh.testing", "mesh.cli", "mesh.__main__", "mesh"),
 ]

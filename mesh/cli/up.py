@@ -1,0 +1,157 @@
+"""`mesh up [DIR|FILE]`: start a whole mesh from its mesh file, show it live, stop it on Ctrl-C.
+
+The schema lives in `mesh.runtime.meshfile` and the supervision in `mesh.runtime.supervisor`;
+this module reads the options and draws: a rich Live table on a terminal, plain lines (one per
+change, with each child's pid) when stdout is not one. Children's own output goes to stderr.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, final
+
+import anyio
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from mesh.cli.options import MeshOpt
+from mesh.runtime import supervisor
+from mesh.runtime.meshfile import MeshPlan, load_plan
+from mesh.runtime.supervisor import ChildStatus
+
+__all__ = ["register"]
+
+_STYLES = {"starting": "yellow", "ready": "green", "stopping": "yellow", "exited": "red"}
+
+
+def register(app: typer.Typer) -> None:
+    """Add `mesh up` to `app`."""
+    app.command("up")(up)
+
+
+def up(
+    path: Annotated[
+        str, typer.Argument(metavar="[DIR|FILE]", help="A directory holding mesh.toml, or a mesh file.")
+    ] = ".",
+    registry_port: Annotated[
+        int | None, typer.Option(help="The registry's port, instead of the file's (0: any free port).")
+    ] = None,
+    no_mdns: Annotated[
+        bool, typer.Option("--no-mdns", help="Agents find each other through the registry only.")
+    ] = False,
+    mesh: MeshOpt = None,
+) -> None:
+    """Start the registry and every agent of a mesh file, show them live, stop them all on Ctrl-C."""
+    plan = load_plan(path, mesh=mesh, registry_port=registry_port, mdns=not no_mdns)
+    if sys.stdout.isatty():
+        with _LiveTable(plan) as view:
+            anyio.run(supervisor.up, plan, view)
+    else:
+        anyio.run(supervisor.up, plan, _PlainLines(plan))
+
+
+@final
+class _PlainLines:
+    """One line on stdout per change (`LABEL STATE pid=PID URL`); children's lines on stderr."""
+
+    def __init__(self, plan: MeshPlan) -> None:
+        self._width = max((len(a.label) for a in plan.agents), default=0)
+        self._width = max(self._width, len("registry"))
+        self._shown: dict[str, str] = {}
+        _say(f"mesh up: mesh {plan.mesh} from {plan.source}")
+
+    def changed(self, status: ChildStatus) -> None:
+        """Print the child's new state (a URL learnt while starting waits for `ready`)."""
+        if self._shown.get(status.label) == status.shown_state:
+            return
+        self._shown[status.label] = status.shown_state
+        fields = [status.label.ljust(self._width), status.shown_state.ljust(9), f"pid={status.pid}"]
+        if status.url:
+            fields.append(status.url)
+        if status.state == "exited" and status.last_line:
+            fields.append(f"({status.last_line})")
+        _say("  ".join(fields))
+
+    def output(self, label: str, line: str) -> None:
+        """Relay a child's line to stderr, prefixed with its label."""
+        sys.stderr.write(f"{label} | {line}\n")
+        sys.stderr.flush()
+
+    def note(self, message: str) -> None:
+        """Print a mesh-wide event."""
+        _say(f"mesh up: {message}")
+
+
+@final
+class _LiveTable:
+    """A rich Live table of the children, redrawn on every change; children's lines print above it."""
+
+    def __init__(self, plan: MeshPlan) -> None:
+        self._plan = plan
+        self._rows: dict[str, ChildStatus] = {}
+        self._note = "starting"
+        self._hint = " · Ctrl-C stops everything"
+        self._live = Live(console=Console(), auto_refresh=False, redirect_stderr=False)
+
+    def __enter__(self) -> _LiveTable:
+        self._live.__enter__()
+        self._redraw()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._live.__exit__(None, None, None)
+
+    def changed(self, status: ChildStatus) -> None:
+        """Redraw with the child's new status."""
+        if status.state == "stopping":
+            self._hint = ""
+        self._rows[status.label] = status
+        self._redraw()
+
+    def output(self, label: str, line: str) -> None:
+        """Print a child's line above the table."""
+        self._live.console.print(Text(f"{label} | {line}", style="dim"))
+
+    def note(self, message: str) -> None:
+        """Show a mesh-wide event under the table."""
+        self._note = message
+        self._redraw()
+
+    def _redraw(self) -> None:
+        table = Table(
+            title=f"mesh [bold]{self._plan.mesh}[/] from {self._plan.source}",
+            caption=self._note + self._hint,
+            caption_justify="left",
+        )
+        table.add_column("agent", no_wrap=True)
+        table.add_column("pid", no_wrap=True)
+        table.add_column("status", no_wrap=True)
+        table.add_column("url", no_wrap=True)
+        table.add_column("target", overflow="ellipsis", no_wrap=True)
+        for s in self._rows.values():
+            style = "dim" if s.state == "exited" and s.exit_code == 0 else _STYLES[s.state]
+            shown = s.name if s.name and s.name != s.label else ""
+            table.add_row(
+                s.label + (f" ({shown})" if shown else ""),
+                str(s.pid or ""),
+                Text(s.shown_state, style=style),
+                s.url or "",
+                _short(s.target),
+            )
+        self._live.update(table, refresh=True)
+
+
+def _say(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def _short(target: str) -> str:
+    try:
+        return str(Path(target).relative_to(Path.cwd()))
+    except ValueError:
+        return target
