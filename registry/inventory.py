@@ -38,8 +38,7 @@ CREATE INDEX IF NOT EXISTS agents_expires_at ON agents (expires_at);
 """
 
 _COLUMNS: Final = (
-    "name, instance, url, version, tools, metadata, lease_seconds, authenticated,"
-    " first_seen, last_seen, expires_at"
+    "name, instance, url, version, tools, metadata, lease_seconds, authenticated, first_seen, last_seen, expires_at"
 )
 
 _UPSERT: Final = f"""

@@ -291,9 +291,7 @@ def _registration(body: bytes) -> Registration:
     if not is_name(reg.name):
         raise _Refusal(422, f"invalid registration: name {reg.name!r} is not a DNS label")
     if not _INSTANCE.match(reg.instance):
-        raise _Refusal(
-            422, f"invalid registration: instance {reg.instance!r} must be 1-128 of [A-Za-z0-9._:-]"
-        )
+        raise _Refusal(422, f"invalid registration: instance {reg.instance!r} must be 1-128 of [A-Za-z0-9._:-]")
     if not (math.isfinite(reg.lease_seconds) and 0 < reg.lease_seconds <= MAX_LEASE_SECONDS):
         raise _Refusal(422, f"invalid registration: lease_seconds must be in (0, {MAX_LEASE_SECONDS:g}]")
     return reg
@@ -389,11 +387,7 @@ _INVENTORY_PATHS: Final[dict[str, Any]] = {
         ),
     },
     "/api/agents/{name}/{instance}": {
-        "delete": _operation(
-            "Deregister (graceful exit)", {"204": _answer("removed")}, 401, 404, params=_AGENT
-        ),
+        "delete": _operation("Deregister (graceful exit)", {"204": _answer("removed")}, 401, 404, params=_AGENT),
     },
-    "/openapi.json": {
-        "get": _operation("This document", {"200": _answer("OpenAPI 3.1", {"type": "object"})})
-    },
+    "/openapi.json": {"get": _operation("This document", {"200": _answer("OpenAPI 3.1", {"type": "object"})})},
 }

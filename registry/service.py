@@ -77,7 +77,7 @@ async def serve_registry(
         install_inventory(server, inventory, keys)
         install_approvals(server, queue, keys)
         holder.append(install_tracer(server, store))
-        install_web(server)
+        install_web(server, queue=queue)
         _health(server, "registry", name, lambda: {"db": str(path), "agents": len(inventory.alive(time.time()))})
         await _serve(server, keys, "registry", name, host, port, mdns, lan, f"(db {path})", task_status)
 

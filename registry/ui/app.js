@@ -1,0 +1,773 @@
+// The registry's page: inventory, decision traces and approvals, refreshed every few seconds.
+// Every untrusted string (names, reasons, attributes) enters the DOM as text through `h()`:
+// this file never assigns innerHTML.
+"use strict";
+(() => {
+  const REFRESH_MS = 3000;
+  const state = {
+    view: "agents",
+    traceId: null,
+    filters: { agent: "", status: "", since: "1h" },
+    lapsed: false,
+    live: true,
+    agents: [],
+    traces: [],
+    approvals: [],
+    tree: null,
+    rendered: {},
+    open: new Set(),
+    folded: new Set(),
+    reasons: new Map(),
+    busy: new Set(),
+    errors: new Map(),
+    updated: 0,
+    down: "",
+  };
+
+  // -- DOM helpers -------------------------------------------------------------------------
+
+  function h(tag, props, ...kids) {
+    const el = document.createElement(tag);
+    for (const [key, value] of Object.entries(props || {})) {
+      if (value === null || value === undefined || value === false) continue;
+      if (key === "class") el.className = value;
+      else if (key === "style") Object.assign(el.style, value);
+      else if (key === "data") Object.assign(el.dataset, value);
+      else if (key.startsWith("on")) el.addEventListener(key.slice(2), value);
+      else if (key === "value") el.value = value;
+      else el.setAttribute(key, value === true ? "" : String(value));
+    }
+    append(el, kids);
+    return el;
+  }
+
+  function append(el, kids) {
+    for (const kid of kids) {
+      if (kid === null || kid === undefined || kid === false) continue;
+      if (Array.isArray(kid)) append(el, kid);
+      else el.append(kid instanceof Node ? kid : document.createTextNode(String(kid)));
+    }
+  }
+
+  function fill(el, ...kids) {
+    el.replaceChildren();
+    append(el, kids);
+  }
+
+  const $ = (id) => document.getElementById(id);
+
+  // -- formatting --------------------------------------------------------------------------
+
+  function ms(value) {
+    if (value === 0) return "0";
+    if (value < 1) return `${value.toFixed(2)} ms`;
+    if (value < 100) return `${value.toFixed(1)} ms`;
+    if (value < 1000) return `${Math.round(value)} ms`;
+    return `${(value / 1000).toFixed(value < 10000 ? 2 : 1)} s`;
+  }
+
+  function clock(epoch, millis) {
+    const d = new Date(epoch * 1000);
+    const pad = (n, w = 2) => String(n).padStart(w, "0");
+    const hms = `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+    return millis ? `${hms}.${pad(d.getMilliseconds(), 3)}` : hms;
+  }
+
+  function stamp(epoch) {
+    return new Date(epoch * 1000).toLocaleString(undefined, { dateStyle: "medium", timeStyle: "medium" });
+  }
+
+  function ago(epoch) {
+    const s = Math.max(0, Date.now() / 1000 - epoch);
+    if (s < 5) return "just now";
+    if (s < 60) return `${Math.floor(s)} s ago`;
+    if (s < 3600) return `${Math.floor(s / 60)} min ago`;
+    if (s < 86400) return `${Math.floor(s / 3600)} h ago`;
+    return `${Math.floor(s / 86400)} d ago`;
+  }
+
+  function until(epoch) {
+    const s = epoch - Date.now() / 1000;
+    if (s <= 0) return "expired";
+    if (s < 90) return `in ${Math.ceil(s)} s`;
+    if (s < 5400) return `in ${Math.round(s / 60)} min`;
+    return `in ${Math.round(s / 3600)} h`;
+  }
+
+  const Ago = (epoch) => h("span", { data: { ago: epoch }, title: stamp(epoch) }, ago(epoch));
+  const Until = (epoch) => h("span", { data: { until: epoch }, title: stamp(epoch) }, until(epoch));
+
+  // Distinct hues, none of them red: red means error.
+  const HUES = [212, 262, 168, 32, 292, 190, 140, 322, 236, 54, 276, 200];
+
+  function hue(name) {
+    let x = 0x811c9dc5;
+    for (const ch of name) x = Math.imul(x ^ ch.codePointAt(0), 0x01000193) >>> 0;
+    return HUES[x % HUES.length];
+  }
+
+  function AgentChip(name) {
+    const c = hue(name);
+    const style = {
+      background: `hsl(${c} 75% 95%)`,
+      color: `hsl(${c} 55% 30%)`,
+      borderColor: `hsl(${c} 55% 86%)`,
+    };
+    return h("span", { class: "agent-chip", style }, name);
+  }
+
+  const Badge = (kind, label) => h("span", { class: `badge ${kind}` }, label ?? kind);
+  const cssWord = (text) => String(text || "").toLowerCase().replace(/[^a-z0-9_-]/g, "");
+
+  const Dash = () => h("span", { class: "faint" }, "—");
+
+  function Empty(title, text) {
+    return h("div", { class: "empty" }, h("strong", {}, title), text);
+  }
+
+  // -- data --------------------------------------------------------------------------------
+
+  async function api(path, options) {
+    const response = await fetch(path, { cache: "no-store", ...options });
+    let body = null;
+    try {
+      body = await response.json();
+    } catch {
+      body = null;
+    }
+    if (!response.ok) {
+      const message = body && (body.error || body.message);
+      throw new Error(message || `HTTP ${response.status}`);
+    }
+    return body;
+  }
+
+  function traceQuery() {
+    const query = new URLSearchParams({ limit: "100" });
+    for (const [key, value] of Object.entries(state.filters)) if (value) query.set(key, value);
+    return `/api/traces?${query}`;
+  }
+
+  async function refresh() {
+    try {
+      const wanted = [
+        api(state.lapsed ? "/api/agents?all=1" : "/api/agents"),
+        api("/api/approvals"),
+        state.view === "traces" ? api(traceQuery()) : null,
+        state.view === "traces" && state.traceId ? api(`/api/traces/${encodeURIComponent(state.traceId)}`) : null,
+      ];
+      const [agents, approvals, traces, tree] = await Promise.all(wanted.map((p) => p && p.catch((e) => e)));
+      for (const value of [agents, approvals]) if (value instanceof Error) throw value;
+      state.agents = agents;
+      state.approvals = approvals;
+      if (traces && !(traces instanceof Error)) state.traces = traces;
+      state.traceError = traces instanceof Error ? traces.message : "";
+      if (state.traceId) state.tree = tree instanceof Error || !tree ? { missing: state.traceId } : tree;
+      state.down = "";
+      state.updated = Date.now() / 1000;
+    } catch (error) {
+      state.down = error instanceof TypeError ? "the registry cannot be reached" : String(error.message || error);
+    }
+    render();
+  }
+
+  // -- rendering ---------------------------------------------------------------------------
+
+  function once(key, data, draw) {
+    const json = JSON.stringify(data);
+    if (state.rendered[key] === json) return;
+    state.rendered[key] = json;
+    draw();
+  }
+
+  function render() {
+    for (const view of ["agents", "traces", "approvals"]) $(`view-${view}`).hidden = view !== state.view;
+    for (const tab of document.querySelectorAll(".tab")) {
+      tab.classList.toggle("active", tab.dataset.view === state.view);
+    }
+    const pending = state.approvals.filter((a) => a.status === "pending").length;
+    $("count-agents").textContent = String(new Set(state.agents.map((a) => a.name)).size);
+    $("count-traces").textContent = state.view === "traces" ? String(state.traces.length) : "";
+    $("count-approvals").textContent = pending ? String(pending) : "";
+    $("count-approvals").classList.toggle("hot", pending > 0);
+    document.title = `${pending ? `(${pending}) ` : ""}agentplex · registry`;
+    $("banner").hidden = !state.down;
+    $("banner").textContent = state.down ? `Not updating: ${state.down}. Retrying…` : "";
+    const live = $("live");
+    live.className = `live ${state.down ? "down" : state.live ? "on" : "off"}`;
+    $("live-text").textContent = state.live ? "Live" : "Paused";
+    if (state.view === "agents") renderAgents();
+    if (state.view === "traces") renderTraces();
+    if (state.view === "approvals") renderApprovals();
+    tick();
+  }
+
+  function tick() {
+    for (const el of document.querySelectorAll("[data-ago]")) el.textContent = ago(Number(el.dataset.ago));
+    for (const el of document.querySelectorAll("[data-until]")) {
+      const left = Number(el.dataset.until) - Date.now() / 1000;
+      el.textContent = until(Number(el.dataset.until));
+      el.classList.toggle("soon", left < 15);
+    }
+    if (state.updated) {
+      $("live").title = `updated ${clock(state.updated)} · click to ${state.live ? "pause" : "resume"}`;
+    }
+  }
+
+  // -- agents ------------------------------------------------------------------------------
+
+  function health(record, now) {
+    const left = record.expires_at - now;
+    if (left <= 0) return "lapsed";
+    return left < record.lease_seconds / 2 ? "late" : "healthy";
+  }
+
+  function renderAgents() {
+    const now = Date.now() / 1000;
+    const groups = new Map();
+    for (const record of state.agents) {
+      if (!groups.has(record.name)) groups.set(record.name, []);
+      groups.get(record.name).push(record);
+    }
+    const names = [...groups.keys()].sort();
+    const instances = state.agents.length;
+    $("agents-lede").textContent = names.length
+      ? `${names.length} agent${names.length === 1 ? "" : "s"}, ${instances} instance${instances === 1 ? "" : "s"}` +
+        " registered with this mesh. Health comes from each instance's lease."
+      : "The asset inventory: every agent registered with this mesh.";
+    const states = state.agents.map((r) => health(r, now));
+    once("agents", [state.agents, states], () => drawAgents(groups, names, now));
+  }
+
+  function drawAgents(groups, names, now) {
+    const body = $("agents-body");
+    if (!names.length) {
+      fill(body, Empty("No agents registered yet", "Start one with `mesh run echo` and it appears here."));
+      return;
+    }
+    const head = ["Agent", "Instances", "Tools", "Owner", "Jurisdiction", "Data class", "Last seen", "Health"];
+    const rows = names.map((name) => AgentRow(name, groups.get(name), now));
+    fill(body, h("table", {}, h("thead", {}, h("tr", {}, head.map((t) => h("th", {}, t)))), h("tbody", {}, rows)));
+  }
+
+  function AgentRow(name, records, now) {
+    const first = records[0];
+    const meta = first.metadata || {};
+    const tools = new Map();
+    for (const record of records) for (const tool of record.tools || []) tools.set(tool.name, tool);
+    const states = records.map((r) => health(r, now));
+    const alive = states.filter((s) => s !== "lapsed").length;
+    const overall = states.includes("healthy") ? "healthy" : states.includes("late") ? "late" : "lapsed";
+    const lastSeen = Math.max(...records.map((r) => r.last_seen));
+    return h(
+      "tr",
+      { data: { agent: name } },
+      h(
+        "td",
+        {},
+        h("div", { class: "agent-name" }, name),
+        meta.description && h("div", { class: "agent-desc" }, meta.description),
+      ),
+      h(
+        "td",
+        {},
+        records.map((r, i) =>
+          h(
+            "div",
+            { class: "instance", title: `${r.url}${r.version ? ` · version ${r.version}` : ""}` },
+            h("span", { class: `dot ${states[i]}` }),
+            h("span", { class: "mono" }, r.instance),
+            h("span", { class: "url" }, r.url.replace(/^https?:\/\//, "").replace(/\/mcp$/, "")),
+          ),
+        ),
+      ),
+      h(
+        "td",
+        {},
+        h(
+          "div",
+          { class: "chips" },
+          [...tools.values()].map((tool) =>
+            h("span", { class: "chip", title: tool.description || "" }, tool.name, tool.approval && Badge("approval")),
+          ),
+          tools.size === 0 && h("span", { class: "faint" }, "none"),
+        ),
+      ),
+      h("td", {}, meta.owner || Dash()),
+      h("td", {}, meta.jurisdiction ? h("span", { class: "pill juris" }, meta.jurisdiction) : Dash()),
+      h(
+        "td",
+        {},
+        meta.data_class
+          ? h("span", { class: `pill ${cssWord(meta.data_class)}` }, meta.data_class)
+          : Dash(),
+      ),
+      h("td", { class: "muted" }, Ago(lastSeen)),
+      h(
+        "td",
+        {},
+        h(
+          "div",
+          { class: "health" },
+          Badge(overall, overall),
+          h("span", { class: "small muted" }, `${alive}/${records.length} alive`),
+        ),
+      ),
+    );
+  }
+
+  // -- traces ------------------------------------------------------------------------------
+
+  function renderTraces() {
+    const select = $("filter-agent");
+    const known = new Set([...state.agents.map((a) => a.name), ...state.traces.flatMap((t) => t.agents)]);
+    if (state.filters.agent) known.add(state.filters.agent);
+    once("agent-options", [...known].sort(), () => {
+      fill(
+        select,
+        h("option", { value: "" }, "all agents"),
+        [...known].sort().map((name) => h("option", { value: name }, name)),
+      );
+      select.value = state.filters.agent;
+    });
+    once("trace-list", [state.traces, state.traceId, state.traceError], drawTraceList);
+    once("trace-detail", [state.tree, state.traceId, [...state.open], [...state.folded]], drawTraceDetail);
+  }
+
+  function drawTraceList() {
+    const list = $("trace-list");
+    if (state.traceError) {
+      fill(list, Empty("Cannot list traces", state.traceError));
+      return;
+    }
+    if (!state.traces.length) {
+      fill(list, Empty("No traces match", "Make a call through the mesh, or widen the filters."));
+      return;
+    }
+    fill(
+      list,
+      state.traces.map((t) =>
+        h(
+          "button",
+          {
+            type: "button",
+            class: `trace-item${t.trace_id === state.traceId ? " selected" : ""}`,
+            data: { trace: t.trace_id },
+            onclick: () => {
+              location.hash = `#/traces/${encodeURIComponent(t.trace_id)}`;
+            },
+          },
+          h(
+            "div",
+            { class: "trace-line" },
+            h("span", { class: `dot ${cssWord(t.status)}`, title: t.status }),
+            AgentChip(t.root.agent),
+            h("span", { class: "trace-tool" }, t.root.tool || "(no tool)"),
+            h("span", { class: "trace-dur" }, ms(t.duration_ms)),
+          ),
+          h(
+            "div",
+            { class: "trace-line trace-meta" },
+            h("span", { class: "mono", title: t.trace_id }, t.trace_id.slice(0, 8)),
+            h("span", {}, `${t.span_count} span${t.span_count === 1 ? "" : "s"}`),
+            h("span", {}, `${t.agents.length} agent${t.agents.length === 1 ? "" : "s"}`),
+            h("span", { class: "right" }, Ago(t.start)),
+          ),
+        ),
+      ),
+    );
+  }
+
+  function drawTraceDetail() {
+    const pane = $("trace-detail");
+    const tree = state.tree;
+    if (!state.traceId) {
+      fill(pane, Empty("Select a trace", "Its spans, timings and decisions appear here as a waterfall."));
+      return;
+    }
+    if (!tree || tree.missing) {
+      const gone = `No spans of ${state.traceId} are stored.`;
+      fill(pane, tree ? Empty("Trace not found", gone) : Empty("Loading trace…", ""));
+      return;
+    }
+    const nodes = [];
+    (function walk(node, depth) {
+      nodes.push([node, depth]);
+      for (const child of node.children) walk(child, depth + 1);
+    })(tree.root, 0);
+    const t0 = Math.min(...nodes.map(([n]) => n.start));
+    const t1 = Math.max(...nodes.map(([n]) => n.end));
+    const total = Math.max(t1 - t0, 1e-6);
+    const root = tree.root;
+    const tool = root.attributes["gen_ai.tool.name"];
+    const agents = new Set(nodes.map(([n]) => n.agent));
+    const spans = tree.span_count || nodes.length;
+    const decisions = nodes.reduce((sum, [n]) => sum + n.decisions.length, 0);
+    const status = nodes.some(([n]) => n.status === "error") ? "error" : "ok";
+    const head = h(
+      "div",
+      { class: "detail-head" },
+      h(
+        "div",
+        { class: "detail-title" },
+        AgentChip(root.agent),
+        h("h2", {}, tool ? String(tool) : root.name),
+        Badge(cssWord(status), status),
+        tree.complete ? Badge("complete") : Badge("incomplete"),
+      ),
+      h(
+        "div",
+        { class: "detail-facts" },
+        h("span", {}, "trace ", h("b", { class: "mono" }, tree.trace_id)),
+        h("span", {}, "started ", h("b", { title: stamp(t0) }, clock(t0, true))),
+        h("span", {}, "duration ", h("b", {}, ms(total * 1000))),
+        h("span", {}, h("b", {}, String(spans)), ` span${spans === 1 ? "" : "s"}`),
+        h("span", {}, h("b", {}, String(agents.size)), ` agent${agents.size === 1 ? "" : "s"}`),
+        h("span", {}, h("b", {}, String(decisions)), ` decision${decisions === 1 ? "" : "s"}`),
+      ),
+    );
+    const callout =
+      !tree.complete &&
+      h(
+        "div",
+        { class: "callout" },
+        h("strong", {}, "This trace is incomplete"),
+        h(
+          "ul",
+          {},
+          (tree.incomplete_reasons.length ? tree.incomplete_reasons : ["some spans are missing"]).map((r) =>
+            h("li", {}, r),
+          ),
+        ),
+      );
+    const rows = [Axis(total)];
+    const hidden = new Set();
+    for (const [node, depth] of nodes) {
+      if (node.parent_id && hidden.has(node.parent_id)) {
+        hidden.add(node.span_id);
+        continue;
+      }
+      if (state.folded.has(node.span_id)) hidden.add(node.span_id);
+      rows.push(...SpanRows(node, depth, t0, total));
+    }
+    fill(pane, head, callout, h("div", { class: "waterfall", role: "tree" }, rows));
+  }
+
+  function Axis(total) {
+    const ticks = [0, 0.25, 0.5, 0.75, 1].map((f) =>
+      h(
+        "div",
+        { class: `tick${f === 1 ? " last" : ""}`, style: { left: `${f * 100}%` } },
+        h("span", {}, ms(f * total * 1000)),
+      ),
+    );
+    return h(
+      "div",
+      { class: "wf-row wf-axis" },
+      h("div", { class: "wf-label" }, "Span"),
+      h("div", { class: "wf-track" }, ticks),
+    );
+  }
+
+  function Grid() {
+    return [0.25, 0.5, 0.75].map((f) => h("div", { class: "tick", style: { left: `${f * 100}%` } }));
+  }
+
+  function SpanRows(node, depth, t0, total) {
+    const indent = { paddingLeft: `${22 + depth * 20}px` };
+    const left = ((node.start - t0) / total) * 100;
+    const width = Math.max(((node.end - node.start) / total) * 100, 0);
+    const open = state.open.has(node.span_id);
+    const folded = state.folded.has(node.span_id);
+    const toggle = (set, id) => (set.has(id) ? set.delete(id) : set.add(id));
+    const fold = h(
+      "button",
+      {
+        type: "button",
+        class: `fold${node.children.length ? "" : " leaf"}`,
+        title: folded ? "show children" : "hide children",
+        "aria-label": folded ? "show children" : "hide children",
+        onclick: (event) => {
+          event.stopPropagation();
+          toggle(state.folded, node.span_id);
+          drawAgain();
+        },
+      },
+      folded ? "▶" : "▼",
+    );
+    const bar = { left: `${left}%`, width: `${width}%` };
+    if (node.status !== "error") bar.background = `hsl(${hue(node.agent)} 45% 62%)`;
+    const inside = left + width > 78 && width > 14;
+    const before = left + width > 78 && !inside;
+    let where = { left: `${left + width}%` };
+    if (inside) where = { right: `${100 - left - width}%` };
+    else if (before) where = { right: `${100 - left}%` };
+    const row = h(
+      "div",
+      {
+        class: `wf-row span-row${open ? " open" : ""}`,
+        role: "treeitem",
+        "aria-expanded": open ? "true" : "false",
+        data: { span: node.span_id, agent: node.agent },
+        title: "show attributes",
+        tabindex: "0",
+        onclick: () => {
+          toggle(state.open, node.span_id);
+          drawAgain();
+          focusSpan(node.span_id);
+        },
+        onkeydown: (event) => {
+          if (event.target !== event.currentTarget || (event.key !== "Enter" && event.key !== " ")) return;
+          event.preventDefault();
+          event.currentTarget.click();
+        },
+      },
+      h(
+        "div",
+        { class: "wf-label", style: indent },
+        fold,
+        h("span", { class: `dot ${cssWord(node.status)}`, title: `status: ${node.status}` }),
+        AgentChip(node.agent),
+        h("span", { class: "span-name", title: node.name }, node.name),
+        h("span", { class: "kind" }, node.kind),
+        node.orphan && Badge("orphan"),
+        node.skew_ms ? Badge("skew", `skew ${node.skew_ms > 0 ? "+" : ""}${node.skew_ms.toFixed(1)} ms`) : null,
+      ),
+      h(
+        "div",
+        { class: "wf-track" },
+        Grid(),
+        h("div", { class: `bar ${cssWord(node.status)}`, style: bar }),
+        h("span", { class: `bar-label${inside ? " inside" : ""}`, style: where }, ms((node.end - node.start) * 1000)),
+      ),
+    );
+    const notes = [];
+    const noteIndent = { paddingLeft: `${22 + (depth + 1) * 20 + 4}px` };
+    for (const decision of node.decisions) notes.push(Note(DecisionLine(decision), noteIndent));
+    if (node.status === "error" && node.status_message) {
+      notes.push(Note(h("div", { class: "status-msg" }, `✗ ${node.status_message}`), noteIndent));
+    }
+    if (open) notes.push(Note(Attributes(node), noteIndent));
+    return [row, ...notes];
+  }
+
+  function Note(content, indent) {
+    return h("div", { class: "note-row", style: indent }, content);
+  }
+
+  function DecisionLine(d) {
+    const alternatives = (d.alternatives || []).filter((a) => a !== d.choice);
+    return h(
+      "div",
+      { class: `decision ${cssWord(d.choice)}`, data: { kind: d.kind } },
+      h("span", { class: "decision-mark" }, "◆"),
+      h(
+        "span",
+        {},
+        h("span", { class: "decision-kind" }, d.kind),
+        typeof d.choice === "string" && [" → ", h("span", { class: "choice" }, d.choice)],
+        typeof d.confidence === "number" && h("span", { class: "conf" }, ` (${d.confidence.toFixed(2)})`),
+        d.reason && `: ${d.reason}`,
+        alternatives.length > 0 && h("span", { class: "alts" }, `; alternatives: ${alternatives.join(", ")}`),
+      ),
+    );
+  }
+
+  function Attributes(node) {
+    const facts = [
+      ["span_id", node.span_id],
+      ["parent_id", node.parent_id ?? "—"],
+      ["start", `${stamp(node.start)} (${clock(node.start, true)})`],
+      ["duration", ms((node.end - node.start) * 1000)],
+      ["status", node.status + (node.status_message ? `: ${node.status_message}` : "")],
+      ...Object.entries(node.attributes).map(([k, v]) => [k, typeof v === "string" ? v : JSON.stringify(v)]),
+    ];
+    return h("dl", { class: "attrs" }, facts.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
+  }
+
+  function focusSpan(spanId) {
+    const row = document.querySelector(`.span-row[data-span="${CSS.escape(spanId)}"]`);
+    if (row) row.focus({ preventScroll: true });
+  }
+
+  function drawAgain() {
+    once("trace-detail", [state.tree, state.traceId, [...state.open], [...state.folded]], drawTraceDetail);
+  }
+
+  // -- approvals ---------------------------------------------------------------------------
+
+  function renderApprovals() {
+    const pending = state.approvals.filter((a) => a.status === "pending");
+    const done = state.approvals.filter((a) => a.status !== "pending");
+    once("pending", [pending, [...state.busy], [...state.errors]], () => drawPending(pending));
+    once("history", done, () => drawHistory(done));
+  }
+
+  function Call(a) {
+    return [AgentChip(a.agent), h("span", {}, a.tool)];
+  }
+
+  function drawPending(pending) {
+    const box = $("approvals-pending");
+    if (!pending.length) {
+      const empty = Empty("Nothing is waiting", "Calls that need a person's approval appear here.");
+      fill(box, h("div", { class: "card" }, empty));
+      return;
+    }
+    fill(box, h("div", { class: "approval-list" }, pending.map(PendingCard)));
+  }
+
+  function PendingCard(a) {
+    const busy = state.busy.has(a.id);
+    const input = h("input", {
+      type: "text",
+      placeholder: "Reason (optional)",
+      maxlength: "500",
+      "aria-label": "reason",
+      value: state.reasons.get(a.id) || "",
+      oninput: (event) => state.reasons.set(a.id, event.target.value),
+    });
+    const error = state.errors.get(a.id);
+    return h(
+      "div",
+      { class: "card approval-card", data: { approval: a.id } },
+      h(
+        "div",
+        {},
+        h("div", { class: "pending-call" }, Call(a), Badge("pending")),
+        h(
+          "div",
+          { class: "pending-facts" },
+          h("span", {}, "caller ", h("b", {}, a.caller)),
+          h("span", {}, "requested ", h("b", {}, Ago(a.requested_at))),
+          h("span", {}, "expires ", h("b", {}, Until(a.expires_at))),
+          h(
+            "span",
+            { title: `arguments digest ${a.arguments_digest}` },
+            "arguments ",
+            h("b", { class: "mono" }, `${a.arguments_digest.slice(0, 12)}…`),
+          ),
+          a.trace_id && h("a", { href: `#/traces/${encodeURIComponent(a.trace_id)}` }, "view trace →"),
+        ),
+        error && h("div", { class: "form-error" }, error),
+      ),
+      h(
+        "div",
+        { class: "pending-actions" },
+        input,
+        Action("approve", "Approve", busy, () => decide(a, "approve")),
+        Action("deny", "Deny", busy, () => decide(a, "deny")),
+      ),
+    );
+  }
+
+  function Action(kind, label, busy, onclick) {
+    return h("button", { type: "button", class: `btn ${kind}`, disabled: busy, onclick }, label);
+  }
+
+  function drawHistory(done) {
+    const box = $("approvals-history");
+    if (!done.length) {
+      fill(box, Empty("No decisions yet", "Approved, denied and expired requests are kept here as the audit record."));
+      return;
+    }
+    const head = ["Status", "Call", "Caller", "Requested", "Decided by", "Decided", "Reason"];
+    const rows = done.map((a) =>
+      h(
+        "tr",
+        { data: { approval: a.id } },
+        h("td", {}, Badge(cssWord(a.status), a.status)),
+        h("td", {}, h("div", { class: "trace-line" }, Call(a))),
+        h("td", {}, a.caller),
+        h("td", { class: "muted", title: stamp(a.requested_at) }, clock(a.requested_at)),
+        h("td", {}, a.decided_by || Dash()),
+        h("td", { class: "muted" }, a.decided_at ? Ago(a.decided_at) : "—"),
+        h("td", {}, a.reason || Dash()),
+      ),
+    );
+    fill(box, h("table", {}, h("thead", {}, h("tr", {}, head.map((t) => h("th", {}, t)))), h("tbody", {}, rows)));
+  }
+
+  async function decide(approval, decision) {
+    state.busy.add(approval.id);
+    state.errors.delete(approval.id);
+    render();
+    const reason = (state.reasons.get(approval.id) || "").trim();
+    try {
+      await api(`/ui/approvals/${encodeURIComponent(approval.id)}/decision`, {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ decision, reason: reason || null }),
+      });
+      state.reasons.delete(approval.id);
+      const verb = decision === "approve" ? "Approved" : "Denied";
+      toast(`${verb} ${approval.agent}.${approval.tool} for ${approval.caller}`);
+    } catch (error) {
+      state.errors.set(approval.id, `Could not record the decision: ${error.message}`);
+    } finally {
+      state.busy.delete(approval.id);
+    }
+    await refresh();
+  }
+
+  let toastTimer = 0;
+  function toast(message) {
+    const el = $("toast");
+    el.textContent = message;
+    el.hidden = false;
+    clearTimeout(toastTimer);
+    toastTimer = setTimeout(() => (el.hidden = true), 3500);
+  }
+
+  // -- routing and wiring ------------------------------------------------------------------
+
+  function route() {
+    const [view, id] = location.hash.replace(/^#\/?/, "").split("/");
+    state.view = ["agents", "traces", "approvals"].includes(view) ? view : "agents";
+    const traceId = state.view === "traces" && id ? decodeURIComponent(id) : null;
+    if (traceId !== state.traceId) {
+      state.traceId = traceId;
+      state.tree = null;
+      state.open.clear();
+      state.folded.clear();
+    }
+    render();
+    refresh();
+  }
+
+  function wire() {
+    window.addEventListener("hashchange", route);
+    const filters = { agent: "filter-agent", status: "filter-status", since: "filter-since" };
+    for (const [key, id] of Object.entries(filters)) {
+      $(id).value = state.filters[key];
+      $(id).addEventListener("change", (event) => {
+        state.filters[key] = event.target.value;
+        refresh();
+      });
+    }
+    $("trace-filters").addEventListener("submit", (event) => event.preventDefault());
+    $("show-lapsed").addEventListener("change", (event) => {
+      state.lapsed = event.target.checked;
+      refresh();
+    });
+    $("live").addEventListener("click", () => {
+      state.live = !state.live;
+      if (state.live) refresh();
+      else render();
+    });
+    setInterval(() => {
+      if (state.live && !document.hidden) refresh();
+    }, REFRESH_MS);
+    setInterval(tick, 1000);
+    api("/healthz")
+      .then((health) => {
+        $("mesh-name").textContent = `mesh ${health.mesh}`;
+      })
+      .catch(() => {
+        $("mesh-name").hidden = true;
+      });
+    route();
+  }
+
+  wire();
+})();
