@@ -1,0 +1,322 @@
+"""Benchmark: OTLP ingest into the trace store, and trace queries with a million spans stored.
+
+Side by side in one run: (1) a naive receiver (decode the protobuf, one INSERT per span) and
+(2) the tracer (`registry.tracer` on an MCPServer: decode to tuples, one executemany per
+batch), each served by uvicorn in its own process on 127.0.0.1 and fed 512-span protobuf
+batches over real HTTP by an httpx2 client. Then ~1,000,000 spans go straight into a
+`TraceStore` and `traces show` / `traces ls` are timed server-side.
+
+    python bench/ingest.py [--spans 200000] [--stored 1000000] [--concurrency 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncGenerator, Callable, Sequence
+from contextlib import asynccontextmanager, closing
+from pathlib import Path
+
+import anyio
+import httpx2
+import uvicorn
+from mcp.server.mcpserver import MCPServer
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mesh.tracing.stitch import stitch
+from mesh.wire import SpanEventRecord, SpanKind, SpanRecord
+from registry.otlp import decode_protobuf, encode_request
+from registry.tracer import install_tracer
+from registry.tracestore import TraceStore
+
+BATCH = 512
+SPANS_PER_TRACE = 8
+AGENTS = ("client", "triage", "crm", "kb")
+
+
+def main() -> None:
+    """Run both ingest paths, then the query timings, and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--spans", type=int, default=200_000, help="spans sent to each receiver")
+    parser.add_argument("--stored", type=int, default=1_000_000, help="spans stored for the query timings")
+    parser.add_argument("--concurrency", type=int, default=4, help="batches in flight from the client")
+    parser.add_argument("--serve", choices=("naive", "tracer"), help=argparse.SUPPRESS)
+    parser.add_argument("--db", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve, args.db)
+        return
+    rng = random.Random(7)
+    template = template_request()
+    batches = [batch_from(template, rng) for _ in range(args.spans // BATCH)]
+    print(f"batches of {BATCH} spans, {len(batches[0]) / BATCH:.0f} bytes/span, {os.cpu_count()} CPUs")
+    with tempfile.TemporaryDirectory(prefix="mesh-bench-") as tmp:
+        naive_rate, naive_cpu = ingest_over_http("naive", Path(tmp) / "naive.sqlite3", batches, args.concurrency)
+        rate, cpu = ingest_over_http("tracer", Path(tmp) / "tracer.sqlite3", batches, args.concurrency)
+        queries = query_timings(Path(tmp) / "million.sqlite3", template, rng, args.stored)
+    print()
+    print(f"{'measure':<48}{'naive':>12}{'agentplex':>12}{'ratio':>9}")
+    label = "ingest over HTTP, spans/s (higher is better)"
+    print(f"{label:<48}{naive_rate:>12,.0f}{rate:>12,.0f}{rate / naive_rate:>8.2f}x")
+    print(f"{'server CPU per span, µs (lower is better)':<48}{naive_cpu:>12.1f}{cpu:>12.1f}{naive_cpu / cpu:>8.2f}x")
+    for label, value, budget in queries:
+        print(f"{label:<48}{'':>12}{value:>9.3f} ms   budget {budget:g} ms")
+
+
+# -- workload ----------------------------------------------------------------------------------
+
+
+def template_request() -> ExportTraceServiceRequest:
+    """One batch of MCP call chains: client → triage → crm → kb, client and server spans, a decision."""
+    records: list[SpanRecord] = []
+    now = time.time_ns()
+    for trace in range(BATCH // SPANS_PER_TRACE):
+        trace_id = f"{trace + 1:032x}"
+        for hop in range(SPANS_PER_TRACE):
+            kind: SpanKind = "client" if hop % 2 == 0 else "server"
+            tool = ("triage", "lookup", "search", "draft")[hop // 2]
+            events = []
+            if hop == 3:
+                decision = {"mesh.decision.kind": "route", "mesh.decision.choice": "billing"}
+                decision |= {"mesh.decision.reason": "invoice keyword", "mesh.decision.confidence": 0.82}
+                events.append(SpanEventRecord(name="mesh.decision", time_ns=now + 5_000, attributes=decision))
+            records.append(
+                SpanRecord(
+                    trace_id=trace_id,
+                    span_id=f"{hop + 1:016x}",
+                    parent_id=f"{hop:016x}" if hop else None,
+                    name=f"MCP send tools/call {tool}" if kind == "client" else f"tools/call {tool}",
+                    kind=kind,
+                    agent=AGENTS[(hop + 1) // 2 % len(AGENTS)],
+                    instance="i-1",
+                    start_ns=now + hop * 1_000,
+                    end_ns=now + 1_000_000 - hop * 1_000,
+                    status="ok",
+                    attributes={
+                        "mcp.method.name": "tools/call",
+                        "mcp.protocol.version": "2025-11-25",
+                        "jsonrpc.request.id": str(hop),
+                        "gen_ai.operation.name": "execute_tool",
+                        "gen_ai.tool.name": tool,
+                    },
+                    events=events,
+                )
+            )
+    return encode_request(records)
+
+
+def batch_from(template: ExportTraceServiceRequest, rng: random.Random) -> bytes:
+    """The template with fresh random ids (parents kept consistent) and times moved to now."""
+    request = ExportTraceServiceRequest()
+    request.CopyFrom(template)
+    shift = time.time_ns() - template.resource_spans[0].scope_spans[0].spans[0].start_time_unix_nano
+    trace_ids: dict[bytes, bytes] = {}
+    span_ids: dict[tuple[bytes, bytes], bytes] = {}
+    for resource_spans in request.resource_spans:
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                old = span.trace_id
+                new = trace_ids.setdefault(old, rng.randbytes(16))
+                span.span_id = span_ids.setdefault((old, span.span_id), rng.randbytes(8))
+                if span.parent_span_id:
+                    span.parent_span_id = span_ids.setdefault((old, span.parent_span_id), rng.randbytes(8))
+                span.trace_id = new
+                span.start_time_unix_nano += shift
+                span.end_time_unix_nano += shift
+    return request.SerializeToString()
+
+
+# -- ingest over HTTP --------------------------------------------------------------------------
+
+
+def ingest_over_http(kind: str, db: Path, batches: Sequence[bytes], concurrency: int) -> tuple[float, float]:
+    """Start a receiver in a subprocess, send every batch; spans per second and server CPU µs per span."""
+    command = [sys.executable, __file__, "--serve", kind, "--db", str(db)]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as server:
+        try:
+            assert server.stdout is not None
+            url = server.stdout.readline().strip()
+            rate, retries, cpu = anyio.run(send_all, url, batches, concurrency, server.pid)
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+    with closing(sqlite3.connect(db)) as conn:
+        stored = conn.execute("SELECT count(*) FROM spans").fetchone()[0]
+    spans = len(batches) * BATCH
+    print(f"{kind:>8}: {rate:>9,.0f} spans/s over HTTP, {cpu / spans * 1e6:.1f} µs server CPU/span, {retries} 429s")
+    assert stored == spans, f"{kind} stored {stored} of {spans} spans"
+    return rate, cpu / spans * 1e6
+
+
+async def send_all(url: str, batches: Sequence[bytes], concurrency: int, pid: int) -> tuple[float, int, float]:
+    """POST all batches with `concurrency` in flight; spans/s, 429s, and the server's CPU seconds."""
+    headers = {"content-type": "application/x-protobuf"}
+    pending = list(reversed(batches))
+    retries = 0
+    async with httpx2.AsyncClient(base_url=url, timeout=30) as client:
+        for body in pending[-4:]:  # warm-up: connections, imports, first pages (redelivery, harmless)
+            (await client.post("/v1/traces", content=body, headers=headers)).raise_for_status()
+
+        async def sender() -> None:
+            nonlocal retries
+            while pending:
+                body = pending.pop()
+                while (response := await client.post("/v1/traces", content=body, headers=headers)).status_code == 429:
+                    retries += 1
+                    await anyio.sleep(0.001)
+                response.raise_for_status()
+
+        started, cpu = time.perf_counter(), cpu_seconds(pid)
+        with anyio.fail_after(300):
+            async with anyio.create_task_group() as tg:
+                for _ in range(concurrency):
+                    tg.start_soon(sender)
+        elapsed, cpu = time.perf_counter() - started, cpu_seconds(pid) - cpu
+    return len(batches) * BATCH / elapsed, retries, cpu
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc), all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def serve(kind: str, db: str) -> None:
+    """Child process: serve one receiver on a free port and print its URL."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    app = naive_app(db) if kind == "naive" else tracer_app(db)
+    config = uvicorn.Config(app, log_level="warning", lifespan="on")
+    print(f"http://127.0.0.1:{port}", flush=True)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def tracer_app(db: str) -> Starlette:
+    """The real thing: an MCPServer with the tracer installed, as `mesh tracer` serves it."""
+
+    @asynccontextmanager
+    async def lifespan(_: MCPServer) -> AsyncGenerator[None]:
+        async with tracer:
+            yield
+
+    server = MCPServer("bench-tracer", lifespan=lifespan, log_level="WARNING")
+    tracer = install_tracer(server, TraceStore(db), max_pending=64)
+    return server.streamable_http_app(json_response=True)
+
+
+def naive_app(db: str) -> Starlette:
+    """The baseline: decode the protobuf, then one INSERT per span, attributes as JSON."""
+    conn = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute(
+        "CREATE TABLE spans (trace_id TEXT, span_id TEXT, parent_id TEXT, name TEXT, kind INTEGER,"
+        " agent TEXT, start_ns INTEGER, end_ns INTEGER, status INTEGER, attributes TEXT, events TEXT,"
+        " PRIMARY KEY (trace_id, span_id))"
+    )
+
+    def value(any_value: AnyValue) -> object:
+        which = any_value.WhichOneof("value")
+        return getattr(any_value, which) if which else None
+
+    async def receive(request: Request) -> Response:
+        export = ExportTraceServiceRequest.FromString(await request.body())
+        conn.execute("BEGIN")
+        for resource_spans in export.resource_spans:
+            resource = {kv.key: value(kv.value) for kv in resource_spans.resource.attributes}
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    attributes = {kv.key: value(kv.value) for kv in span.attributes}
+                    events = [
+                        {
+                            "name": e.name,
+                            "time_ns": e.time_unix_nano,
+                            "attributes": {a.key: value(a.value) for a in e.attributes},
+                        }
+                        for e in span.events
+                    ]
+                    conn.execute(
+                        "INSERT OR IGNORE INTO spans VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            span.trace_id.hex(),
+                            span.span_id.hex(),
+                            span.parent_span_id.hex() or None,
+                            span.name,
+                            span.kind,
+                            resource.get("service.name"),
+                            span.start_time_unix_nano,
+                            span.end_time_unix_nano,
+                            span.status.code,
+                            json.dumps(attributes),
+                            json.dumps(events),
+                        ),
+                    )
+        conn.execute("COMMIT")
+        return Response(b"", media_type="application/x-protobuf")
+
+    return Starlette(routes=[Route("/v1/traces", receive, methods=["POST"])])
+
+
+# -- queries with a million spans stored -------------------------------------------------------
+
+
+def query_timings(
+    db: Path, template: ExportTraceServiceRequest, rng: random.Random, spans: int
+) -> list[tuple[str, float, float]]:
+    """Fill a store with `spans` spans, then time show/ls the way the HTTP handlers run them."""
+    store = TraceStore(db)
+    started = time.perf_counter()
+    trace_ids: list[str] = []
+    for _ in range(spans // BATCH):
+        rows = decode_protobuf(batch_from(template, rng))
+        store.ingest(rows)
+        trace_ids.append(rows[rng.randrange(len(rows))][0].hex())
+    print(f"  store: {store.span_count():,} spans ingested directly in {time.perf_counter() - started:.1f} s")
+
+    def show() -> None:
+        trace_id = rng.choice(trace_ids)
+        stitch(trace_id, store.get_trace(trace_id)).model_dump_json()
+
+    def ls(**filters: object) -> Callable[[], None]:
+        return lambda: [summary.model_dump_json() for summary in store.list_traces(**filters)]  # type: ignore[arg-type]
+
+    results = [
+        ("traces show (8-span trace), median", median_ms(show), 1.0),
+        ("traces ls (latest 50), median", median_ms(ls()), 5.0),
+        ("traces ls --agent crm, median", median_ms(ls(agent="crm")), 5.0),
+        ("traces ls --status error (none match), median", median_ms(ls(status="error", limit=50)), 5.0),
+        ("traces ls --tool lookup --since 1h, median", median_ms(ls(tool="lookup", since=time.time() - 3600)), 5.0),
+    ]
+    store.close()
+    return results
+
+
+def median_ms(operation: Callable[[], object], repeat: int = 200) -> float:
+    """Median wall time of `operation`, in milliseconds."""
+    timings: list[float] = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        operation()
+        timings.append((time.perf_counter() - started) * 1000)
+    return statistics.median(timings)
+
+
+if __name__ == "__main__":
+    main()

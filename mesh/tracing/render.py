@@ -1,0 +1,157 @@
+"""Renderings of decision traces: a rich tree, a rich table of summaries, and plain text for an LLM.
+
+Pure functions from wire models to renderables or strings; printing, paging and colour
+detection are the caller's. Owns no stitching (see `mesh.tracing.stitch`) and no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from typing import Final
+
+from rich.console import JustifyMethod
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+from rich.tree import Tree
+
+from mesh.wire import Decision, SpanStatus, TraceNode, TraceSummary, TraceTree
+
+__all__ = ["decision_line", "explain", "render_summaries", "render_tree"]
+
+
+def render_tree(tree: TraceTree) -> Tree:
+    """The trace as a tree: agent, span, duration, status; decisions and errors as sub-lines."""
+    state = "[green]complete[/]" if tree.complete else "[yellow]incomplete[/]"
+    header = f"[bold]trace {tree.trace_id}[/]  {tree.span_count} spans  {state}"
+    for reason in tree.incomplete_reasons:
+        header += f"\n[yellow]⚠ {escape(reason)}[/]"
+    top = Tree(header, guide_style="dim")
+    stack: list[tuple[Tree, TraceNode]] = [(top, tree.root)]
+    while stack:
+        parent, node = stack.pop()
+        branch = parent.add(_node_label(node, tree.root.start))
+        for decision in node.decisions:
+            branch.add(Text.assemble(("◆ ", "magenta"), decision_line(decision)))
+        if node.status == "error" and node.status_message:
+            branch.add(Text(f"✗ {node.status_message}", style="red"))
+        stack.extend((branch, child) for child in reversed(node.children))
+    return top
+
+
+def render_summaries(summaries: Sequence[TraceSummary]) -> Table:
+    """`mesh traces ls` as a table, one trace per row."""
+    table = Table(show_edge=False, header_style="bold")
+    for column, justify in _COLUMNS:
+        table.add_column(column, justify=justify, no_wrap=column in ("trace", "started"))
+    for summary in summaries:
+        root = summary.root.agent + (f".{summary.root.tool}" if summary.root.tool else "")
+        table.add_row(
+            summary.trace_id,
+            datetime.fromtimestamp(summary.start).strftime("%Y-%m-%d %H:%M:%S"),
+            escape(root),
+            escape(", ".join(summary.agents)),
+            str(summary.span_count),
+            f"{summary.duration_ms:.1f}",
+            f"[{_STATUS_STYLE[summary.status]}]{summary.status}[/]",
+        )
+    return table
+
+
+def decision_line(decision: Decision) -> str:
+    """One decision as a line: "decision route → billing (0.82): invoice keyword"."""
+    line = f"decision {decision.kind}"
+    if decision.choice is not None:
+        line += f" → {decision.choice}"
+    if decision.confidence is not None:
+        line += f" ({decision.confidence:.2f})"
+    if decision.reason:
+        line += f": {decision.reason}"
+    return line
+
+
+def explain(tree: TraceTree, span_id: str | None = None) -> str:
+    """The decisions of a trace (or of one span) as plain text: who decided what, why, and on which call."""
+    lines = [_trace_line(tree)]
+    lines.extend(f"Incomplete: {reason}." for reason in tree.incomplete_reasons)
+    found = [(path, node) for path, node in _paths(tree.root) if span_id is None or node.span_id == span_id]
+    if span_id is not None and not found:
+        return "\n".join([*lines, f"No span {span_id} in this trace."])
+    decided = [(path, node) for path, node in found if node.decisions]
+    if not decided:
+        lines.append("No decisions were recorded" + (f" on span {span_id}." if span_id else " in this trace."))
+    for path, node in decided:
+        for decision in node.decisions:
+            lines.append("")
+            lines.append(f"Agent {node.agent} decided {decision.kind} in {node.name} (span {node.span_id}).")
+            lines.append(f"  Call path: {' → '.join(path)}")
+            lines.append(f"  Choice: {decision.choice if decision.choice is not None else '(none recorded)'}")
+            if decision.alternatives:
+                lines.append(f"  Alternatives: {', '.join(decision.alternatives)}")
+            lines.append(f"  Reason: {decision.reason or '(none recorded)'}")
+            if decision.confidence is not None:
+                lines.append(f"  Confidence: {decision.confidence:.2f}")
+            lines.append(f"  At: {_clock(decision.time)}")
+            for key, value in decision.attributes.items():
+                lines.append(f"  {key}: {value}")
+    errors = [node for _, node in found if node.status == "error"]
+    if errors:
+        lines.append("")
+        for node in errors:
+            lines.append(f"Error in {node.agent} {node.name} (span {node.span_id}): {node.status_message or 'failed'}")
+    return "\n".join(lines)
+
+
+# -- private helpers ---------------------------------------------------------------------------
+
+_STATUS_STYLE: Final[dict[SpanStatus, str]] = {"ok": "green", "error": "bold red", "unset": "dim"}
+_COLUMNS: Final[tuple[tuple[str, JustifyMethod], ...]] = (
+    ("trace", "left"),
+    ("started", "left"),
+    ("root", "left"),
+    ("agents", "left"),
+    ("spans", "right"),
+    ("ms", "right"),
+    ("status", "left"),
+)
+
+
+def _node_label(node: TraceNode, origin: float) -> str:
+    duration = max(0.0, node.end - node.start) * 1000
+    offset = (node.start - origin) * 1000
+    label = (
+        f"[cyan]{escape(node.agent)}[/] {escape(node.name)}  [dim]{node.kind}[/]  "
+        f"{duration:.1f} ms [dim]@+{offset:.1f}[/]  [{_STATUS_STYLE[node.status]}]{node.status}[/]"
+    )
+    if node.orphan:
+        label += "  [yellow](orphan)[/]"
+    if node.skew_ms:
+        label += f"  [dim](clock skew {node.skew_ms:+.1f} ms corrected)[/]"
+    return label
+
+
+def _trace_line(tree: TraceTree) -> str:
+    root = tree.root
+    state = "complete" if tree.complete else "incomplete"
+    duration = max(0.0, root.end - root.start) * 1000
+    return (
+        f"Trace {tree.trace_id}: {root.agent} {root.name}, {tree.span_count} spans, "
+        f"{duration:.1f} ms, {state}, started {_clock(root.start)}."
+    )
+
+
+def _paths(root: TraceNode) -> Iterator[tuple[list[str], TraceNode]]:
+    stack: list[tuple[list[str], TraceNode]] = [([_step(root)], root)]
+    while stack:
+        path, node = stack.pop()
+        yield path, node
+        stack.extend(([*path, _step(child)], child) for child in reversed(node.children))
+
+
+def _step(node: TraceNode) -> str:
+    return f"{node.agent}:{node.name}"
+
+
+def _clock(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch).isoformat(timespec="milliseconds")

@@ -1,0 +1,317 @@
+"""The trace store: spans in SQLite (WAL), idempotent by (trace_id, span_id), with per-trace summaries.
+
+Owns the schema, ingestion and the two queries (one trace by id; the trace listing). A trace
+gets a sequence number (its rowid in `traces`) on first sight and spans are keyed by (sequence,
+span_id), so a batch appends rather than scattering writes and a trace is one range scan. The
+`traces` row is folded forward from each batch's new spans inside SQLite (no per-span Python),
+so listing never scans spans. Owns no decoding (`registry.otlp`), stitching or HTTP.
+"""
+
+from __future__ import annotations
+
+import functools
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Final, final
+
+from mesh.wire import SpanRecord, TraceRoot, TraceSummary
+from registry.otlp import SpanRow, span_record
+
+__all__ = ["TraceStore"]
+
+
+@final
+class TraceStore:
+    """Spans and trace summaries in one SQLite file (or ":memory:").
+
+    Thread-safe: call it from any thread (the tracer uses `anyio.to_thread`). Writes go through
+    one connection under a lock; reads go through a second connection under their own lock, so a
+    query never waits behind an ingest (WAL lets them run side by side).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        memory = str(path) == ":memory:"
+        target = ":memory:" if memory else str(Path(path).expanduser())
+        if not memory:
+            Path(target).parent.mkdir(parents=True, exist_ok=True)
+        self._writer = _connect(target)
+        self._writer.executescript(_SCHEMA)
+        self._reader = self._writer if memory else _connect(target)
+        self._checkpointer = None if memory else _connect(target)
+        self._write_lock = threading.Lock()
+        self._read_lock = self._write_lock if memory else threading.Lock()
+        self._checkpoint_lock = threading.Lock()
+
+    def ingest(self, rows: Sequence[SpanRow]) -> int:
+        """Store rows in one transaction and return how many were new; they are durable on return."""
+        if not rows:
+            return 0
+        with self._write_lock:
+            conn = self._writer
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                fresh = self._insert(conn, rows)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return fresh
+
+    def get_trace(self, trace_id: str) -> list[SpanRecord]:
+        """Every stored span of one trace (hex id), in no particular order; [] if unknown."""
+        key = _trace_key(trace_id)
+        if key is None:
+            return []
+        with self._read_lock:
+            rows = self._reader.execute(_GET_TRACE, (key,)).fetchall()
+        hex_id = key.hex()
+        return [span_record(hex_id, agent, instance or None, body) for agent, instance, body in rows]
+
+    def list_traces(
+        self,
+        agent: str | None = None,
+        tool: str | None = None,
+        status: str | None = None,
+        since: float | None = None,
+        min_duration_ms: float | None = None,
+        limit: int = 50,
+    ) -> list[TraceSummary]:
+        """The latest traces first, filtered: an agent or tool anywhere in the trace, status, start, duration."""
+        where: list[str] = []
+        params: list[object] = []
+        if agent is not None:
+            where.append("EXISTS (SELECT 1 FROM trace_agents WHERE agent = ? AND trace_seq = t.seq)")
+            params.append(agent)
+        if tool is not None:
+            where.append("EXISTS (SELECT 1 FROM trace_tools WHERE tool = ? AND trace_seq = t.seq)")
+            params.append(tool)
+        if status is not None:
+            if status not in ("ok", "error"):
+                raise ValueError(f"status must be 'ok' or 'error', not {status!r}")
+            where.append("t.error = 1" if status == "error" else "t.error = 0")
+        if since is not None:
+            where.append("t.start_ns >= ?")
+            params.append(int(since * 1e9))
+        if min_duration_ms is not None:
+            where.append("t.end_ns - t.start_ns >= ?")
+            params.append(int(min_duration_ms * 1e6))
+        params.append(max(0, limit))
+        with self._read_lock:
+            rows = self._reader.execute(_LIST.format(where=" AND ".join(where) or "1"), params).fetchall()
+            rowids = [row[7] for row in rows if row[7] is not None]
+            marks = ",".join("?" * len(rowids))
+            roots = {
+                rowid: (agent, tool) for rowid, agent, tool in self._reader.execute(_ROOTS.format(marks=marks), rowids)
+            }
+        summaries: list[TraceSummary] = []
+        for trace_id, span_count, start_ns, end_ns, error, first_agent, first_tool, root, agents in rows:
+            root_agent, root_tool = roots[root] if root is not None else (first_agent, None)
+            summaries.append(
+                TraceSummary(
+                    trace_id=trace_id.hex(),
+                    root=TraceRoot(agent=root_agent, tool=root_tool or first_tool),
+                    agents=sorted(agents.split("\x1f")),
+                    span_count=span_count,
+                    start=start_ns / 1e9,
+                    duration_ms=max(0, end_ns - start_ns) / 1e6,
+                    status="error" if error else "ok",
+                )
+            )
+        return summaries
+
+    def span_count(self) -> int:
+        """How many distinct spans are stored."""
+        with self._read_lock:
+            return self._reader.execute("SELECT coalesce(sum(span_count), 0) FROM traces").fetchone()[0]
+
+    def _insert(self, conn: sqlite3.Connection, rows: Sequence[SpanRow]) -> int:
+        trace_ids = list({row[0] for row in rows})
+        keys = [bytearray(trace_id) for trace_id in trace_ids]  # bytearray: bound without adapter lookups
+        seqs: dict[bytes, int] = {}
+        for at, size in _chunks(len(keys)):
+            seqs.update(conn.execute(_select_seqs(size), keys[at : at + size]))
+        if len(seqs) < len(trace_ids):
+            last = conn.execute("SELECT coalesce(max(seq), 0) FROM traces").fetchone()[0]
+            new = [(trace_id, last + at) for at, trace_id in enumerate((t for t in trace_ids if t not in seqs), 1)]
+            flat_new = [value for trace_id, seq in new for value in (bytearray(trace_id), seq)]
+            for at, size in _chunks(len(new)):
+                conn.execute(_insert_values("traces (trace_id, seq)", 2, size), flat_new[at * 2 : (at + size) * 2])
+            seqs.update(new)
+        before = conn.execute("SELECT coalesce(max(rowid), 0) FROM spans").fetchone()[0]
+        changes = conn.total_changes
+        # Many rows per statement, not executemany: one GIL release per chunk instead of per row, so
+        # SQLite's work runs beside the event loop instead of trading the GIL with it 512 times.
+        flat: list[object] = []
+        for row in rows:
+            flat.append(seqs[row[0]])
+            flat.extend(row[1:])
+        for at, size in _chunks(len(rows)):
+            conn.execute(
+                _insert_values("spans", _SPAN_COLUMNS, size), flat[at * _SPAN_COLUMNS : (at + size) * _SPAN_COLUMNS]
+            )
+        fresh = conn.total_changes - changes
+        if fresh:
+            for fold in _FOLDS:
+                conn.execute(fold, (before,))
+        return fresh
+
+    def checkpoint(self) -> None:
+        """Copy committed pages from the WAL into the database without blocking ingest or queries.
+
+        Call it in the background every few commits; otherwise the writer does it itself once the
+        WAL passes ~32 MB, and ingest then waits for the disk.
+        """
+        if self._checkpointer is not None:
+            with self._checkpoint_lock:
+                self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+    def close(self) -> None:
+        """Close every connection; the store cannot be used afterwards."""
+        with self._checkpoint_lock:
+            if self._checkpointer is not None:
+                self._checkpointer.close()
+        with self._write_lock:
+            self._writer.close()
+        if self._reader is not self._writer:
+            with self._read_lock:
+                self._reader.close()
+
+
+# -- private helpers ---------------------------------------------------------------------------
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS traces (
+    seq INTEGER PRIMARY KEY,  -- rowid: the order traces were first seen
+    trace_id BLOB NOT NULL UNIQUE,
+    span_count INTEGER NOT NULL DEFAULT 0,
+    start_ns INTEGER,
+    end_ns INTEGER,
+    error INTEGER NOT NULL DEFAULT 0,
+    first_start INTEGER,  -- the earliest span: the root while no parentless span has arrived
+    first_span INTEGER,
+    first_agent TEXT,
+    tool_start INTEGER,  -- the earliest span naming a tool: the root's tool when the root names none
+    tool_span INTEGER,
+    first_tool TEXT
+);
+CREATE INDEX IF NOT EXISTS traces_by_start ON traces (start_ns);
+CREATE INDEX IF NOT EXISTS traces_errors_by_start ON traces (start_ns) WHERE error = 1;
+CREATE TABLE IF NOT EXISTS spans (
+    trace_seq INTEGER NOT NULL,
+    span_id INTEGER NOT NULL,  -- registry.otlp.span_key: signed, in the order of the id's bytes
+    root INTEGER NOT NULL,  -- 1: the span has no parent
+    agent TEXT NOT NULL,
+    instance TEXT NOT NULL,  -- '' when unknown
+    start_ns INTEGER NOT NULL,
+    end_ns INTEGER NOT NULL,
+    status INTEGER NOT NULL,  -- OTLP enum: 0 unset, 1 ok, 2 error
+    tool TEXT NOT NULL,  -- '' when the span names none
+    body BLOB NOT NULL,  -- the OTLP Span message as received: ids, name, kind, attributes, events, links
+    UNIQUE (trace_seq, span_id)
+);
+CREATE INDEX IF NOT EXISTS spans_roots ON spans (trace_seq, start_ns, span_id) WHERE root = 1;
+CREATE TABLE IF NOT EXISTS trace_agents (
+    trace_seq INTEGER NOT NULL, agent TEXT NOT NULL, PRIMARY KEY (trace_seq, agent)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS trace_agents_by_agent ON trace_agents (agent, trace_seq);
+CREATE TABLE IF NOT EXISTS trace_tools (
+    tool TEXT NOT NULL, trace_seq INTEGER NOT NULL, PRIMARY KEY (tool, trace_seq)
+) WITHOUT ROWID;
+"""
+_SPAN_COLUMNS: Final = 10
+_CHUNK_SIZES: Final = (256, 128, 64, 32, 16, 8, 4, 2, 1)
+# A batch's new spans are exactly those past its starting rowid (an ignored duplicate takes none);
+# each fold below reads that rowid range in SQLite, without a Python loop over spans. NOT INDEXED
+# keeps the planner on the range instead of walking a whole index; a bare column beside min() comes
+# from the row holding the minimum.
+_FIRST_WINS: Final = "traces.first_start IS NULL OR (e.start_ns, e.span_id) < (traces.first_start, traces.first_span)"
+_TOOL_WINS: Final = (
+    "t.start_ns IS NOT NULL AND (traces.tool_start IS NULL"
+    " OR (t.start_ns, t.span_id) < (traces.tool_start, traces.tool_span))"
+)
+_FOLDS: Final = (
+    f"""
+    UPDATE traces SET
+        span_count = traces.span_count + f.n,
+        start_ns = min(coalesce(traces.start_ns, f.start_ns), f.start_ns),
+        end_ns = max(coalesce(traces.end_ns, f.end_ns), f.end_ns),
+        error = max(traces.error, f.error),
+        first_start = CASE WHEN {_FIRST_WINS} THEN e.start_ns ELSE traces.first_start END,
+        first_span = CASE WHEN {_FIRST_WINS} THEN e.span_id ELSE traces.first_span END,
+        first_agent = CASE WHEN {_FIRST_WINS} THEN e.agent ELSE traces.first_agent END,
+        tool_start = CASE WHEN {_TOOL_WINS} THEN t.start_ns ELSE traces.tool_start END,
+        tool_span = CASE WHEN {_TOOL_WINS} THEN t.span_id ELSE traces.tool_span END,
+        first_tool = CASE WHEN {_TOOL_WINS} THEN t.tool ELSE traces.first_tool END
+    FROM (
+        SELECT trace_seq, count(*) AS n, min(start_ns) AS start_ns, max(end_ns) AS end_ns, max(status = 2) AS error
+        FROM spans NOT INDEXED WHERE rowid > ?1 GROUP BY trace_seq
+    ) AS f
+    JOIN (
+        SELECT trace_seq, min(start_ns) AS start_ns, span_id, agent
+        FROM spans NOT INDEXED WHERE rowid > ?1 GROUP BY trace_seq
+    ) AS e ON e.trace_seq = f.trace_seq
+    LEFT JOIN (
+        SELECT trace_seq, min(start_ns) AS start_ns, span_id, tool
+        FROM spans NOT INDEXED WHERE rowid > ?1 AND tool != '' GROUP BY trace_seq
+    ) AS t ON t.trace_seq = f.trace_seq
+    WHERE traces.seq = f.trace_seq
+    """,
+    "INSERT OR IGNORE INTO trace_agents SELECT DISTINCT trace_seq, agent FROM spans NOT INDEXED WHERE rowid > ?",
+    "INSERT OR IGNORE INTO trace_tools"
+    " SELECT DISTINCT tool, trace_seq FROM spans NOT INDEXED WHERE rowid > ? AND tool != ''",
+)
+_GET_TRACE: Final = (
+    "SELECT s.agent, s.instance, s.body FROM traces t JOIN spans s ON s.trace_seq = t.seq WHERE t.trace_id = ?"
+)
+# The root is the earliest parentless span, else the earliest span; its tool is its own, else that
+# of the earliest span naming one: the rules of `mesh.tracing.stitch.summarize`.
+_LIST: Final = """
+SELECT t.trace_id, t.span_count, t.start_ns, t.end_ns, t.error, t.first_agent, t.first_tool,
+    (SELECT s.rowid FROM spans s INDEXED BY spans_roots
+     WHERE s.trace_seq = t.seq AND s.root = 1 ORDER BY s.start_ns, s.span_id LIMIT 1) AS root,
+    (SELECT group_concat(a.agent, char(31)) FROM trace_agents a WHERE a.trace_seq = t.seq) AS agents
+FROM traces t WHERE {where} ORDER BY t.start_ns DESC LIMIT ?
+"""
+_ROOTS: Final = "SELECT rowid, agent, tool FROM spans WHERE rowid IN ({marks})"
+
+
+def _connect(target: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(target, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode = WAL")
+    # WAL + NORMAL: a commit survives the process being killed (not a power cut) and costs no fsync.
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA busy_timeout = 5000")
+    conn.execute("PRAGMA cache_size = -65536")
+    # Checkpoints belong in the background (`TraceStore.checkpoint`): their fsyncs would stall ingest.
+    conn.execute("PRAGMA wal_autocheckpoint = 8192")
+    return conn
+
+
+def _chunks(total: int) -> Iterator[tuple[int, int]]:
+    # Power-of-two statement sizes: any batch reuses the same nine prepared statements.
+    at = 0
+    for size in _CHUNK_SIZES:
+        while total - at >= size:
+            yield at, size
+            at += size
+
+
+@functools.cache
+def _insert_values(table: str, columns: int, rows: int) -> str:
+    row = "(" + ", ".join("?" * columns) + ")"
+    return f"INSERT OR IGNORE INTO {table} VALUES " + ", ".join([row] * rows)
+
+
+@functools.cache
+def _select_seqs(rows: int) -> str:
+    return f"SELECT trace_id, seq FROM traces WHERE trace_id IN ({', '.join('?' * rows)})"
+
+
+def _trace_key(trace_id: str) -> bytes | None:
+    try:
+        key = bytes.fromhex(trace_id)
+    except ValueError:
+        return None
+    return key if len(key) == 16 else None

@@ -1,0 +1,297 @@
+"""The tracer on a real MCPServer app, driven in process: OTLP in, queries and MCP tools out."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import AsyncGenerator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import httpx2
+import pytest
+from google.rpc.status_pb2 import Status
+from mcp import Client
+from mcp.server.mcpserver import MCPServer
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+from starlette.applications import Starlette
+
+from mesh.wire import SpanEventRecord, SpanRecord, TraceSummary, TraceTree
+from registry.otlp import decode_protobuf, encode_json, encode_spans
+from registry.tracer import Tracer, install_tracer, parse_since
+from registry.tracestore import TraceStore
+
+PROTOBUF = {"content-type": "application/x-protobuf"}
+JSON = {"content-type": "application/json"}
+TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+T0 = 1_700_000_000_000_000_000
+MS = 1_000_000
+
+
+def spans() -> list[SpanRecord]:
+    decision = SpanEventRecord(
+        name="mesh.decision",
+        time_ns=T0 + 20 * MS,
+        attributes={
+            "mesh.decision.kind": "route",
+            "mesh.decision.choice": "billing",
+            "mesh.decision.alternatives": ["billing", "tech"],
+            "mesh.decision.reason": "invoice keyword",
+            "mesh.decision.confidence": 0.82,
+        },
+    )
+    common: dict[str, Any] = {"trace_id": TRACE, "status": "ok"}
+    return [
+        SpanRecord(
+            span_id="00000000000000a1",
+            name="MCP send tools/call triage",
+            kind="client",
+            agent="client",
+            start_ns=T0,
+            end_ns=T0 + 100 * MS,
+            **common,
+        ),
+        SpanRecord(
+            span_id="00000000000000b1",
+            parent_id="00000000000000a1",
+            name="tools/call triage",
+            kind="server",
+            agent="support-triage",
+            start_ns=T0 + 10 * MS,
+            end_ns=T0 + 90 * MS,
+            events=[decision],
+            **common,
+        ),
+    ]
+
+
+def app_of(server: MCPServer) -> Starlette:
+    return server.streamable_http_app(json_response=True)
+
+
+@asynccontextmanager
+async def running(tracer_options: dict[str, Any] | None = None) -> AsyncGenerator[tuple[httpx2.AsyncClient, Tracer]]:
+    """A tracer app with its lifespan running, and a client that talks to it in process."""
+    store = TraceStore(":memory:")
+    holder: list[Tracer] = []
+
+    @asynccontextmanager
+    async def lifespan(_: MCPServer) -> AsyncGenerator[None]:
+        async with holder[0]:
+            yield
+
+    server = MCPServer("tracer-test", lifespan=lifespan)
+    holder.append(install_tracer(server, store, **(tracer_options or {})))
+    app = app_of(server)
+    transport = httpx2.ASGITransport(app=app)
+    with anyio.fail_after(10):
+        async with (
+            app.router.lifespan_context(app),
+            httpx2.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client,
+        ):
+            yield client, holder[0]
+    store.close()
+
+
+@pytest.mark.anyio
+async def test_a_protobuf_batch_is_acknowledged_then_listed_and_shown() -> None:
+    async with running() as (client, tracer):
+        answer = await client.post("/v1/traces", content=encode_spans(spans()), headers=PROTOBUF)
+        assert answer.status_code == 200
+        assert answer.headers["content-type"] == "application/x-protobuf"
+        ExportTraceServiceResponse.FromString(answer.content)
+        assert tracer.store.span_count() == 2
+
+        (summary,) = [TraceSummary.model_validate(row) for row in (await client.get("/api/traces")).json()]
+        assert (summary.trace_id, summary.root.agent, summary.root.tool) == (TRACE, "client", "triage")
+        assert summary.agents == ["client", "support-triage"]
+
+        tree = TraceTree.model_validate_json((await client.get(f"/api/traces/{TRACE}")).content)
+        assert tree.complete
+        (server_span,) = tree.root.children
+        assert [d.choice for d in server_span.decisions] == ["billing"]
+
+
+@pytest.mark.anyio
+async def test_a_json_batch_gets_a_json_answer() -> None:
+    async with running() as (client, tracer):
+        answer = await client.post("/v1/traces", content=encode_json(spans()), headers=JSON)
+        assert (answer.status_code, answer.json()) == (200, {})
+        assert tracer.store.span_count() == 2
+
+
+@pytest.mark.anyio
+async def test_a_gzipped_batch_is_accepted() -> None:
+    async with running() as (client, tracer):
+        body = gzip.compress(encode_spans(spans()))
+        answer = await client.post("/v1/traces", content=body, headers={**PROTOBUF, "content-encoding": "gzip"})
+        assert answer.status_code == 200
+        assert tracer.store.span_count() == 2
+
+
+@pytest.mark.anyio
+async def test_a_redelivered_batch_is_acknowledged_and_never_duplicated() -> None:
+    async with running() as (client, tracer):
+        for _ in range(3):
+            answer = await client.post("/v1/traces", content=encode_spans(spans()), headers=PROTOBUF)
+            assert answer.status_code == 200
+        assert tracer.store.span_count() == 2
+        stats = (await client.get("/api/tracer/stats")).json()
+        assert (stats["received"], stats["stored"], stats["duplicates"]) == (6, 2, 4)
+
+
+@pytest.mark.anyio
+async def test_malformed_protobuf_gets_400_and_harms_nothing() -> None:
+    async with running() as (client, tracer):
+        await client.post("/v1/traces", content=encode_spans(spans()), headers=PROTOBUF)
+        answer = await client.post("/v1/traces", content=b"\xff\xff\xff", headers=PROTOBUF)
+        assert answer.status_code == 400
+        assert "malformed OTLP protobuf" in Status.FromString(answer.content).message
+        assert tracer.store.span_count() == 2
+        assert tracer.stats.rejected == 1
+
+
+@pytest.mark.anyio
+async def test_malformed_json_gets_400_with_a_one_line_message_and_harms_nothing() -> None:
+    async with running() as (client, tracer):
+        bad = json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "abc", "spanId": "1"}]}]}]})
+        answer = await client.post("/v1/traces", content=bad, headers=JSON)
+        assert answer.status_code == 400
+        message = answer.json()["message"]
+        assert "traceId" in message
+        assert "\n" not in message
+        assert tracer.store.span_count() == 0
+
+
+@pytest.mark.anyio
+async def test_a_good_batch_beside_a_bad_one_is_still_stored() -> None:
+    async with running() as (client, tracer):
+        answers: dict[str, int] = {}
+
+        async def post(name: str, body: bytes, headers: dict[str, str]) -> None:
+            answers[name] = (await client.post("/v1/traces", content=body, headers=headers)).status_code
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(post, "bad", b"{oops", JSON)
+            tg.start_soon(post, "good", encode_spans(spans()), PROTOBUF)
+        assert answers == {"bad": 400, "good": 200}
+        assert tracer.store.span_count() == 2
+
+
+@pytest.mark.anyio
+async def test_refusals_for_content_type_size_and_encoding() -> None:
+    async with running({"max_body_bytes": 100}) as (client, tracer):
+        assert (
+            await client.post("/v1/traces", content=b"x", headers={"content-type": "text/plain"})
+        ).status_code == 415
+        big = await client.post("/v1/traces", content=encode_spans(spans()), headers=PROTOBUF)
+        assert big.status_code == 413
+        bomb = gzip.compress(b"\0" * 10_000)
+        inflated = await client.post("/v1/traces", content=bomb, headers={**PROTOBUF, "content-encoding": "gzip"})
+        assert inflated.status_code == 413
+        broken = await client.post("/v1/traces", content=b"nope", headers={**PROTOBUF, "content-encoding": "gzip"})
+        assert broken.status_code == 400
+        brotli = await client.post("/v1/traces", content=b"x", headers={**PROTOBUF, "content-encoding": "br"})
+        assert brotli.status_code == 415
+        assert tracer.store.span_count() == 0
+
+
+@pytest.mark.anyio
+async def test_a_full_tracer_pushes_back_with_429_and_retry_after() -> None:
+    async with running({"max_pending": 0}) as (client, tracer):
+        answer = await client.post("/v1/traces", content=encode_spans(spans()), headers=PROTOBUF)
+        assert (answer.status_code, answer.headers["retry-after"]) == (429, "1")
+        assert tracer.stats.throttled == 1
+        assert tracer.store.span_count() == 0
+
+
+@pytest.mark.anyio
+async def test_a_tracer_outside_its_lifespan_refuses_with_503() -> None:
+    server = MCPServer("idle")
+    install_tracer(server, TraceStore(":memory:"))
+    async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app_of(server)), base_url="http://t") as client:
+        answer = await client.post("/v1/traces", content=encode_spans(spans()), headers=PROTOBUF)
+    assert answer.status_code == 503
+
+
+@pytest.mark.anyio
+async def test_queries_filter_and_refuse_bad_parameters() -> None:
+    async with running() as (client, _):
+        await client.post("/v1/traces", content=encode_spans(spans()), headers=PROTOBUF)
+        assert len((await client.get("/api/traces", params={"agent": "support-triage"})).json()) == 1
+        assert (await client.get("/api/traces", params={"tool": "nothing"})).json() == []
+        assert (await client.get("/api/traces", params={"min_duration_ms": "1000"})).json() == []
+        assert len((await client.get("/api/traces", params={"since": str(T0 // 10**9 - 1)})).json()) == 1
+        for bad in ({"status": "fine"}, {"limit": "0"}, {"limit": "x"}, {"since": "later"}, {"min_duration_ms": "nan"}):
+            answer = await client.get("/api/traces", params=bad)
+            assert answer.status_code == 400, bad
+            assert answer.json()["error"]
+        assert (await client.get(f"/api/traces/{'0' * 31}1")).status_code == 404
+
+
+@pytest.mark.anyio
+async def test_batches_are_forwarded_after_they_are_stored() -> None:
+    target_store = TraceStore(":memory:")
+    target = MCPServer("target")
+    target_tracer = install_tracer(target, target_store)
+    target_app = app_of(target)
+    async with target_tracer:
+        options = {
+            "forward_url": "http://target/v1/traces",
+            "forward_transport": httpx2.ASGITransport(app=target_app),
+        }
+        async with running(options) as (client, tracer):
+            await client.post("/v1/traces", content=encode_spans(spans()), headers=PROTOBUF)
+            await client.post("/v1/traces", content=encode_json(spans()), headers=JSON)
+        # Leaving the lifespan drains the forwarding backlog.
+        assert (tracer.stats.forwarded, tracer.stats.forward_failures) == (4, 0)
+    assert target_store.span_count() == 2
+    assert target_tracer.stats.duplicates == 2
+
+
+@pytest.mark.anyio
+async def test_a_refusing_forward_endpoint_is_counted_and_never_blocks_ingest() -> None:
+    options = {
+        "forward_url": "http://elsewhere/v1/traces",
+        "forward_transport": httpx2.MockTransport(lambda request: httpx2.Response(400)),
+    }
+    async with running(options) as (client, tracer):
+        answer = await client.post("/v1/traces", content=encode_spans(spans()), headers=PROTOBUF)
+        assert answer.status_code == 200
+    assert (tracer.stats.forwarded, tracer.stats.forward_failures) == (0, 1)
+
+
+@pytest.mark.anyio
+async def test_mcp_tools_search_show_and_explain_decisions() -> None:
+    store = TraceStore(":memory:")
+    server = MCPServer("tracer")
+    tracer = install_tracer(server, store)
+    store.ingest(decode_protobuf(encode_spans(spans())))
+    async with tracer, Client(server) as client:
+        found = await client.call_tool("search_traces", {"agent": "support-triage"})
+        assert not found.is_error
+        assert TRACE in json.dumps(found.structured_content)
+
+        shown = await client.call_tool("get_trace", {"trace_id": TRACE})
+        assert TraceTree.model_validate(shown.structured_content).complete
+
+        explained = await client.call_tool("explain_decision", {"trace_id": TRACE})
+        text = explained.content[0].text  # type: ignore[union-attr]
+        assert "Agent support-triage decided route" in text
+        assert "Choice: billing" in text
+        assert "Alternatives: billing, tech" in text
+        assert "Reason: invoice keyword" in text
+        assert "Confidence: 0.82" in text
+
+        missing = await client.call_tool("get_trace", {"trace_id": "f" * 32})
+        assert missing.is_error
+
+
+def test_since_reads_durations_epoch_seconds_and_iso_times() -> None:
+    assert parse_since("10m", 1000.0) == 400.0
+    assert parse_since("1.5h", 10_000.0) == 10_000.0 - 5400.0
+    assert parse_since("1700000000", 0.0) == 1_700_000_000.0
+    assert parse_since("2023-11-14T22:13:20+00:00", 0.0) == 1_700_000_000.0
+    with pytest.raises(ValueError, match="since"):
+        parse_since("yesterday", 0.0)

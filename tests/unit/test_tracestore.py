@@ -1,0 +1,179 @@
+"""The trace store: idempotent ingest, summaries kept current, filters, durability."""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mesh.tracing.stitch import summarize
+from mesh.wire import SpanRecord, SpanStatus
+from registry.otlp import SpanRow, decode_protobuf, encode_spans
+from registry.tracestore import TraceStore
+
+T0 = 1_700_000_000_000_000_000
+MS = 1_000_000
+
+
+def chain(
+    trace: int, agents: list[str], *, start_ms: int = 0, length_ms: int = 100, status: SpanStatus = "ok"
+) -> list[SpanRecord]:
+    """One call chain: agents[0] calls agents[1] calls ..., each hop a tools/call server span."""
+    trace_id = f"{trace:032x}"
+    return [
+        SpanRecord(
+            trace_id=trace_id,
+            span_id=f"{trace:08x}{hop + 1:08x}",
+            parent_id=f"{trace:08x}{hop:08x}" if hop else None,
+            name=f"tools/call {agent}-tool",
+            kind="server",
+            agent=agent,
+            start_ns=T0 + (start_ms + hop) * MS,
+            end_ns=T0 + (start_ms + length_ms - hop) * MS,
+            status=status if hop == len(agents) - 1 else "ok",
+        )
+        for hop, agent in enumerate(agents)
+    ]
+
+
+def rows(spans: list[SpanRecord]) -> list[SpanRow]:
+    return decode_protobuf(encode_spans(spans))
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> TraceStore:
+    return TraceStore(tmp_path / "nested" / "dir" / "traces.sqlite3")
+
+
+def test_a_redelivered_batch_stores_nothing_twice(store: TraceStore) -> None:
+    batch = rows(chain(1, ["a", "b", "c"]))
+    assert store.ingest(batch) == 3
+    assert store.ingest(batch) == 0
+    assert store.span_count() == 3
+    assert len(store.get_trace(f"{1:032x}")) == 3
+    (summary,) = store.list_traces()
+    assert summary.span_count == 3
+
+
+def test_a_partly_redelivered_batch_stores_only_the_new_spans(store: TraceStore) -> None:
+    spans = chain(1, ["a", "b", "c", "d"])
+    store.ingest(rows(spans[:2]))
+    assert store.ingest(rows(spans[1:] + spans[3:])) == 2
+    (summary,) = store.list_traces()
+    assert (summary.span_count, summary.agents) == (4, ["a", "b", "c", "d"])
+
+
+def test_the_summary_follows_late_spans_and_a_late_root(store: TraceStore) -> None:
+    spans = chain(7, ["client", "triage", "crm"], status="error")
+    store.ingest(rows(spans[2:]))
+    (early,) = store.list_traces()
+    assert (early.root.agent, early.root.tool, early.status) == ("crm", "crm-tool", "error")
+    store.ingest(rows(spans[:2]))
+    (late,) = store.list_traces()
+    assert late == summarize(spans)
+    assert (late.root.agent, late.root.tool, late.span_count, late.duration_ms) == ("client", "client-tool", 3, 100.0)
+
+
+def test_unknown_and_malformed_trace_ids_have_no_spans(store: TraceStore) -> None:
+    store.ingest(rows(chain(1, ["a"])))
+    assert store.get_trace(f"{2:032x}") == []
+    assert store.get_trace("not-hex") == []
+    assert store.get_trace("abcd") == []
+
+
+def test_listing_filters_by_agent_tool_status_start_and_duration(store: TraceStore) -> None:
+    store.ingest(rows(chain(1, ["a", "b"], start_ms=0)))
+    store.ingest(rows(chain(2, ["a", "c"], start_ms=1_000, status="error")))
+    store.ingest(rows(chain(3, ["d"], start_ms=2_000, length_ms=300)))
+
+    def ids(**filters: object) -> list[int]:
+        return [int(summary.trace_id, 16) for summary in store.list_traces(**filters)]  # type: ignore[arg-type]
+
+    assert ids() == [3, 2, 1]
+    assert ids(agent="c") == [2]
+    assert ids(agent="a") == [2, 1]
+    assert ids(tool="b-tool") == [1]
+    assert ids(status="error") == [2]
+    assert ids(status="ok") == [3, 1]
+    assert ids(since=(T0 + 500 * MS) / 1e9) == [3, 2]
+    assert ids(min_duration_ms=200) == [3]
+    assert ids(limit=1) == [3]
+    assert ids(agent="nobody") == []
+    with pytest.raises(ValueError, match="status"):
+        store.list_traces(status="fine")
+
+
+def test_a_store_reopens_with_everything_it_acknowledged(tmp_path: Path) -> None:
+    path = tmp_path / "traces.sqlite3"
+    first = TraceStore(path)
+    first.ingest(rows(chain(1, ["a", "b"])))
+    first.close()
+    again = TraceStore(path)
+    assert again.ingest(rows(chain(1, ["a", "b"]))) == 0
+    assert [s.span_count for s in again.list_traces()] == [2]
+    again.close()
+
+
+def test_acknowledged_spans_survive_kill_9(tmp_path: Path) -> None:
+    path = tmp_path / "traces.sqlite3"
+    child = textwrap.dedent(
+        f"""
+        import sys
+        from registry.otlp import decode_protobuf, encode_spans
+        from registry.tracestore import TraceStore
+        from tests.unit.test_tracestore import chain
+        store = TraceStore({str(path)!r})
+        for trace in range(1, 1000):
+            store.ingest(decode_protobuf(encode_spans(chain(trace, ["a", "b", "c"]))))
+            print(trace, flush=True)
+        """
+    )
+    root = Path(__file__).resolve().parents[2]
+    with subprocess.Popen([sys.executable, "-c", child], cwd=root, stdout=subprocess.PIPE, text=True) as proc:
+        assert proc.stdout is not None
+        acknowledged = [int(proc.stdout.readline()) for _ in range(20)]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    store = TraceStore(path)
+    for trace in acknowledged:
+        assert len(store.get_trace(f"{trace:032x}")) == 3
+    store.close()
+
+
+def test_an_in_memory_store_works_for_tests() -> None:
+    store = TraceStore(":memory:")
+    assert store.ingest(rows(chain(1, ["a"]))) == 1
+    assert store.span_count() == 1
+    store.close()
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_summaries_match_summarize_however_spans_arrive(data: st.DataObject) -> None:
+    rng = random.Random(data.draw(st.integers(0, 2**32)))
+    traces = data.draw(st.integers(1, 6))
+    spans: list[SpanRecord] = []
+    for trace in range(1, traces + 1):
+        agents = data.draw(st.lists(st.sampled_from(["a", "b", "c", "d"]), min_size=1, max_size=6))
+        status: SpanStatus = data.draw(st.sampled_from(["ok", "error"]))
+        spans += chain(trace, agents, start_ms=trace * 10, status=status)
+    arriving = spans + rng.sample(spans, k=len(spans) // 3)
+    rng.shuffle(arriving)
+    store = TraceStore(":memory:")
+    cut = sorted(rng.sample(range(len(arriving) + 1), k=min(3, len(arriving) + 1)))
+    for start, end in zip([0, *cut], [*cut, len(arriving)], strict=True):
+        store.ingest(rows(arriving[start:end]))
+    expected = sorted(
+        (summarize([s for s in spans if s.trace_id == f"{t:032x}"]) for t in range(1, traces + 1)),
+        key=lambda summary: -summary.start,
+    )
+    assert store.list_traces() == expected
+    assert store.span_count() == len(spans)
+    store.close()
