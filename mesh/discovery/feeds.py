@@ -44,7 +44,14 @@ def instance_from_record(record: AgentRecord) -> Instance:
         url=record.url,
         tools=tuple(t.name for t in record.tools),
         tool_info=tuple(
-            {"name": t.name, "description": t.description, "inputSchema": t.input_schema, "annotations": t.annotations}
+            {
+                "name": t.name,
+                "description": t.description,
+                "inputSchema": t.input_schema,
+                "annotations": t.annotations,
+                "approval": t.approval,
+                **({"outputSchema": t.output_schema} if t.output_schema else {}),
+            }
             for t in record.tools
         ),
         metadata=record.metadata.model_dump(exclude_none=True),

@@ -36,6 +36,7 @@ from mesh.peers.hop import HopClient, HopResult
 from mesh.peers.rounds import InputNeeded, interactive_var, relay_var
 from mesh.peers.routing import Load, RetryBudget, choose, retry_safe
 from mesh.policy import CallFacts, Policy
+from mesh.tracing.stitch import SENT_ATTRIBUTE
 
 __all__ = ["CALLER_META_KEY", "DATA_CLASS_BAGGAGE", "ERROR_META_KEY", "PeerPool", "stricter"]
 
@@ -142,6 +143,7 @@ class PeerPool:
         with _tracer.start_as_current_span(
             f"tools/call {target}.{tool}", kind=trace.SpanKind.CLIENT, attributes=attributes
         ) as span:
+            span.set_attribute(SENT_ATTRIBUTE, False)  # until a request actually goes out
             candidates = self.directory.offering(tool) if by_tool else self.directory.instances(target)
             if not candidates and self._refresh is not None:
                 # Announced but not yet vouched for: ask the instances directly before giving up.
@@ -237,6 +239,7 @@ class PeerPool:
             relay = relay_var.get()
             answers = relay if relay is not None and (relay.agent, relay.tool) == (name, tool) else None
             hop = self.hop(inst)
+            span.set_attribute(SENT_ATTRIBUTE, True)
             self.attempts[inst.key] += 1
             if inst.key in self._failed:
                 self.after_failure[inst.key] += 1

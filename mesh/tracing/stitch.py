@@ -22,7 +22,10 @@ from typing import Any, Final
 
 from mesh.wire import Decision, SpanRecord, TraceNode, TraceRoot, TraceSummary, TraceTree
 
-__all__ = ["DECISION_EVENT", "SYNTHETIC_ROOT_ID", "decisions_of", "stitch", "summarize", "tool_of"]
+SENT_ATTRIBUTE = "mesh.request.sent"
+"""Client-span attribute: False when the mesh refused the call before sending it."""
+
+__all__ = ["SENT_ATTRIBUTE", "DECISION_EVENT", "SYNTHETIC_ROOT_ID", "decisions_of", "stitch", "summarize", "tool_of"]
 
 DECISION_EVENT: Final = "mesh.decision"
 """The span event name that carries a decision (DESIGN §5)."""
@@ -260,8 +263,8 @@ def _unanswered_clients(spans: Iterable[SpanRecord], children: dict[str, list[Sp
 
 def _is_mcp_client(span: SpanRecord) -> bool:
     # Only MCP calls promise a server span: an HTTP call to an outside API never has one.
-    if span.kind != "client":
-        return False
+    if span.kind != "client" or span.attributes.get(SENT_ATTRIBUTE) is False:
+        return False  # a call refused before it left the caller (policy, discovery) expects no server span
     return _TOOL_CALL in span.name or any(key in span.attributes for key in _MCP_CLIENT_KEYS)
 
 
