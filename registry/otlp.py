@@ -12,7 +12,7 @@ import base64
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
@@ -91,30 +91,35 @@ def span_rows(request: ExportTraceServiceRequest) -> list[SpanRow]:
         agent, instance = _service(resource_spans.resource.attributes)
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
+                # The hot loop of ingest: one attribute read per field, one combined check.
                 trace_id = span.trace_id
                 span_id = span.span_id
                 parent = span.parent_span_id
                 start = span.start_time_unix_nano
                 end = span.end_time_unix_nano
-                if len(trace_id) != 16 or trace_id == _ZERO_TRACE:
-                    raise OtlpError(f"span {span.name!r}: trace id must be 16 non-zero bytes")
-                if len(span_id) != 8 or span_id == _ZERO_SPAN:
-                    raise OtlpError(f"span {span.name!r}: span id must be 8 non-zero bytes")
-                if parent and len(parent) != 8:
-                    raise OtlpError(f"span {span.name!r}: parent span id must be 8 bytes or empty")
-                if start > _MAX_NS or end > _MAX_NS:
-                    raise OtlpError(f"span {span.name!r}: times must be below 2**63 ns")
+                if (
+                    len(trace_id) != 16
+                    or len(span_id) != 8
+                    or (parent and len(parent) != 8)
+                    or start > _MAX_NS
+                    or end > _MAX_NS
+                    or trace_id == _ZERO_TRACE
+                    or span_id == _ZERO_SPAN
+                ):
+                    _refuse(span)
+                name = span.name
+                at = name.find(_TOOL_CALL)
                 append(
                     (
                         trace_id,
                         int.from_bytes(span_id, "big") - _HALF,
-                        1 if not parent or parent == _ZERO_SPAN else 0,
+                        0 if parent and parent != _ZERO_SPAN else 1,
                         agent,
                         instance,
                         start,
                         end,
                         span.status.code,
-                        _tool(span),
+                        name[at + _TOOL_CALL_LEN :] if at >= 0 else _attribute_tool(span),
                         bytearray(span.SerializeToString()),
                     )
                 )
@@ -220,6 +225,7 @@ _KIND_CODES: Final[dict[SpanKind, int]] = {name: code for code, name in _KINDS.i
 _STATUSES: Final[dict[int, SpanStatus]] = {0: "unset", 1: "ok", 2: "error"}
 _STATUS_CODES: Final[dict[SpanStatus, int]] = {name: code for code, name in _STATUSES.items()}
 _TOOL_CALL: Final = "tools/call "
+_TOOL_CALL_LEN: Final = len(_TOOL_CALL)
 _ID_FIELDS: Final = ("traceId", "spanId", "parentSpanId")
 _HEX_LENGTHS: Final = {"traceId": 32, "spanId": 16, "parentSpanId": 16}
 _HEX: Final = re.compile(r"[0-9a-fA-F]*")
@@ -243,18 +249,25 @@ def _service(attributes: Sequence[KeyValue]) -> tuple[str, str]:
     return agent, instance
 
 
-def _tool(span: Span) -> str:
-    # The SDK names MCP spans "tools/call X" (server) and "MCP send tools/call X" (client): reading
-    # the name first is ~10x cheaper than scanning the attributes (mesh.tracing.stitch.tool_of).
-    name = span.name
-    at = name.find(_TOOL_CALL)
-    if at >= 0:
-        return name[at + len(_TOOL_CALL) :]
+def _attribute_tool(span: Span) -> str:
+    # The SDK names MCP spans "tools/call X" (server) and "MCP send tools/call X" (client), so the
+    # name is read first (~10x cheaper); otherwise gen_ai.tool.name, as in mesh.tracing.stitch.tool_of.
     for attribute in span.attributes:
         if attribute.key == "gen_ai.tool.name":
             value = _value(attribute.value)
             return str(value) if value else ""
     return ""
+
+
+def _refuse(span: Span) -> NoReturn:
+    name = span.name
+    if len(span.trace_id) != 16 or span.trace_id == _ZERO_TRACE:
+        raise OtlpError(f"span {name!r}: trace id must be 16 non-zero bytes")
+    if len(span.span_id) != 8 or span.span_id == _ZERO_SPAN:
+        raise OtlpError(f"span {name!r}: span id must be 8 non-zero bytes")
+    if len(span.parent_span_id) not in (0, 8):
+        raise OtlpError(f"span {name!r}: parent span id must be 8 bytes or empty")
+    raise OtlpError(f"span {name!r}: times must be below 2**63 ns")
 
 
 def _ids_hex_to_base64(document: dict[str, Any]) -> None:

@@ -1,10 +1,12 @@
 """The tracer service: an OTLP/HTTP receiver, a query API and trace tools, installed on an MCPServer.
 
-`install_tracer` adds the routes (`POST /v1/traces`, `GET /api/traces`, `GET /api/traces/{id}`,
-`GET /api/tracer/stats`) and the MCP tools (`search_traces`, `get_trace`, `explain_decision`)
-to a server; `mesh tracer` and `mesh registry` both use it. A batch is acknowledged only once
-committed; when too many are in flight the answer is 429 with Retry-After. The returned
-`Tracer` owns the forwarding task, so enter it in the server's lifespan:
+`install_tracer` adds `POST /v1/traces`, `GET /api/traces`, `GET /api/traces/{id}` and
+`GET /api/tracer/stats`, and the MCP tools `search_traces`, `get_trace` and `explain_decision`;
+`mesh tracer` and `mesh registry` both use it. One writer task decodes and stores batches in a
+worker thread, queued batches sharing a transaction, and each POST is answered once its batch is
+committed; past `max_pending` batches in flight the answer is 429 with Retry-After. Background
+tasks checkpoint the WAL and forward stored batches. The returned `Tracer` owns these tasks, so
+enter it in the server's lifespan (until then POST answers 503; on exit it finishes what is queued):
 
     @asynccontextmanager
     async def lifespan(_: MCPServer) -> AsyncGenerator[None]:
@@ -426,10 +428,8 @@ def parse_since(text: str, now: float) -> float:
 
 _AGO: Final = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)")
 _UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
-
-
-_GROUP_BATCHES: Final = 8
-_CHECKPOINT_EVERY: Final = 4  # write groups: ~2-10 MB of WAL
+_GROUP_BATCHES: Final = 8  # batches per transaction at most
+_CHECKPOINT_EVERY: Final = 4  # transactions between background WAL checkpoints (~2-10 MB of WAL)
 
 
 @dataclass(slots=True, eq=False)

@@ -1,10 +1,10 @@
 """The trace store: spans in SQLite (WAL), idempotent by (trace_id, span_id), with per-trace summaries.
 
 Owns the schema, ingestion and the two queries (one trace by id; the trace listing). A trace
-gets a sequence number (its rowid in `traces`) on first sight and spans are keyed by (sequence,
-span_id), so a batch appends rather than scattering writes and a trace is one range scan. The
-`traces` row is folded forward from each batch's new spans inside SQLite (no per-span Python),
-so listing never scans spans. Owns no decoding (`registry.otlp`), stitching or HTTP.
+gets a sequence number (its rowid in `traces`) on first sight and spans are unique by (sequence,
+span_id), so a batch appends rather than scattering writes and a trace is one index range. Each
+batch's new spans are folded into their `traces` rows inside SQLite (no per-span Python), so
+listing never scans spans. Owns no decoding (`registry.otlp`), stitching or HTTP.
 """
 
 from __future__ import annotations
@@ -24,11 +24,12 @@ __all__ = ["TraceStore"]
 
 @final
 class TraceStore:
-    """Spans and trace summaries in one SQLite file (or ":memory:").
+    """Spans and trace summaries in one SQLite file (or ":memory:"); parent directories are created.
 
     Thread-safe: call it from any thread (the tracer uses `anyio.to_thread`). Writes go through
-    one connection under a lock; reads go through a second connection under their own lock, so a
-    query never waits behind an ingest (WAL lets them run side by side).
+    one connection under a lock, reads through a second under their own lock and checkpoints
+    through a third, so a query never waits behind an ingest (WAL lets them run side by side).
+    A committed batch survives the process being killed (WAL, synchronous=NORMAL), not a power cut.
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -100,26 +101,30 @@ class TraceStore:
         params.append(max(0, limit))
         with self._read_lock:
             rows = self._reader.execute(_LIST.format(where=" AND ".join(where) or "1"), params).fetchall()
-            rowids = [row[7] for row in rows if row[7] is not None]
-            marks = ",".join("?" * len(rowids))
-            roots = {
-                rowid: (agent, tool) for rowid, agent, tool in self._reader.execute(_ROOTS.format(marks=marks), rowids)
-            }
-        summaries: list[TraceSummary] = []
-        for trace_id, span_count, start_ns, end_ns, error, first_agent, first_tool, root, agents in rows:
-            root_agent, root_tool = roots[root] if root is not None else (first_agent, None)
-            summaries.append(
-                TraceSummary(
-                    trace_id=trace_id.hex(),
-                    root=TraceRoot(agent=root_agent, tool=root_tool or first_tool),
-                    agents=sorted(agents.split("\x1f")),
-                    span_count=span_count,
-                    start=start_ns / 1e9,
-                    duration_ms=max(0, end_ns - start_ns) / 1e6,
-                    status="error" if error else "ok",
+            marks = ",".join("?" * len(rows))
+            roots: dict[int, tuple[str, str]] = {
+                rowid: (root_agent, root_tool)
+                for rowid, root_agent, root_tool in self._reader.execute(
+                    _ROOTS.format(marks=marks), [row[6] for row in rows]
                 )
+            }
+            first_tools: dict[int, str] = {}
+            for row in rows:
+                if not roots[row[6]][1]:
+                    found = self._reader.execute(_FIRST_TOOL, (row[1],)).fetchone()
+                    first_tools[row[1]] = found[0] if found else ""
+        return [
+            TraceSummary(
+                trace_id=trace_id.hex(),
+                root=TraceRoot(agent=roots[root][0], tool=roots[root][1] or first_tools.get(seq) or None),
+                agents=sorted(agents.split("\x1f")),
+                span_count=span_count,
+                start=start_ns / 1e9,
+                duration_ms=max(0, end_ns - start_ns) / 1e6,
+                status="error" if error else "ok",
             )
-        return summaries
+            for trace_id, seq, span_count, start_ns, end_ns, error, root, agents in rows
+        ]
 
     def span_count(self) -> int:
         """How many distinct spans are stored."""
@@ -144,9 +149,10 @@ class TraceStore:
         # Many rows per statement, not executemany: one GIL release per chunk instead of per row, so
         # SQLite's work runs beside the event loop instead of trading the GIL with it 512 times.
         flat: list[object] = []
+        extend = flat.extend
         for row in rows:
-            flat.append(seqs[row[0]])
-            flat.extend(row[1:])
+            extend(row)
+        flat[0::_SPAN_COLUMNS] = [seqs[row[0]] for row in rows]
         for at, size in _chunks(len(rows)):
             conn.execute(
                 _insert_values("spans", _SPAN_COLUMNS, size), flat[at * _SPAN_COLUMNS : (at + size) * _SPAN_COLUMNS]
@@ -188,13 +194,7 @@ CREATE TABLE IF NOT EXISTS traces (
     span_count INTEGER NOT NULL DEFAULT 0,
     start_ns INTEGER,
     end_ns INTEGER,
-    error INTEGER NOT NULL DEFAULT 0,
-    first_start INTEGER,  -- the earliest span: the root while no parentless span has arrived
-    first_span INTEGER,
-    first_agent TEXT,
-    tool_start INTEGER,  -- the earliest span naming a tool: the root's tool when the root names none
-    tool_span INTEGER,
-    first_tool TEXT
+    error INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS traces_by_start ON traces (start_ns);
 CREATE INDEX IF NOT EXISTS traces_errors_by_start ON traces (start_ns) WHERE error = 1;
@@ -226,36 +226,17 @@ _CHUNK_SIZES: Final = (256, 128, 64, 32, 16, 8, 4, 2, 1)
 # each fold below reads that rowid range in SQLite, without a Python loop over spans. NOT INDEXED
 # keeps the planner on the range instead of walking a whole index; a bare column beside min() comes
 # from the row holding the minimum.
-_FIRST_WINS: Final = "traces.first_start IS NULL OR (e.start_ns, e.span_id) < (traces.first_start, traces.first_span)"
-_TOOL_WINS: Final = (
-    "t.start_ns IS NOT NULL AND (traces.tool_start IS NULL"
-    " OR (t.start_ns, t.span_id) < (traces.tool_start, traces.tool_span))"
-)
 _FOLDS: Final = (
-    f"""
+    """
     UPDATE traces SET
         span_count = traces.span_count + f.n,
         start_ns = min(coalesce(traces.start_ns, f.start_ns), f.start_ns),
         end_ns = max(coalesce(traces.end_ns, f.end_ns), f.end_ns),
-        error = max(traces.error, f.error),
-        first_start = CASE WHEN {_FIRST_WINS} THEN e.start_ns ELSE traces.first_start END,
-        first_span = CASE WHEN {_FIRST_WINS} THEN e.span_id ELSE traces.first_span END,
-        first_agent = CASE WHEN {_FIRST_WINS} THEN e.agent ELSE traces.first_agent END,
-        tool_start = CASE WHEN {_TOOL_WINS} THEN t.start_ns ELSE traces.tool_start END,
-        tool_span = CASE WHEN {_TOOL_WINS} THEN t.span_id ELSE traces.tool_span END,
-        first_tool = CASE WHEN {_TOOL_WINS} THEN t.tool ELSE traces.first_tool END
+        error = max(traces.error, f.error)
     FROM (
         SELECT trace_seq, count(*) AS n, min(start_ns) AS start_ns, max(end_ns) AS end_ns, max(status = 2) AS error
-        FROM spans NOT INDEXED WHERE rowid > ?1 GROUP BY trace_seq
+        FROM spans NOT INDEXED WHERE rowid > ? GROUP BY trace_seq
     ) AS f
-    JOIN (
-        SELECT trace_seq, min(start_ns) AS start_ns, span_id, agent
-        FROM spans NOT INDEXED WHERE rowid > ?1 GROUP BY trace_seq
-    ) AS e ON e.trace_seq = f.trace_seq
-    LEFT JOIN (
-        SELECT trace_seq, min(start_ns) AS start_ns, span_id, tool
-        FROM spans NOT INDEXED WHERE rowid > ?1 AND tool != '' GROUP BY trace_seq
-    ) AS t ON t.trace_seq = f.trace_seq
     WHERE traces.seq = f.trace_seq
     """,
     "INSERT OR IGNORE INTO trace_agents SELECT DISTINCT trace_seq, agent FROM spans NOT INDEXED WHERE rowid > ?",
@@ -266,15 +247,20 @@ _GET_TRACE: Final = (
     "SELECT s.agent, s.instance, s.body FROM traces t JOIN spans s ON s.trace_seq = t.seq WHERE t.trace_id = ?"
 )
 # The root is the earliest parentless span, else the earliest span; its tool is its own, else that
-# of the earliest span naming one: the rules of `mesh.tracing.stitch.summarize`.
+# of the earliest span naming one: the rules of `mesh.tracing.stitch.summarize`. The fallbacks scan
+# the trace's spans, but only for a listed trace whose root is missing or names no tool.
 _LIST: Final = """
-SELECT t.trace_id, t.span_count, t.start_ns, t.end_ns, t.error, t.first_agent, t.first_tool,
-    (SELECT s.rowid FROM spans s INDEXED BY spans_roots
-     WHERE s.trace_seq = t.seq AND s.root = 1 ORDER BY s.start_ns, s.span_id LIMIT 1) AS root,
+SELECT t.trace_id, t.seq, t.span_count, t.start_ns, t.end_ns, t.error,
+    coalesce(
+        (SELECT s.rowid FROM spans s INDEXED BY spans_roots
+         WHERE s.trace_seq = t.seq AND s.root = 1 ORDER BY s.start_ns, s.span_id LIMIT 1),
+        (SELECT s.rowid FROM spans s WHERE s.trace_seq = t.seq ORDER BY s.start_ns, s.span_id LIMIT 1)
+    ) AS root,
     (SELECT group_concat(a.agent, char(31)) FROM trace_agents a WHERE a.trace_seq = t.seq) AS agents
 FROM traces t WHERE {where} ORDER BY t.start_ns DESC LIMIT ?
 """
 _ROOTS: Final = "SELECT rowid, agent, tool FROM spans WHERE rowid IN ({marks})"
+_FIRST_TOOL: Final = "SELECT tool FROM spans WHERE trace_seq = ? AND tool != '' ORDER BY start_ns, span_id LIMIT 1"
 
 
 def _connect(target: str) -> sqlite3.Connection:

@@ -33,7 +33,7 @@ def register(app: typer.Typer) -> None:
 @traces_app.command("ls")
 def ls(
     agent: Annotated[str | None, typer.Option(help="Only traces this agent took part in.")] = None,
-    tool: Annotated[str | None, typer.Option(help="Only traces whose root called this tool.")] = None,
+    tool: Annotated[str | None, typer.Option(help="Only traces in which this tool was called.")] = None,
     status: Annotated[str | None, typer.Option(help="ok or error.")] = None,
     since: Annotated[str | None, typer.Option(help="Only traces started within this long: 10m, 2h, 1d.")] = None,
     min_duration: Annotated[float | None, typer.Option("--min-duration", help="Slower than this many ms.")] = None,

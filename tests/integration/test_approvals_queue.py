@@ -48,13 +48,15 @@ async def test_an_approved_call_runs_and_the_audit_record_names_who(mesh_env: di
     ):
         await node.settle()
         outcome: dict[str, Any] = {}
+        pending: dict[str, Any] = {}
 
         async def call() -> None:
             outcome["result"] = await node.call("vault", "withdraw", {"account": "acme", "amount": 50}, timeout=30)
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(call)
-            [pending] = await _pending(registry)
+            [first] = await _pending(registry)
+            pending.update(first)
             await _decide(registry, "approve", pending["id"])
         history = json.loads(mesh_cli("approvals", "ls", "--json", "--registry", registry.base_url).stdout)
     assert outcome["result"] == {"account": "acme", "withdrawn": 50, "status": "done"}

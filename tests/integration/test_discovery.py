@@ -11,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import anyio
+import httpx2
 import pytest
 
 from mesh.discovery.mdns import MdnsAnnouncer
@@ -66,7 +67,11 @@ async def test_agents_and_registry_see_each_other_through_both_sources(mesh_env:
 
 
 async def test_mesh_ls_json_has_the_documented_shape(mesh_env: dict[str, str]) -> None:
-    async with RegistryProcess() as registry, AgentProcess(ECHO):
+    async with RegistryProcess() as registry, AgentProcess(ECHO, "--registry", registry.base_url):
+        async with httpx2.AsyncClient(base_url=registry.base_url) as http:
+            with anyio.fail_after(10):  # registration follows readiness by a few milliseconds
+                while not (await http.get("/api/agents")).json():
+                    await anyio.sleep(0.05)
         result = await anyio.to_thread.run_sync(
             lambda: mesh_cli("ls", "--json", "--registry", registry.base_url, "--wait", "1.5")
         )

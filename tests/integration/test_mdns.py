@@ -138,7 +138,7 @@ async def test_a_browser_of_another_mesh_never_sees_it(mesh: str) -> None:
         async with MdnsAnnouncer(agent(mesh)):
             await next_event(member, "added")
             with anyio.fail_after(2):
-                while stranger.ignored == 0:  # noqa: ASYNC110  # a counter: no event to wait on
+                while stranger.ignored == 0:  # a counter: no event to wait on
                     await anyio.sleep(0.005)
         await next_event(member, "removed")
         assert stranger.snapshot() == {}
@@ -238,7 +238,7 @@ async def test_snapshot_stays_current_when_nobody_reads_the_events(mesh: str) ->
         MdnsAnnouncer(agent(mesh)),
     ):
         with anyio.fail_after(2):
-            while len(browser.snapshot()) < 2:  # noqa: ASYNC110  # snapshot has no event to wait on
+            while len(browser.snapshot()) < 2:  # snapshot has no event to wait on
                 await anyio.sleep(0.005)
         assert browser.dropped == 1
 
@@ -260,7 +260,7 @@ async def test_a_failed_refresh_is_logged_and_the_announcement_stays(
     async with MdnsBrowser(["agent"], mesh=mesh) as browser, MdnsAnnouncer(flaky):
         await next_event(browser, "added")
         with anyio.fail_after(2):
-            while calls < 2:  # noqa: ASYNC110  # the factory is sync: nothing to wait on
+            while calls < 2:  # the factory is sync: nothing to wait on
                 await anyio.sleep(0.01)
         assert len(browser.snapshot()) == 1
     assert "could not refresh the mDNS announcement" in caplog.text

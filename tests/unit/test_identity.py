@@ -41,9 +41,7 @@ def test_the_secret_is_created_owner_only_on_first_use_and_reused(mesh_env: dict
     assert not [p for p in paths.config_dir.iterdir() if p != paths.secret]  # no temp file left behind
 
 
-def test_mesh_secret_from_the_environment_wins(
-    mesh_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_mesh_secret_from_the_environment_wins(mesh_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MESH_SECRET", "from-env")
     paths = mesh_paths().ensure()
     assert load_secret(paths) == b"from-env"
@@ -224,9 +222,7 @@ def test_a_cached_token_is_still_checked_for_expiry_and_audience() -> None:
 def test_verification_stays_correct_past_the_cache_size() -> None:
     mesh = keys()
     tokens = [mesh.mint(f"caller-{i}", "kb", now=NOW) for i in range(1100)]
-    assert [mesh.verify(t, audience="kb", now=NOW).caller for t in tokens] == [
-        f"caller-{i}" for i in range(1100)
-    ]
+    assert [mesh.verify(t, audience="kb", now=NOW).caller for t in tokens] == [f"caller-{i}" for i in range(1100)]
     assert mesh.verify(tokens[0], audience="kb", now=NOW).caller == "caller-0"
 
 

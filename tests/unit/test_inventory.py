@@ -93,9 +93,7 @@ def test_instances_of_one_agent_are_separate_rows(inventory: Inventory) -> None:
 
 
 def test_find_matches_every_filter_and_governance_case_insensitively(inventory: Inventory) -> None:
-    inventory.upsert(
-        registration("crm", owner="sales", jurisdiction="EU", data_class="confidential"), now=100.0
-    )
+    inventory.upsert(registration("crm", owner="sales", jurisdiction="EU", data_class="confidential"), now=100.0)
     inventory.upsert(
         registration("kb", tools=("search",), owner="support", jurisdiction="eu", data_class="public"),
         now=100.0,

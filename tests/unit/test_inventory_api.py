@@ -91,9 +91,7 @@ def auth(caller: str, audience: str = "registry", keys: MeshKeys = KEYS) -> dict
     return {"authorization": f"Bearer {keys.mint(caller, audience, now=NOW)}"}
 
 
-async def post(
-    registry: Registry, reg: Registration, headers: dict[str, str] | None = None
-) -> httpx2.Response:
+async def post(registry: Registry, reg: Registration, headers: dict[str, str] | None = None) -> httpx2.Response:
     return await registry.http.post("/api/agents", content=reg.model_dump_json(), headers=headers)
 
 
@@ -244,9 +242,7 @@ async def test_listing_needs_no_token_and_filters_by_jurisdiction_and_data_class
     await post(registry, registration("kb", jurisdiction="eu", data_class="public"), auth("kb"))
     await post(registry, registration("ledger", jurisdiction="us", data_class="confidential"), auth("ledger"))
 
-    response = await registry.http.get(
-        "/api/agents", params={"jurisdiction": "EU", "data_class": "confidential"}
-    )
+    response = await registry.http.get("/api/agents", params={"jurisdiction": "EU", "data_class": "confidential"})
     everyone = await registry.http.get("/api/agents")
 
     assert response.status_code == 200

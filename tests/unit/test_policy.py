@@ -53,9 +53,7 @@ def test_a_call_a_permit_covers_is_allowed_and_names_the_permit(governance: Poli
 
 def test_confidential_data_from_eu_to_us_is_denied_by_the_policy_naming_it(governance: Policy) -> None:
     decision = governance.evaluate(call(data_class="confidential", callee={"jurisdiction": "us"}))
-    assert decision == PolicyDecision(
-        "deny", ("no-confidential-abroad",), "denied by policy 'no-confidential-abroad'"
-    )
+    assert decision == PolicyDecision("deny", ("no-confidential-abroad",), "denied by policy 'no-confidential-abroad'")
 
 
 def test_public_data_from_eu_to_us_is_allowed(governance: Policy) -> None:
@@ -132,15 +130,11 @@ def test_a_repeated_call_is_answered_from_the_cache(governance: Policy) -> None:
 
 def test_text_that_does_not_parse_raises_a_one_line_policy_error() -> None:
     with pytest.raises(PolicyError, match=r"^team\.cedar: ") as caught:
-        Policy.from_text(
-            "permit(principal, action, resource) when {\n principal.x == };", source="team.cedar"
-        )
+        Policy.from_text("permit(principal, action, resource) when {\n principal.x == };", source="team.cedar")
     assert "\n" not in str(caught.value)
 
 
-def test_a_broken_policy_file_denies_every_call_loudly(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_a_broken_policy_file_denies_every_call_loudly(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "mesh.cedar"
     path.write_text("permit(principal, action, resource")
     with caplog.at_level(logging.ERROR, logger="mesh.policy"):

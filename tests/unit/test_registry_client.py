@@ -62,9 +62,7 @@ def token_of(caller: str) -> str:
     return KEYS.mint(caller, "registry", now=NOW)
 
 
-def client_of(
-    transport: httpx2.AsyncBaseTransport, caller: str | None = "crm", timeout: float = 2.0
-) -> RegistryClient:
+def client_of(transport: httpx2.AsyncBaseTransport, caller: str | None = "crm", timeout: float = 2.0) -> RegistryClient:
     factory = None if caller is None else (lambda: token_of(caller))
     return RegistryClient(URL, token_factory=factory, timeout=timeout, transport=transport)
 
@@ -76,9 +74,7 @@ def crm() -> Registration:
 # --- RegistryClient ---
 
 
-async def test_the_client_registers_renews_lists_and_deregisters(
-    registry: Registry, transport: Switchable
-) -> None:
+async def test_the_client_registers_renews_lists_and_deregisters(registry: Registry, transport: Switchable) -> None:
     async with client_of(transport) as client:
         record = await client.register(crm())
         renewed = await client.renew("crm", "a1")
@@ -110,9 +106,7 @@ async def test_lapsed_registrations_are_listed_on_request(registry: Registry, tr
 
 async def test_a_refused_write_becomes_a_one_line_registry_error(transport: Switchable) -> None:
     async with client_of(transport, caller=None) as client:
-        with pytest.raises(
-            RegistryError, match=r"refused POST /api/agents: 401 missing bearer token"
-        ) as info:
+        with pytest.raises(RegistryError, match=r"refused POST /api/agents: 401 missing bearer token") as info:
             await client.register(crm())
 
     assert "\n" not in str(info.value)

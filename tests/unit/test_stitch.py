@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mesh.tracing.stitch import SYNTHETIC_ROOT_ID, decisions_of, stitch, summarize, tool_of
+from mesh.tracing.stitch import SENT_ATTRIBUTE, SYNTHETIC_ROOT_ID, decisions_of, stitch, summarize, tool_of
 from mesh.wire import SpanEventRecord, SpanKind, SpanRecord, SpanStatus, TraceNode
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -191,6 +191,12 @@ def test_the_reason_names_the_callee_when_the_client_span_does() -> None:
     caller = caller.model_copy(update={"attributes": {**caller.attributes, "gen_ai.tool.name": "lookup"}})
     tree = stitch(TRACE, [caller])
     assert tree.incomplete_reasons == ["client span a2 (a→crm.lookup) has no server span"]
+
+
+def test_a_call_refused_before_it_was_sent_needs_no_server_span() -> None:
+    refused = span("a2", "r", "a", 1, 2, name="MCP send tools/call lookup", kind="client")
+    refused = refused.model_copy(update={"attributes": {SENT_ATTRIBUTE: False}})
+    assert stitch(TRACE, [span("r", None, "a", 0, 10), refused]).complete
 
 
 def test_a_plain_http_client_span_needs_no_server_span() -> None:

@@ -163,7 +163,12 @@ def test_summaries_match_summarize_however_spans_arrive(data: st.DataObject) -> 
     for trace in range(1, traces + 1):
         agents = data.draw(st.lists(st.sampled_from(["a", "b", "c", "d"]), min_size=1, max_size=6))
         status: SpanStatus = data.draw(st.sampled_from(["ok", "error"]))
-        spans += chain(trace, agents, start_ms=trace * 10, status=status)
+        trace_spans = chain(trace, agents, start_ms=trace * 10, status=status)
+        untooled = data.draw(st.sets(st.integers(0, len(trace_spans) - 1)))
+        trace_spans = [s.model_copy(update={"name": "step"}) if i in untooled else s for i, s in enumerate(trace_spans)]
+        if len(trace_spans) > 1 and data.draw(st.booleans()):
+            trace_spans = trace_spans[1:]  # the root never arrives: the earliest span stands in
+        spans += trace_spans
     arriving = spans + rng.sample(spans, k=len(spans) // 3)
     rng.shuffle(arriving)
     store = TraceStore(":memory:")
