@@ -6,12 +6,17 @@ import subprocess
 import sys
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import httpx2
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from mesh.identity import MeshKeys
+from mesh.runtime.node import MeshNode
+from mesh.testing import AgentProcess, RegistryProcess
+
+VAULT = str(Path(__file__).resolve().parent / "fixtures" / "vault.py")
 
 
 def mesh_cli(*args: str, timeout: float = 60.0, input: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -35,3 +40,16 @@ async def sdk_client(url: str, *, caller: str = "test-client", audience: str = "
         Client(streamable_http_client(url, http_client=http)) as client,
     ):
         yield client
+
+
+@asynccontextmanager
+async def vault_chain(caller: str) -> AsyncGenerator[tuple[RegistryProcess, MeshNode]]:
+    """A registry, the `vault` (its `withdraw` needs approval) and the `teller` that calls it, seen by `caller`."""
+    async with (
+        RegistryProcess() as registry,
+        AgentProcess(f"{VAULT}:vault", "--registry", registry.base_url),
+        AgentProcess(f"{VAULT}:teller", "--registry", registry.base_url),
+        MeshNode(caller, registry=registry.base_url) as node,
+    ):
+        await node.settle()
+        yield registry, node

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from mesh.errors import ApprovalDenied
 from mesh.peers.rounds import with_answers
-from mesh.runtime.node import MeshNode
-from mesh.testing import AgentProcess, RegistryProcess
+from tests.integration.helpers import vault_chain
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
-
-VAULT = str(Path(__file__).resolve().parent / "fixtures" / "vault.py")
 
 
 def _person(approve: bool, asked: list[str]):  # type: ignore[no-untyped-def]
@@ -27,13 +23,7 @@ def _person(approve: bool, asked: list[str]):  # type: ignore[no-untyped-def]
 
 async def test_an_approval_two_hops_down_reaches_the_origin_and_runs_on_yes(mesh_env: dict[str, str]) -> None:
     asked: list[str] = []
-    async with (
-        RegistryProcess() as registry,
-        AgentProcess(f"{VAULT}:vault", "--registry", registry.base_url),
-        AgentProcess(f"{VAULT}:teller", "--registry", registry.base_url),
-        MeshNode("desk", registry=registry.base_url) as node,
-    ):
-        await node.settle()
+    async with vault_chain("desk") as (_registry, node):
         result = await with_answers(
             lambda: node.call("teller", "cash", {"account": "acme", "amount": 20}), _person(True, asked)
         )
@@ -45,13 +35,7 @@ async def test_an_approval_two_hops_down_reaches_the_origin_and_runs_on_yes(mesh
 
 async def test_a_declined_approval_is_a_clean_refusal_and_nothing_runs(mesh_env: dict[str, str]) -> None:
     asked: list[str] = []
-    async with (
-        RegistryProcess() as registry,
-        AgentProcess(f"{VAULT}:vault", "--registry", registry.base_url),
-        AgentProcess(f"{VAULT}:teller", "--registry", registry.base_url),
-        MeshNode("desk", registry=registry.base_url) as node,
-    ):
-        await node.settle()
+    async with vault_chain("desk") as (_registry, node):
         with pytest.raises(Exception, match="declined") as caught:
             await with_answers(
                 lambda: node.call("teller", "cash", {"account": "acme", "amount": 20}), _person(False, asked)

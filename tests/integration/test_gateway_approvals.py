@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -12,12 +11,9 @@ import pytest
 from mcp import Client, StdioServerParameters
 from mcp_types import ElicitRequestParams, ElicitResult
 
-from mesh.runtime.node import MeshNode
-from mesh.testing import AgentProcess, RegistryProcess
+from tests.integration.helpers import vault_chain
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
-
-VAULT = str(Path(__file__).resolve().parent / "fixtures" / "vault.py")
 
 
 def _person(action: str, approve: bool, asked: list[str]):  # type: ignore[no-untyped-def]
@@ -43,13 +39,7 @@ async def _call_through_gateway(registry: str, mode: str, elicit: Any) -> Any:
 @pytest.mark.parametrize("mode", ["legacy", "auto"])
 async def test_the_client_approves_and_the_tool_runs(mesh_env: dict[str, str], mode: str) -> None:
     asked: list[str] = []
-    async with (
-        RegistryProcess() as registry,
-        AgentProcess(f"{VAULT}:vault", "--registry", registry.base_url),
-        AgentProcess(f"{VAULT}:teller", "--registry", registry.base_url),
-        MeshNode("observer", registry=registry.base_url) as node,
-    ):
-        await node.settle()
+    async with vault_chain("observer") as (registry, _node):
         result = await _call_through_gateway(registry.base_url, mode, _person("accept", True, asked))
     assert result.is_error is False, result.content
     assert result.structured_content["handed_out"] == 75
@@ -61,13 +51,7 @@ async def test_the_client_approves_and_the_tool_runs(mesh_env: dict[str, str], m
 @pytest.mark.parametrize(("mode", "action"), [("legacy", "decline"), ("auto", "accept")])
 async def test_a_declined_approval_is_a_clean_refusal(mesh_env: dict[str, str], mode: str, action: str) -> None:
     asked: list[str] = []
-    async with (
-        RegistryProcess() as registry,
-        AgentProcess(f"{VAULT}:vault", "--registry", registry.base_url),
-        AgentProcess(f"{VAULT}:teller", "--registry", registry.base_url),
-        MeshNode("observer", registry=registry.base_url) as node,
-    ):
-        await node.settle()
+    async with vault_chain("observer") as (registry, _node):
         result = await _call_through_gateway(registry.base_url, mode, _person(action, False, asked))
     assert result.is_error is True
     assert "ApprovalDenied" in result.content[0].text

@@ -6,7 +6,6 @@ import base64
 import json
 import os
 import stat
-import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -21,8 +20,6 @@ from mesh.identity import Claims, MeshKeys, TokenSource, load_secret, parse_dura
 NOW = 1_700_000_000.0
 SECRET = b"correct horse battery staple"
 
-posix_only = pytest.mark.skipif(sys.platform == "win32", reason="file modes are POSIX")
-
 
 def keys(mesh: str = "acme", secret: bytes = SECRET) -> MeshKeys:
     return MeshKeys(secret, mesh)
@@ -31,7 +28,6 @@ def keys(mesh: str = "acme", secret: bytes = SECRET) -> MeshKeys:
 # --- the secret ---
 
 
-@posix_only
 def test_the_secret_is_created_owner_only_on_first_use_and_reused(mesh_env: dict[str, str]) -> None:
     paths = mesh_paths().ensure()
     first = load_secret(paths)
@@ -48,7 +44,6 @@ def test_mesh_secret_from_the_environment_wins(mesh_env: dict[str, str], monkeyp
     assert not paths.secret.exists()
 
 
-@posix_only
 def test_a_secret_file_readable_by_others_is_refused(mesh_env: dict[str, str]) -> None:
     paths = mesh_paths().ensure()
     load_secret(paths)
