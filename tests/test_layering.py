@@ -20,6 +20,7 @@ LAYERS: list[tuple[str, ...]] = [
         "mesh.agent",
         "mesh.context",
         "mesh.tracing.export",
+        "mesh.tracing.otlp_wire",
         "mesh.tracing.provider",
         "mesh.tracing.spool",
     ),

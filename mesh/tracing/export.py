@@ -15,10 +15,10 @@ from collections.abc import Callable, Sequence
 from typing import final
 
 import httpx2
-from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from mesh.tracing.otlp_wire import encode_batch
 from mesh.tracing.spool import Spool
 
 __all__ = ["SpoolingExporter"]
@@ -53,7 +53,7 @@ class SpoolingExporter(SpanExporter):
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         """Send one batch now, or keep it in the spool; never raises, never loses a span silently."""
-        batch = encode_spans(spans).SerializeToString()
+        batch = encode_batch(spans)
         if self.spool.pending() == 0 and self._deliver(batch):
             self.exported_spans += len(spans)
         else:

@@ -1,0 +1,174 @@
+"""OTLP protobuf for a batch of finished spans, written straight to wire bytes.
+
+The OpenTelemetry encoder builds a protobuf object per span, attribute and event (~80 µs a
+span here), on the export thread that competes with the event loop for the GIL; writing the
+few fields a span has directly costs a fraction of that. The output decodes to the same
+`ExportTraceServiceRequest` as the reference encoder (a property test holds it to that).
+Pure: bytes in, bytes out; no I/O.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from opentelemetry.sdk.trace import ReadableSpan
+
+__all__ = ["encode_batch"]
+
+_pack_double = struct.Struct("<d").pack
+_pack_fixed64 = struct.Struct("<Q").pack
+_pack_fixed32 = struct.Struct("<I").pack
+_KV_CACHE: dict[tuple[int, str, Any], bytes] = {}
+_KV_CACHE_SIZE = 8192
+_HAS_IS_REMOTE = 0x100
+_IS_REMOTE = 0x200
+
+
+def encode_batch(spans: Sequence[ReadableSpan]) -> bytes:
+    """An OTLP/HTTP `ExportTraceServiceRequest`, grouped by resource then instrumentation scope."""
+    groups: dict[Any, dict[Any, list[bytes]]] = {}
+    for span in spans:
+        groups.setdefault(span.resource, {}).setdefault(span.instrumentation_scope, []).append(_span(span))
+    out = bytearray()
+    for resource, scopes in groups.items():
+        body = bytearray(_field_bytes(1, _attributes_field(1, resource.attributes)))
+        for scope, encoded in scopes.items():
+            scope_body = bytearray(_field_bytes(1, _scope(scope)))
+            for span_bytes in encoded:
+                scope_body += _field_bytes(2, span_bytes)
+            if scope is not None and scope.schema_url:
+                scope_body += _field_str(3, scope.schema_url)
+            body += _field_bytes(2, bytes(scope_body))
+        if resource.schema_url:
+            body += _field_str(3, resource.schema_url)
+        out += _field_bytes(1, bytes(body))
+    return bytes(out)
+
+
+def _span(span: ReadableSpan) -> bytes:
+    context = span.get_span_context()
+    assert context is not None
+    out = bytearray()
+    out += _field_bytes(1, context.trace_id.to_bytes(16, "big"))
+    out += _field_bytes(2, context.span_id.to_bytes(8, "big"))
+    if context.trace_state:
+        out += _field_str(3, ",".join(f"{k}={v}" for k, v in context.trace_state.items()))
+    parent = span.parent
+    if parent is not None:
+        out += _field_bytes(4, parent.span_id.to_bytes(8, "big"))
+    out += _field_str(5, span.name)
+    out += _tag(6, 0) + _varint(span.kind.value + 1)
+    out += _tag(7, 1) + _pack_fixed64(span.start_time or 0)
+    out += _tag(8, 1) + _pack_fixed64(span.end_time or 0)
+    out += _attributes_field(9, span.attributes)
+    if span.dropped_attributes:
+        out += _tag(10, 0) + _varint(span.dropped_attributes)
+    for event in span.events:
+        event_body = bytearray(_tag(1, 1) + _pack_fixed64(event.timestamp))
+        event_body += _field_str(2, event.name)
+        event_body += _attributes_field(3, event.attributes)
+        if event.dropped_attributes:
+            event_body += _tag(4, 0) + _varint(event.dropped_attributes)
+        out += _field_bytes(11, bytes(event_body))
+    if span.dropped_events:
+        out += _tag(12, 0) + _varint(span.dropped_events)
+    for link in span.links:
+        link_body = bytearray(_field_bytes(1, link.context.trace_id.to_bytes(16, "big")))
+        link_body += _field_bytes(2, link.context.span_id.to_bytes(8, "big"))
+        link_body += _attributes_field(4, link.attributes)
+        link_body += _tag(6, 5) + _pack_fixed32(_flags(link.context.is_remote))
+        out += _field_bytes(13, bytes(link_body))
+    if span.dropped_links:
+        out += _tag(14, 0) + _varint(span.dropped_links)
+    status = span.status
+    status_body = bytearray()
+    if status.description:
+        status_body += _field_str(2, status.description)
+    if status.status_code.value:
+        status_body += _tag(3, 0) + _varint(status.status_code.value)
+    out += _field_bytes(15, bytes(status_body))
+    out += _tag(16, 5) + _pack_fixed32(_flags(parent is not None and parent.is_remote))
+    return bytes(out)
+
+
+def _scope(scope: Any) -> bytes:
+    if scope is None:
+        return b""
+    out = bytearray(_field_str(1, scope.name))
+    if scope.version:
+        out += _field_str(2, scope.version)
+    out += _attributes_field(3, scope.attributes)
+    return bytes(out)
+
+
+def _flags(remote: bool) -> int:
+    return _HAS_IS_REMOTE | (_IS_REMOTE if remote else 0)
+
+
+def _attributes_field(number: int, attributes: Mapping[str, Any] | None) -> bytes:
+    if not attributes:
+        return b""
+    parts: list[bytes] = []
+    for key, value in attributes.items():
+        cache_key = (number, key, value if not isinstance(value, list | tuple) else tuple(value))  # pyright: ignore[reportUnknownArgumentType]
+        try:
+            encoded = _KV_CACHE.get(cache_key)
+        except TypeError:  # an unhashable value: encode it every time
+            encoded, cache_key = None, None
+        if encoded is None:
+            encoded = _field_bytes(number, _field_str(1, key) + _field_bytes(2, _any_value(value)))
+            if cache_key is not None:
+                if len(_KV_CACHE) >= _KV_CACHE_SIZE:
+                    _KV_CACHE.clear()  # attribute values repeat a lot; a rare reset keeps memory bounded
+                _KV_CACHE[cache_key] = encoded
+        parts.append(encoded)
+    return b"".join(parts)
+
+
+def _any_value(value: Any) -> bytes:
+    if value is None:
+        return b""
+    if isinstance(value, bool):
+        return _tag(2, 0) + (b"\x01" if value else b"\x00")
+    if isinstance(value, str):
+        return _field_str(1, value)
+    if isinstance(value, int):
+        return _tag(3, 0) + _varint(value & 0xFFFFFFFFFFFFFFFF)
+    if isinstance(value, float):
+        return _tag(4, 1) + _pack_double(value)
+    if isinstance(value, bytes):
+        return _field_bytes(7, value)
+    if isinstance(value, Mapping):
+        items = b"".join(
+            _field_bytes(1, _field_str(1, str(k)) + _field_bytes(2, _any_value(v))) for k, v in value.items()
+        )  # pyright: ignore[reportUnknownVariableType, reportUnknownArgumentType]
+        return _field_bytes(6, items)
+    if isinstance(value, Sequence):
+        return _field_bytes(5, b"".join(_field_bytes(1, _any_value(v)) for v in value))  # pyright: ignore[reportUnknownVariableType]
+    return _field_str(1, str(value))
+
+
+def _field_str(number: int, text: str) -> bytes:
+    data = text.encode()
+    return _tag(number, 2) + _varint(len(data)) + data
+
+
+def _field_bytes(number: int, data: bytes) -> bytes:
+    return _tag(number, 2) + _varint(len(data)) + data
+
+
+def _tag(number: int, wire_type: int) -> bytes:
+    return _varint((number << 3) | wire_type)
+
+
+def _varint(value: int) -> bytes:
+    if value < 0x80:
+        return bytes((value,))
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)

@@ -1,0 +1,64 @@
+"""The direct OTLP encoder writes exactly what OpenTelemetry's reference encoder writes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from mesh.tracing.otlp_wire import encode_batch
+
+text = st.text(max_size=20)
+scalar = st.one_of(
+    text, st.booleans(), st.integers(min_value=-(2**63), max_value=2**63 - 1), st.floats(allow_nan=False)
+)
+value = st.one_of(scalar, st.lists(text, max_size=3), st.lists(st.integers(min_value=0, max_value=10**6), max_size=3))
+attributes = st.dictionaries(st.text(min_size=1, max_size=12), value, max_size=5)
+span_plan = st.fixed_dictionaries(
+    {
+        "name": text,
+        "kind": st.sampled_from(list(trace.SpanKind)),
+        "attributes": attributes,
+        "events": st.lists(st.tuples(text, attributes), max_size=3),
+        "error": st.one_of(st.none(), text),
+        "child": st.booleans(),
+    }
+)
+
+
+def _record(plans: list[dict[str, Any]]) -> list[ReadableSpan]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "prop", "mesh.name": "m"}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracers = [provider.get_tracer("agentplex"), provider.get_tracer("mcp-python-sdk", "2.3.0")]
+    for i, plan in enumerate(plans):
+        tracer = tracers[i % 2]
+        with tracer.start_as_current_span(plan["name"], kind=plan["kind"], attributes=plan["attributes"]) as span:
+            for name, attrs in plan["events"]:
+                span.add_event(name, attrs)
+            if plan["error"] is not None:
+                span.set_status(trace.StatusCode.ERROR, plan["error"])
+            if plan["child"]:
+                with tracer.start_as_current_span("child"):
+                    pass
+    provider.shutdown()
+    return list(exporter.get_finished_spans())
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(span_plan, min_size=1, max_size=6))
+def test_the_direct_encoder_decodes_to_the_reference_request(plans: list[dict[str, Any]]) -> None:
+    spans = _record(plans)
+    assert ExportTraceServiceRequest.FromString(encode_batch(spans)) == encode_spans(spans)
+
+
+def test_an_empty_batch_is_an_empty_request() -> None:
+    assert encode_batch([]) == b""
