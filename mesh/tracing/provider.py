@@ -99,7 +99,11 @@ class Tracing:
         # Small batches: the export thread encodes while holding the GIL, so a big batch stalls
         # the event loop for milliseconds and shows up in the p99 of every call (bench/hop.py).
         self._provider.add_span_processor(
-            BatchSpanProcessor(self.exporter, schedule_delay_millis=200, max_export_batch_size=64)
+            BatchSpanProcessor(
+                self.exporter,
+                schedule_delay_millis=None if "OTEL_BSP_SCHEDULE_DELAY" in os.environ else 200,
+                max_export_batch_size=None if "OTEL_BSP_MAX_EXPORT_BATCH_SIZE" in os.environ else 64,
+            )
         )
         sys.setswitchinterval(0.0005)
         trace.set_tracer_provider(self._provider)
