@@ -92,6 +92,12 @@ class MeshNode(AsyncContextManagerMixin):
         """Call `tool` on `agent` through the mesh."""
         return await self._pool.call(agent, tool, arguments, timeout=timeout)
 
+    async def call_any(
+        self, tool: str, arguments: Mapping[str, Any] | None = None, *, timeout: float | None = None
+    ) -> Any:
+        """Call `tool` on whichever agent offers it (find by capability)."""
+        return await self._pool.call_tool_anywhere(tool, arguments, timeout=timeout)
+
     async def registry_moved(self) -> None:
         """Return when a registry is found on mDNS, or the one found moves."""
         await self._registry_moved.wait()

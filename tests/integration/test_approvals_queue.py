@@ -112,3 +112,25 @@ async def test_tools_without_approval_run_at_once(mesh_env: dict[str, str]) -> N
     ):
         await node.settle()
         assert await node.call("vault", "balance", {"account": "acme"}) == 1004
+
+
+async def test_a_cedar_approval_verdict_pauses_a_call_like_the_tool_flag(mesh_env: dict[str, str]) -> None:
+    policy = str(Path(VAULT).parent / "approval.cedar")
+    async with (
+        RegistryProcess() as registry,
+        AgentProcess(f"{VAULT}:vault", "--registry", registry.base_url, "--policy", policy),
+        MeshNode("script", registry=registry.base_url) as node,
+    ):
+        await node.settle()
+        outcome: dict[str, Any] = {}
+        filed: list[dict[str, Any]] = []
+
+        async def call() -> None:
+            outcome["balance"] = await node.call("vault", "balance", {"account": "acme"}, timeout=30)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(call)
+            filed.extend(await _pending(registry))
+            await _decide(registry, "approve", filed[0]["id"])
+    assert outcome["balance"] == 1004
+    assert [a["tool"] for a in filed] == ["balance"]

@@ -40,6 +40,12 @@ async def test_a_chain_of_three_agents_answers_peer_to_peer(mesh_env: dict[str, 
     assert reply == "go>a>b>c"
 
 
+async def test_a_tool_is_found_by_capability(mesh_env: dict[str, str]) -> None:
+    async with AgentProcess(RELAY, "--name", "anyone"), MeshNode("client") as node:
+        await _wait_healthy(node, "anyone")
+        assert await node.call_any("relay", {"text": "who"}) == "who>anyone"
+
+
 async def test_mesh_call_reaches_an_agent_by_name(mesh_env: dict[str, str]) -> None:
     async with AgentProcess(RELAY, "--name", "solo"):
         result = await anyio.to_thread.run_sync(lambda: mesh_cli("call", "solo", "relay", "--arg", "text=hey"))
