@@ -14,6 +14,7 @@ from importlib.metadata import entry_points
 import typer
 
 from mesh.errors import MeshError
+from mesh.peers.failures import first_leaf
 
 __all__ = ["app", "main"]
 
@@ -60,7 +61,7 @@ def main() -> None:
         mistakes, _ = group.split(MeshError)
         if mistakes is None:
             raise
-        _exit_with(_first(mistakes))
+        _exit_with(first_leaf(mistakes))
     except KeyboardInterrupt:
         sys.exit(130)
 
@@ -68,10 +69,3 @@ def main() -> None:
 def _exit_with(exc: BaseException) -> None:
     sys.stderr.write(f"mesh: error: {exc}\n")
     sys.exit(1)
-
-
-def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    exc: BaseException = group
-    while isinstance(exc, BaseExceptionGroup):
-        exc = exc.exceptions[0]  # pyright: ignore[reportUnknownMemberType]
-    return exc

@@ -94,7 +94,7 @@ def _decide(
 
 async def _list(mesh: str | None, registry: str | None, status: str | None) -> list[Approval]:
     async with MeshNode("mesh-cli", mesh=mesh, registry=registry) as node:
-        url = await _find(node)
+        url = await node.find_registry()
         async with RegistryClient(url) as client:
             return await client.approvals(status=status)
 
@@ -103,18 +103,9 @@ async def _send(
     mesh: str | None, registry: str | None, approval_id: str, answer: ApprovalDecision, who: str
 ) -> Approval:
     async with MeshNode("mesh-cli", mesh=mesh, registry=registry) as node:
-        url = await _find(node)
+        url = await node.find_registry()
         async with RegistryClient(url, token_factory=lambda: node.keys.mint(who, "registry", ttl=60)) as client:
             return await client.decide(approval_id, answer)
-
-
-async def _find(node: MeshNode) -> str:
-    with anyio.move_on_after(3.0):
-        while node.registry_url is None:
-            await node.registry_moved()
-    if node.registry_url is None:
-        raise RegistryError("no registry found for this mesh (start one with `mesh registry`, or pass --registry)")
-    return node.registry_url
 
 
 def _clock(epoch: float) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Annotated, Any
 
 import anyio
@@ -97,12 +96,7 @@ async def _get(mesh: str | None, registry: str | None, tracer: str | None, path:
 
 
 async def _registry(mesh: str | None, registry: str | None) -> str:
-    if registry or os.environ.get("MESH_REGISTRY"):
-        return registry or os.environ["MESH_REGISTRY"]
-    async with MeshNode("mesh-cli", mesh=mesh) as node:
-        with anyio.move_on_after(3.0):
-            while node.registry_url is None:
-                await node.registry_moved()
-        if node.registry_url is None:
-            raise RegistryError("no registry found for this mesh (start one with `mesh registry`, or pass --registry)")
-        return node.registry_url
+    if registry:
+        return registry  # named: no need to join the mesh to find it
+    async with MeshNode("mesh-cli", mesh=mesh, registry=registry) as node:
+        return await node.find_registry()

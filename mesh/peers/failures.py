@@ -17,7 +17,7 @@ from mcp import MCPError
 
 from mesh.errors import DeadlineExceeded, PeerError, PeerRejected, PeerUnavailable
 
-__all__ = ["NotSent", "translate"]
+__all__ = ["NotSent", "first_leaf", "translate"]
 
 
 class NotSent(PeerUnavailable):
@@ -47,7 +47,7 @@ def translate(where: str, tool: str, agent: str | None) -> Generator[None]:
         raise PeerRejected(f"{where} sent a malformed answer: {_reason(exc)}", agent=agent, tool=tool) from None
     except ExceptionGroup as group:
         with translate(where, tool, agent):
-            raise _first_leaf(group) from None
+            raise first_leaf(group) from None
 
 
 def _from_mcp(exc: MCPError, where: str, tool: str, agent: str | None) -> PeerError:
@@ -76,7 +76,8 @@ def _reason(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _first_leaf(group: BaseExceptionGroup[Any]) -> BaseException:
+def first_leaf(group: BaseExceptionGroup[Any]) -> BaseException:
+    """The first non-group exception inside a (nested) exception group."""
     exc: BaseException = group
     while isinstance(exc, BaseExceptionGroup):
         exc = exc.exceptions[0]  # pyright: ignore[reportUnknownMemberType]

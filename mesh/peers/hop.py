@@ -18,7 +18,7 @@ import httpx2
 from mesh.errors import PeerRejected
 from mesh.peers.failures import translate
 
-__all__ = ["GOVERNANCE_META_KEY", "PROTOCOL_VERSION", "HopClient", "HopResult"]
+__all__ = ["GOVERNANCE_META_KEY", "PROTOCOL_VERSION", "HopClient", "HopResult", "tool_value"]
 
 PROTOCOL_VERSION: Final = "2026-07-28"
 GOVERNANCE_META_KEY: Final = "agentplex/governance"
@@ -57,13 +57,17 @@ class HopResult:
     def value(self) -> Any:
         """The structured result (unwrapped from the SDK's `{"result": x}`), else the text (JSON if it parses)."""
         data = self.raw.get("structuredContent")
-        if isinstance(data, dict):
-            return data["result"] if set(data) == {"result"} else data  # pyright: ignore[reportUnknownArgumentType]
-        text = self.text
-        try:
-            return json.loads(text)
-        except ValueError:
-            return text
+        return tool_value(data if isinstance(data, dict) else None, self.text)  # pyright: ignore[reportUnknownArgumentType]
+
+
+def tool_value(structured: dict[str, Any] | None, text: str) -> Any:
+    """What a tool returned: its structured content (the SDK wraps plain values as `{"result": x}`), else its text."""
+    if structured is not None:
+        return structured["result"] if set(structured) == {"result"} else structured
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 @final

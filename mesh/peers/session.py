@@ -7,7 +7,6 @@ policy are not this module's business.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, AsyncExitStack, suppress
 from typing import Any, final
@@ -20,6 +19,7 @@ from mcp_types import CallToolResult, RequestParamsMeta, TextContent, Tool
 
 from mesh.errors import ToolFailed
 from mesh.peers.failures import translate
+from mesh.peers.hop import tool_value
 
 __all__ = ["PeerSession", "result_value", "shared_transport"]
 
@@ -102,16 +102,7 @@ class PeerSession:
 
 def result_value(result: CallToolResult) -> Any:
     """The tool's structured result (unwrapped from the SDK's `{"result": x}`), else its text."""
-    data = result.structured_content
-    if data is not None:
-        if set(data) == {"result"}:
-            return data["result"]
-        return data
-    text = _text_of(result)
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
+    return tool_value(result.structured_content, _text_of(result))
 
 
 def _text_of(result: CallToolResult) -> str:

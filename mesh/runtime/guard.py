@@ -25,7 +25,7 @@ from mesh.peers.pool import CALLER_META_KEY, DATA_CLASS_BAGGAGE, ERROR_META_KEY,
 from mesh.peers.rounds import InputNeeded, Relay, interactive_var, relay_var
 from mesh.policy import CallFacts, Policy
 from mesh.runtime.approval_gate import ApprovalGate
-from mesh.runtime.tools import CALLER_STATE_KEY
+from mesh.runtime.tools import verified_caller
 
 __all__ = ["CallGuard"]
 
@@ -60,7 +60,7 @@ class CallGuard:
         tool = str(params.get("name"))
         arguments: Mapping[str, Any] | None = params.get("arguments")
         meta: Mapping[str, Any] = ctx.meta or {}
-        caller = _caller(ctx) or "anonymous"
+        caller = verified_caller(ctx.request) or "anonymous"
         span = trace.get_current_span()
         span.set_attribute("mesh.caller", caller)
         budget = budget_from_meta(meta)
@@ -154,13 +154,6 @@ class CallGuard:
                 f"{self.agent}.{ctx.params and ctx.params.get('name')} ran out of its {budget:.3f}s budget",
             )
         return result
-
-
-def _caller(ctx: ServerRequestContext[Any, Any]) -> str | None:
-    scope: dict[str, Any] | None = getattr(ctx.request, "scope", None)
-    state: dict[str, Any] = (scope or {}).get("state") or {}
-    caller = state.get(CALLER_STATE_KEY)
-    return caller if isinstance(caller, str) else None
 
 
 def _travelling_class(meta: Mapping[str, Any]) -> str | None:

@@ -20,6 +20,7 @@ from mesh.config import DEFAULT_REGISTRY_PORT, mesh_name
 from mesh.discovery.feeds import feed_mdns, feed_registry, probe
 from mesh.discovery.mdns import MdnsBrowser
 from mesh.discovery.txt import Announcement
+from mesh.errors import RegistryError
 from mesh.identity import MeshKeys
 from mesh.peers.directory import Instance, PeerDirectory
 from mesh.peers.hop import HopClient
@@ -97,6 +98,15 @@ class MeshNode(AsyncContextManagerMixin):
     ) -> Any:
         """Call `tool` on whichever agent offers it (find by capability)."""
         return await self._pool.call_tool_anywhere(tool, arguments, timeout=timeout)
+
+    async def find_registry(self, *, timeout: float = 3.0) -> str:
+        """The registry's URL, waiting up to `timeout` for mDNS; RegistryError if none answers for this mesh."""
+        with anyio.move_on_after(timeout):
+            while self.registry_url is None:
+                await self.registry_moved()
+        if self.registry_url is None:
+            raise RegistryError("no registry found for this mesh (start one with `mesh registry`, or pass --registry)")
+        return self.registry_url
 
     async def registry_moved(self) -> None:
         """Return when a registry is found on mDNS, or the one found moves."""

@@ -26,7 +26,7 @@ from mesh.peers.hop import GOVERNANCE_META_KEY
 from mesh.peers.rounds import InputNeeded
 from mesh.protocols import PeerCaller
 
-__all__ = ["APPROVAL_META_KEY", "ArgumentCheck", "build_server", "caller_of", "describe_validation"]
+__all__ = ["APPROVAL_META_KEY", "ArgumentCheck", "build_server", "caller_of", "describe_validation", "verified_caller"]
 
 APPROVAL_META_KEY = "agentplex/approval"
 """Tool `_meta` key marking a tool that pauses for a human (DESIGN §6)."""
@@ -105,13 +105,13 @@ def describe_validation(exc: ValidationError) -> str:
 
 
 def caller_of(sdk_ctx: SdkContext[Any, Any] | None) -> str | None:
-    """The verified caller of this request, as left in the ASGI scope by the auth layer."""
-    if sdk_ctx is None:
-        return None
-    request = sdk_ctx.request_context.request
-    scope: dict[str, Any] | None = getattr(request, "scope", None)
-    if not scope:
-        return None
+    """The verified caller of the request a tool serves."""
+    return None if sdk_ctx is None else verified_caller(sdk_ctx.request_context.request)
+
+
+def verified_caller(request: object) -> str | None:
+    """The caller the auth layer verified and left in the request's ASGI scope, if any."""
+    scope: dict[str, Any] = getattr(request, "scope", None) or {}
     state: dict[str, Any] = scope.get("state") or {}
     caller = state.get(CALLER_STATE_KEY)
     return caller if isinstance(caller, str) else None

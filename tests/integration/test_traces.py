@@ -16,6 +16,7 @@ import pytest
 from mesh.errors import MeshError
 from mesh.runtime.node import MeshNode
 from mesh.testing import AgentProcess, MeshProcess, RegistryProcess, free_port
+from tests.integration.helpers import mesh_cli
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
@@ -60,6 +61,21 @@ async def test_a_chain_becomes_one_complete_trace_with_its_decisions(mesh_env: d
             lambda: _traces(registry.base_url, agent="a"), lambda found: len(found) == 1 and found[0]["span_count"] == 5
         )
         tree = await _tree(registry.base_url, summary["trace_id"])
+        listed = await anyio.to_thread.run_sync(
+            lambda: mesh_cli("traces", "ls", "--agent", "c", "--json", "--registry", registry.base_url)
+        )
+        shown = await anyio.to_thread.run_sync(
+            lambda: mesh_cli("traces", "show", summary["trace_id"], "--registry", registry.base_url)
+        )
+        unknown = await anyio.to_thread.run_sync(
+            lambda: mesh_cli("traces", "show", "0" * 32, "--registry", registry.base_url)
+        )
+    assert [t["trace_id"] for t in json.loads(listed.stdout)] == [summary["trace_id"]]
+    assert shown.returncode == 0, shown.stderr
+    assert "decision route → b" in shown.stdout
+    assert unknown.returncode != 0
+    assert unknown.stderr.startswith("mesh: error: ")
+    assert unknown.stderr.count("\n") == 1
     assert tree["complete"] is True
     assert summary["root"] == {"agent": "a", "tool": "relay"}
     assert sorted(summary["agents"]) == ["a", "b", "c"]
