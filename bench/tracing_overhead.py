@@ -41,23 +41,35 @@ def child(calls: int) -> None:
                 tracer_base=lambda: registry.base_url,
             )
             async with (
-                AgentProcess(str(ROOT / "agents" / "echo.py"), "--registry", registry.base_url),
+                AgentProcess(str(ROOT / "agents" / "echo.py"), "--registry", registry.base_url) as agent,
                 MeshNode("bench", registry=registry.base_url) as node,
             ):
+                pids = {"caller": os.getpid(), "agent": agent.pid, "registry": registry.pid}
                 await node.settle()
                 for _ in range(300):
                     await node.call("echo", "echo", {"text": "warm"})
                 latencies: list[float] = []
+                cpu_before = {name: _cpu_seconds(pid) for name, pid in pids.items()}
                 started = time.perf_counter()
                 for _ in range(calls):
                     t0 = time.perf_counter()
                     await node.call("echo", "echo", {"text": "hello"})
                     latencies.append((time.perf_counter() - t0) * 1000)
                 wall = time.perf_counter() - started
+                cpu = {name: (_cpu_seconds(pid) - cpu_before[name]) / calls * 1e6 for name, pid in pids.items()}
             tracing.shutdown()
-        print(json.dumps({"p50": statistics.median(latencies), "rate": calls / wall}))
+        latencies.sort()
+        p90, p99 = latencies[int(len(latencies) * 0.90)], latencies[int(len(latencies) * 0.99)]
+        result = {"p50": statistics.median(latencies), "p90": p90, "p99": p99, "rate": calls / wall}
+        print(json.dumps(result | {f"cpu_{name}": value for name, value in cpu.items()}))
 
     anyio.run(main, backend_options={"use_uvloop": True})
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main(rounds: int, calls: int) -> None:
@@ -79,15 +91,22 @@ def main(rounds: int, calls: int) -> None:
                 timeout=300,
             )
             results[mode].append(json.loads(out.stdout.strip().splitlines()[-1]))
-    off_p50 = statistics.median(r["p50"] for r in results["off"])
-    on_p50 = statistics.median(r["p50"] for r in results["on"])
-    off_rate = statistics.median(r["rate"] for r in results["off"])
-    on_rate = statistics.median(r["rate"] for r in results["on"])
+    keys = ("p50", "p90", "p99", "rate", "cpu_caller", "cpu_agent", "cpu_registry")
+    med = {mode: {k: statistics.median(r[k] for r in results[mode]) for k in keys} for mode in results}
     print(f"\none mesh hop, {calls} sequential calls, median of {rounds} interleaved rounds\n")
-    print(f"{'tracing':<8} {'p50 ms':>8} {'calls/s':>9}")
-    print(f"{'off':<8} {off_p50:>8.3f} {off_rate:>9.0f}")
-    print(f"{'on':<8} {on_p50:>8.3f} {on_rate:>9.0f}")
-    print(f"\noverhead: p50 +{(on_p50 / off_p50 - 1) * 100:.1f}%, throughput -{(1 - on_rate / off_rate) * 100:.1f}%")
+    print(f"{'tracing':<8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'calls/s':>9}")
+    for mode in ("off", "on"):
+        m = med[mode]
+        print(f"{mode:<8} {m['p50']:>8.3f} {m['p90']:>8.3f} {m['p99']:>8.3f} {m['rate']:>9.0f}")
+    print(f"\n{'CPU µs per call':<16} {'caller':>8} {'agent':>8} {'registry':>9}")
+    for mode in ("off", "on"):
+        m = med[mode]
+        print(f"{mode:<16} {m['cpu_caller']:>8.0f} {m['cpu_agent']:>8.0f} {m['cpu_registry']:>9.0f}")
+    off, on = med["off"], med["on"]
+    print(
+        f"\noverhead: p50 {(on['p50'] / off['p50'] - 1) * 100:+.1f}%, p90 {(on['p90'] / off['p90'] - 1) * 100:+.1f}%, "
+        f"p99 {(on['p99'] / off['p99'] - 1) * 100:+.1f}%, throughput {(on['rate'] / off['rate'] - 1) * 100:+.1f}%"
+    )
 
 
 if __name__ == "__main__":

@@ -157,6 +157,8 @@ class CallGuard:
 
 
 def _travelling_class(meta: Mapping[str, Any]) -> str | None:
+    if "baggage" not in meta:  # the W3C carrier key; most calls carry no data class
+        return None
     carried = propagate.extract(dict(meta))
     value = baggage.get_baggage(DATA_CLASS_BAGGAGE, carried)
     return str(value) if value else None

@@ -5,5 +5,6 @@ readiness; the in-memory fakes sit beside them. Nothing here is used in producti
 """
 
 from mesh.testing.processes import AgentProcess, MeshProcess, RegistryProcess, free_port
+from mesh.testing.spans import RecordingSink
 
-__all__ = ["AgentProcess", "MeshProcess", "RegistryProcess", "free_port"]
+__all__ = ["AgentProcess", "MeshProcess", "RecordingSink", "RegistryProcess", "free_port"]

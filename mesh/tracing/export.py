@@ -3,22 +3,18 @@
 The endpoint is looked up at each export (the tracer may be found, lost and found again);
 a batch that cannot be delivered goes to the spool and a drain thread retries it, oldest
 first, so spans emitted equal spans stored once the tracer is back. This module is the one
-that touches the OpenTelemetry SDK's export API; it runs on the SDK's worker thread and
-never on the event loop.
+that talks to the tracer; it runs on the batcher's thread and never on the event loop.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import final
 
 import httpx2
-from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from mesh.tracing.otlp_wire import encode_batch
 from mesh.tracing.spool import Spool
 
 __all__ = ["SpoolingExporter"]
@@ -27,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 @final
-class SpoolingExporter(SpanExporter):
+class SpoolingExporter:
     """Delivers batches to `endpoint()` (an OTLP/HTTP `/v1/traces` URL) or spools them."""
 
     def __init__(
@@ -51,20 +47,17 @@ class SpoolingExporter(SpanExporter):
         self._drainer = threading.Thread(target=self._drain_loop, name="mesh-span-spool", daemon=True)
         self._drainer.start()
 
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        """Send one batch now, or keep it in the spool; never raises, never loses a span silently."""
-        batch = encode_batch(spans)
+    def export(self, batch: bytes, spans: int) -> None:
+        """Send one encoded batch of `spans` spans now, or keep it in the spool; never raises."""
         if self.spool.pending() == 0 and self._deliver(batch):
-            self.exported_spans += len(spans)
+            self.exported_spans += spans
         else:
             self.spool.put(batch)  # behind older batches, so order is kept
             self.spooled_batches += 1
-        return SpanExportResult.SUCCESS
 
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
+    def force_flush(self) -> None:
         """Try once more to deliver what the spool holds."""
         self.spool.drain(self._deliver)
-        return True
 
     def shutdown(self) -> None:
         """Stop the drain thread after a last attempt; what is left stays on disk for next time."""

@@ -11,11 +11,61 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status
 
-__all__ = ["encode_batch"]
+__all__ = ["BatchBuilder", "FinishedSpan", "encode_batch", "encode_span"]
+
+
+class FinishedEvent(Protocol):
+    """A span event as the encoder reads it (the SDK's `Event`, or `SpanEvent`)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def attributes(self) -> Mapping[str, Any] | None: ...
+    @property
+    def timestamp(self) -> int: ...
+    @property
+    def dropped_attributes(self) -> int: ...
+
+
+class FinishedSpan(Protocol):
+    """A finished span as the encoder reads it: the SDK's `ReadableSpan`, or the mesh's `MeshSpan`."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def parent(self) -> SpanContext | None: ...
+    @property
+    def kind(self) -> SpanKind: ...
+    @property
+    def start_time(self) -> int | None: ...
+    @property
+    def end_time(self) -> int | None: ...
+    @property
+    def attributes(self) -> Mapping[str, Any] | None: ...
+    @property
+    def dropped_attributes(self) -> int: ...
+    @property
+    def events(self) -> Sequence[FinishedEvent]: ...
+    @property
+    def dropped_events(self) -> int: ...
+    @property
+    def links(self) -> Sequence[Link]: ...
+    @property
+    def dropped_links(self) -> int: ...
+    @property
+    def status(self) -> Status: ...
+    @property
+    def resource(self) -> Resource: ...
+    @property
+    def instrumentation_scope(self) -> InstrumentationScope | None: ...
+    def get_span_context(self) -> SpanContext | None: ...
+
 
 _pack_double = struct.Struct("<d").pack
 _pack_fixed64 = struct.Struct("<Q").pack
@@ -26,52 +76,103 @@ _HAS_IS_REMOTE = 0x100
 _IS_REMOTE = 0x200
 
 
-def encode_batch(spans: Sequence[ReadableSpan]) -> bytes:
+def encode_batch(spans: Sequence[FinishedSpan]) -> bytes:
     """An OTLP/HTTP `ExportTraceServiceRequest`, grouped by resource then instrumentation scope."""
-    groups: dict[Any, dict[Any, list[bytes]]] = {}
+    builder = BatchBuilder()
     for span in spans:
-        groups.setdefault(span.resource, {}).setdefault(span.instrumentation_scope, []).append(_span(span))
-    out = bytearray()
-    for resource, scopes in groups.items():
-        body = bytearray(_field_bytes(1, _attributes_field(1, resource.attributes)))
-        for scope, encoded in scopes.items():
-            scope_body = bytearray(_field_bytes(1, _scope(scope)))
-            for span_bytes in encoded:
-                scope_body += _field_bytes(2, span_bytes)
-            if scope is not None and scope.schema_url:
-                scope_body += _field_str(3, scope.schema_url)
-            body += _field_bytes(2, bytes(scope_body))
-        if resource.schema_url:
-            body += _field_str(3, resource.schema_url)
-        out += _field_bytes(1, bytes(body))
-    return bytes(out)
+        builder.add(span)
+    return builder.build()
 
 
-def _span(span: ReadableSpan) -> bytes:
+class BatchBuilder:
+    """A request built one span at a time, so an export thread can encode between other work."""
+
+    def __init__(self) -> None:
+        # Grouped by identity: hashing a Resource or InstrumentationScope serialises its attributes.
+        self._groups: dict[int, tuple[Resource, dict[int, tuple[InstrumentationScope | None, list[bytes]]]]] = {}
+        self.spans = 0
+
+    def add(self, span: FinishedSpan) -> None:
+        """Encode one span into the request."""
+        self.add_encoded(span.resource, span.instrumentation_scope, encode_span(span))
+
+    def add_encoded(self, resource: Resource, scope: InstrumentationScope | None, span: bytes) -> None:
+        """Add a span already encoded by `encode_span`, under its resource and scope."""
+        scopes = self._groups.get(id(resource))
+        if scopes is None:
+            scopes = self._groups[id(resource)] = (resource, {})
+        entry = scopes[1].get(id(scope))
+        if entry is None:
+            entry = scopes[1][id(scope)] = (scope, [])
+        entry[1].append(span)
+        self.spans += 1
+
+    def build(self) -> bytes:
+        """The request's bytes; the builder starts empty again."""
+        out = bytearray()
+        for resource, scopes in self._groups.values():
+            body = bytearray(_field_bytes(1, _attributes_field(1, resource.attributes)))
+            for scope, encoded in scopes.values():
+                scope_body = bytearray(_field_bytes(1, _scope(scope)))
+                for span_bytes in encoded:
+                    scope_body += _field_bytes(2, span_bytes)
+                if scope is not None and scope.schema_url:
+                    scope_body += _field_str(3, scope.schema_url)
+                body += _field_bytes(2, scope_body)
+            if resource.schema_url:
+                body += _field_str(3, resource.schema_url)
+            out += _field_bytes(1, body)
+        self._groups = {}
+        self.spans = 0
+        return bytes(out)
+
+
+# Span field tags (field number << 3 | wire type), written out: this loop runs for every span.
+_TRACE_ID = b"\x0a\x10"  # 1: bytes, always 16 long
+_SPAN_ID = b"\x12\x08"  # 2: bytes, always 8 long
+_PARENT_ID = b"\x22\x08"  # 4
+_KIND = (b"\x30\x01", b"\x30\x02", b"\x30\x03", b"\x30\x04", b"\x30\x05")  # 6: SpanKind.value + 1
+_START = b"\x39"  # 7: fixed64
+_END = b"\x41"  # 8: fixed64
+_EVENT_TIME = b"\x09"  # event 1: fixed64
+_NO_STATUS = b"\x7a\x00"  # 15: empty Status
+_FLAGS_LOCAL = b"\x85\x01" + _pack_fixed32(_HAS_IS_REMOTE)  # 16: fixed32
+_FLAGS_REMOTE = b"\x85\x01" + _pack_fixed32(_HAS_IS_REMOTE | _IS_REMOTE)
+
+
+def encode_span(span: FinishedSpan) -> bytes:
+    """One OTLP `Span` message (without resource or scope: `BatchBuilder` groups them)."""
     context = span.get_span_context()
     assert context is not None
-    out = bytearray()
-    out += _field_bytes(1, context.trace_id.to_bytes(16, "big"))
-    out += _field_bytes(2, context.span_id.to_bytes(8, "big"))
+    out = bytearray(_TRACE_ID)
+    out += context.trace_id.to_bytes(16, "big")
+    out += _SPAN_ID
+    out += context.span_id.to_bytes(8, "big")
     if context.trace_state:
         out += _field_str(3, ",".join(f"{k}={v}" for k, v in context.trace_state.items()))
     parent = span.parent
     if parent is not None:
-        out += _field_bytes(4, parent.span_id.to_bytes(8, "big"))
+        out += _PARENT_ID
+        out += parent.span_id.to_bytes(8, "big")
     out += _field_str(5, span.name)
-    out += _tag(6, 0) + _varint(span.kind.value + 1)
-    out += _tag(7, 1) + _pack_fixed64(span.start_time or 0)
-    out += _tag(8, 1) + _pack_fixed64(span.end_time or 0)
-    out += _attributes_field(9, span.attributes)
+    out += _KIND[span.kind.value]
+    out += _START
+    out += _pack_fixed64(span.start_time or 0)
+    out += _END
+    out += _pack_fixed64(span.end_time or 0)
+    if span.attributes:
+        out += _attributes_field(9, span.attributes)
     if span.dropped_attributes:
         out += _tag(10, 0) + _varint(span.dropped_attributes)
     for event in span.events:
-        event_body = bytearray(_tag(1, 1) + _pack_fixed64(event.timestamp))
+        event_body = bytearray(_EVENT_TIME)
+        event_body += _pack_fixed64(event.timestamp)
         event_body += _field_str(2, event.name)
-        event_body += _attributes_field(3, event.attributes)
+        if event.attributes:
+            event_body += _attributes_field(3, event.attributes)
         if event.dropped_attributes:
             event_body += _tag(4, 0) + _varint(event.dropped_attributes)
-        out += _field_bytes(11, bytes(event_body))
+        out += _field_bytes(11, event_body)
     if span.dropped_events:
         out += _tag(12, 0) + _varint(span.dropped_events)
     for link in span.links:
@@ -79,17 +180,20 @@ def _span(span: ReadableSpan) -> bytes:
         link_body += _field_bytes(2, link.context.span_id.to_bytes(8, "big"))
         link_body += _attributes_field(4, link.attributes)
         link_body += _tag(6, 5) + _pack_fixed32(_flags(link.context.is_remote))
-        out += _field_bytes(13, bytes(link_body))
+        out += _field_bytes(13, link_body)
     if span.dropped_links:
         out += _tag(14, 0) + _varint(span.dropped_links)
     status = span.status
-    status_body = bytearray()
-    if status.description:
-        status_body += _field_str(2, status.description)
-    if status.status_code.value:
-        status_body += _tag(3, 0) + _varint(status.status_code.value)
-    out += _field_bytes(15, bytes(status_body))
-    out += _tag(16, 5) + _pack_fixed32(_flags(parent is not None and parent.is_remote))
+    if status.description or status.status_code.value:
+        status_body = bytearray()
+        if status.description:
+            status_body += _field_str(2, status.description)
+        if status.status_code.value:
+            status_body += _tag(3, 0) + _varint(status.status_code.value)
+        out += _field_bytes(15, status_body)
+    else:
+        out += _NO_STATUS
+    out += _FLAGS_REMOTE if parent is not None and parent.is_remote else _FLAGS_LOCAL
     return bytes(out)
 
 
@@ -152,11 +256,11 @@ def _any_value(value: Any) -> bytes:
 
 def _field_str(number: int, text: str) -> bytes:
     data = text.encode()
-    return _tag(number, 2) + _varint(len(data)) + data
+    return _LEN_TAGS[number] + _varint(len(data)) + data
 
 
-def _field_bytes(number: int, data: bytes) -> bytes:
-    return _tag(number, 2) + _varint(len(data)) + data
+def _field_bytes(number: int, data: bytes | bytearray) -> bytes:
+    return _LEN_TAGS[number] + _varint(len(data)) + data
 
 
 def _tag(number: int, wire_type: int) -> bytes:
@@ -165,10 +269,14 @@ def _tag(number: int, wire_type: int) -> bytes:
 
 def _varint(value: int) -> bytes:
     if value < 0x80:
-        return bytes((value,))
+        return _ONE_BYTE[value]
     out = bytearray()
     while value >= 0x80:
         out.append((value & 0x7F) | 0x80)
         value >>= 7
     out.append(value)
     return bytes(out)
+
+
+_ONE_BYTE = tuple(bytes((i,)) for i in range(0x80))
+_LEN_TAGS = tuple(_tag(number, 2) for number in range(17))  # length-delimited tags of fields 0-16

@@ -1,0 +1,217 @@
+"""The mesh's lean tracer records what the OpenTelemetry SDK records, field for field."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from opentelemetry import context, propagate, trace
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanLimits, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+from mesh.decisions import record_decision
+from mesh.testing import RecordingSink
+from mesh.tracing.otlp_wire import encode_batch
+from mesh.tracing.spans import MeshSpan, MeshTracerProvider
+
+RESOURCE = Resource.create({"service.name": "prop", "mesh.name": "m"})
+
+text = st.text(max_size=12)
+scalar = st.one_of(
+    text, st.booleans(), st.integers(min_value=-(2**63), max_value=2**63 - 1), st.floats(allow_nan=False)
+)
+value = st.one_of(
+    scalar,
+    st.none(),
+    st.binary(max_size=4),
+    st.lists(text, max_size=3),
+    st.lists(st.integers(min_value=0, max_value=10**6), max_size=3),
+    st.lists(st.one_of(text, st.none()), max_size=2),
+    st.dictionaries(st.text(min_size=1, max_size=4), scalar, max_size=2),
+    st.builds(object),
+)
+attributes = st.dictionaries(st.text(min_size=1, max_size=8), value, max_size=5)
+span_plan = st.fixed_dictionaries(
+    {
+        "name": text,
+        "kind": st.sampled_from(list(trace.SpanKind)),
+        "attributes": attributes,
+        "later": attributes,
+        "events": st.lists(st.tuples(text, attributes), max_size=4),
+        "error": st.one_of(st.none(), text),
+        "ok_first": st.booleans(),
+        "raises": st.booleans(),
+        "child": st.booleans(),
+    }
+)
+limits = st.builds(
+    SpanLimits,
+    max_span_attributes=st.integers(min_value=1, max_value=6),
+    max_events=st.integers(min_value=1, max_value=5),
+    max_event_attributes=st.integers(min_value=1, max_value=6),
+)
+
+
+class _Boom(Exception):
+    pass
+
+
+def _run(tracer: trace.Tracer, plans: list[dict[str, Any]]) -> None:
+    for plan in plans:
+        try:
+            with tracer.start_as_current_span(plan["name"], kind=plan["kind"], attributes=plan["attributes"]) as span:
+                span.set_attributes(plan["later"])
+                for name, attrs in plan["events"]:
+                    span.add_event(name, attrs)
+                if plan["ok_first"]:
+                    span.set_status(trace.StatusCode.OK)
+                if plan["error"] is not None:
+                    span.set_status(trace.StatusCode.ERROR, plan["error"])
+                if plan["child"]:
+                    with tracer.start_as_current_span("child"):
+                        record_decision("route", choice="b", alternatives=("b", "c"), confidence=0.5)
+                if plan["raises"]:
+                    raise _Boom("planned")
+        except _Boom:
+            pass
+
+
+def _normalised(request: ExportTraceServiceRequest) -> ExportTraceServiceRequest:
+    """Ids and times differ between two runs; which span is whose parent must not."""
+    ids: dict[bytes, int] = {}
+    for resource_spans in request.resource_spans:
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                span.parent_span_id = (
+                    ids.setdefault(span.parent_span_id, len(ids)).to_bytes(8) if span.parent_span_id else b""
+                )
+                span.span_id = ids.setdefault(span.span_id, len(ids)).to_bytes(8)
+                span.trace_id = b"\x01" * 16
+                span.start_time_unix_nano = span.end_time_unix_nano = 0
+                for event in span.events:
+                    event.time_unix_nano = 0
+                    for kv in event.attributes:
+                        if kv.key == "exception.stacktrace":
+                            kv.value.string_value = ""
+    return request
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(span_plan, min_size=1, max_size=4), limits)
+def test_the_lean_tracer_records_what_the_sdk_records(plans: list[dict[str, Any]], span_limits: SpanLimits) -> None:
+    exporter = InMemorySpanExporter()
+    sdk = TracerProvider(resource=RESOURCE, span_limits=span_limits, shutdown_on_exit=False)
+    sdk.add_span_processor(SimpleSpanProcessor(exporter))
+    _run(sdk.get_tracer("agentplex"), plans)
+    sink = RecordingSink()
+    _run(MeshTracerProvider(RESOURCE, sink, limits=span_limits).get_tracer("agentplex"), plans)
+
+    expected = ExportTraceServiceRequest.FromString(encode_batch(exporter.get_finished_spans()))
+    got = ExportTraceServiceRequest.FromString(encode_batch(sink.spans))
+    assert _normalised(got) == _normalised(expected)
+
+
+def test_a_child_joins_its_parents_trace_across_a_traceparent() -> None:
+    sink = RecordingSink()
+    tracer = MeshTracerProvider(RESOURCE, sink).get_tracer("t")
+    carrier: dict[str, str] = {}
+    with tracer.start_as_current_span("client", kind=trace.SpanKind.CLIENT) as client:
+        propagate.inject(carrier)
+    with tracer.start_as_current_span("server", context=propagate.extract(carrier), kind=trace.SpanKind.SERVER):
+        pass
+    client_span, server_span = sink.spans
+    assert server_span.parent is not None
+    assert server_span.parent.is_remote
+    assert server_span.parent.span_id == client.get_span_context().span_id
+    assert server_span.get_span_context().trace_id == client_span.get_span_context().trace_id
+
+
+def test_mesh_probes_start_no_trace_but_work_does() -> None:
+    sink = RecordingSink()
+    tracer = MeshTracerProvider(RESOURCE, sink).get_tracer("t")
+    with (
+        tracer.start_as_current_span("tools/list", attributes={"mcp.method.name": "tools/list"}) as probe,
+        tracer.start_as_current_span("inside the probe"),
+    ):
+        pass
+    with (
+        tracer.start_as_current_span("tools/call", attributes={"mcp.method.name": "tools/call"}),
+        tracer.start_as_current_span("inside the call"),
+    ):
+        pass
+    assert not probe.is_recording()
+    assert probe.get_span_context().is_valid  # ids still travel, unsampled
+    assert [s.name for s in sink.spans] == ["inside the call", "tools/call"]
+
+
+def test_an_sdk_sampler_is_obeyed() -> None:
+    sink = RecordingSink()
+    tracer = MeshTracerProvider(RESOURCE, sink, sampler=ALWAYS_OFF).get_tracer("t")
+    with tracer.start_as_current_span("work") as span:
+        span.set_attribute("ignored", 1)
+    assert sink.spans == []
+
+
+def test_the_decorator_form_traces_each_call_sync_and_async() -> None:
+    sink = RecordingSink()
+    tracer = MeshTracerProvider(RESOURCE, sink).get_tracer("t")
+
+    @tracer.start_as_current_span("sync work")
+    def work() -> int:
+        return 1
+
+    @tracer.start_as_current_span("async work")
+    async def async_work() -> int:
+        await anyio.lowlevel.checkpoint()
+        return trace.get_current_span().get_span_context().span_id
+
+    assert work() + work() == 2
+    span_id = anyio.run(async_work)
+    assert [s.name for s in sink.spans] == ["sync work", "sync work", "async work"]
+    assert sink.spans[2].get_span_context().span_id == span_id
+
+
+def test_an_ended_span_ignores_changes_and_is_handed_over_once(caplog: pytest.LogCaptureFixture) -> None:
+    sink = RecordingSink()
+    span = MeshTracerProvider(RESOURCE, sink).get_tracer("t").start_span("once")
+    assert isinstance(span, MeshSpan)
+    span.end()
+    span.end()
+    span.set_attribute("late", 1)
+    span.add_event("late")
+    span.update_name("renamed")
+    assert len(sink.spans) == 1
+    assert span.attributes == {}
+    assert span.events == []
+    assert span.name == "once"
+    assert "ended span" in caplog.text
+
+
+def test_the_current_span_is_restored_after_the_block() -> None:
+    tracer = MeshTracerProvider(RESOURCE, RecordingSink()).get_tracer("t")
+    before = trace.get_current_span()
+    token = context.attach(context.get_current())
+    try:
+        with tracer.start_as_current_span("outer") as outer:
+            with tracer.start_as_current_span("inner"):
+                pass
+            assert trace.get_current_span() is outer
+    finally:
+        context.detach(token)
+    assert trace.get_current_span() is before
+
+
+def test_the_recording_sink_lists_decisions() -> None:
+    sink = RecordingSink()
+    tracer = MeshTracerProvider(RESOURCE, sink).get_tracer("t")
+    with tracer.start_as_current_span("work"):
+        record_decision("route", choice="b", reason="nearest")
+    assert sink.decisions() == [("work", "route", "b")]
