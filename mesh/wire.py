@@ -101,6 +101,8 @@ class PeerView(_Model):
     metadata: dict[str, Any] = Field(default_factory=dict)
     verified: bool = True
     reason: str | None = None
+    spans: dict[str, int] | None = None
+    """The instance's span export counters from its /healthz (exported, spooled, dropped...), when it answered."""
 
 
 # -- traces ------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import anyio
+import httpx2
 import typer
 from rich.table import Table
 
@@ -13,7 +14,7 @@ from mesh.peers.directory import Instance
 from mesh.runtime.node import MeshNode
 from mesh.wire import PeerView
 
-__all__ = ["peer_views", "register"]
+__all__ = ["peer_views", "register", "span_health"]
 
 
 def register(app: typer.Typer) -> None:
@@ -33,7 +34,7 @@ def ls(
         print_json(views)
         return
     table = Table(title=f"mesh {mesh or ''}".strip(), show_lines=False)
-    for column in ("agent", "instance", "url", "tools", "sources", "health", "owner", "jurisdiction", "data"):
+    for column in ("agent", "instance", "url", "tools", "sources", "health", "spans", "owner", "jurisdiction", "data"):
         table.add_column(column)
     for v in views:
         health = "[green]healthy[/]" if v.healthy else f"[red]{v.reason or 'down'}[/]"
@@ -44,6 +45,7 @@ def ls(
             ", ".join(v.tools),
             ", ".join(v.sources),
             health,
+            span_health(v.spans),
             str(v.metadata.get("owner", "")),
             str(v.metadata.get("jurisdiction", "")),
             str(v.metadata.get("data_class", "")),
@@ -54,7 +56,41 @@ def ls(
 async def _collect(mesh: str | None, registry: str | None, wait: float) -> list[PeerView]:
     async with MeshNode("mesh-cli", mesh=mesh, registry=registry) as node:
         await node.settle(browse=wait)
-        return peer_views(node.directory.all())
+        views = peer_views(node.directory.all())
+    health: dict[int, dict[str, int]] = {}
+    async with httpx2.AsyncClient(timeout=1.0) as http, anyio.create_task_group() as tg:
+        for at, view in enumerate(views):
+            if view.verified:
+                tg.start_soon(_span_counters, http, view.url, health, at)
+    return [view.model_copy(update={"spans": health.get(at)}) for at, view in enumerate(views)]
+
+
+async def _span_counters(http: httpx2.AsyncClient, url: str, into: dict[int, dict[str, int]], at: int) -> None:
+    """The instance's span export counters from its /healthz; nothing if it does not answer."""
+    base = url.removesuffix("/").removesuffix("/mcp")
+    try:
+        body = (await http.get(f"{base}/healthz")).json()
+    except (httpx2.HTTPError, ValueError):
+        return
+    spans = body.get("spans") if isinstance(body, dict) else None
+    if isinstance(spans, dict):
+        into[at] = {str(k): v for k, v in spans.items() if isinstance(v, int)}  # pyright: ignore[reportUnknownVariableType]
+
+
+def span_health(spans: dict[str, int] | None) -> str:
+    """'ok', or what is waiting and what was lost; never silent about drops."""
+    if spans is None:
+        return "[dim]?[/]"
+    if not spans:
+        return "[dim]off[/]"
+    parts: list[str] = []
+    if dropped := spans.get("dropped_spans", 0):
+        parts.append(f"[red]{dropped} spans dropped[/]")
+    if dropped := spans.get("dropped_batches", 0):
+        parts.append(f"[red]{dropped} batches dropped[/]")
+    if pending := spans.get("pending_batches", 0):
+        parts.append(f"[yellow]{pending} batches spooled[/]")
+    return ", ".join(parts) or f"[green]{spans.get('exported_spans', 0)} sent[/]"
 
 
 def peer_views(instances: list[Instance]) -> list[PeerView]:

@@ -110,12 +110,17 @@ async def test_a_tracer_outage_loses_no_span(mesh_env: dict[str, str], tmp_path:
             await _until(lambda: _traces(tracer.base_url), lambda found: len(found) == 1)
         for n in range(10):  # the tracer is down: spans go to the spool
             await node.call("root", "relay", {"text": f"during {n}"})
+        listed = await _until(  # and `mesh ls` says so
+            lambda: anyio.to_thread.run_sync(lambda: json.loads(mesh_cli("ls", "--json", "--wait", "3").stdout)),
+            lambda views: any(v["name"] == "root" and (v["spans"] or {}).get("pending_batches") for v in views),
+        )
         async with MeshProcess(tracer_args) as tracer:
             found = await _until(
                 lambda: _traces(tracer.base_url, limit="100"),
                 lambda found: len(found) == 11 and all(t["span_count"] == 3 for t in found),
             )
     assert len({t["trace_id"] for t in found}) == 11
+    assert all(v["spans"]["dropped_spans"] == 0 for v in listed if v["name"] in ("root", "leaf"))
 
 
 async def test_a_killed_callee_leaves_an_incomplete_trace(mesh_env: dict[str, str]) -> None:
