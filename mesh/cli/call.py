@@ -106,7 +106,8 @@ async def _call_through_mesh(
                 return await with_answers(lambda: node.call(agent, tool, arguments, timeout=timeout), _ask_on_terminal)
             return await node.call(agent, tool, arguments, timeout=timeout)
         except ToolFailed as exc:
-            fail(f"tool {tool!r} failed: {exc}")
+            failure = exc  # reported once the node has shut down: an exit inside its task group is a traceback
+    return fail(f"tool {tool!r} failed: {failure}")
 
 
 async def _ask_on_terminal(key: str, request: dict[str, Any]) -> dict[str, Any]:

@@ -171,14 +171,16 @@ class PeerPool:
             if result.is_error:
                 kind = (result.raw.get("_meta") or {}).get(ERROR_META_KEY)
                 span.set_status(trace.StatusCode.ERROR, result.text[:200])
+                # A refusal's text starts with its kind; the exception's class already says it.
+                text = result.text.removeprefix(f"{kind}: ") if kind else result.text
                 if kind == "PolicyDenied":
-                    raise PolicyDenied(result.text, where="callee")
+                    raise PolicyDenied(text, where="callee")
                 if kind == "DeadlineExceeded":
-                    raise DeadlineExceeded(result.text, agent=name, tool=tool)
+                    raise DeadlineExceeded(text, agent=name, tool=tool)
                 if kind == "ApprovalDenied":
-                    raise ApprovalDenied(result.text)
+                    raise ApprovalDenied(text)
                 if kind == "ApprovalRequired":
-                    raise ApprovalRequired(result.text)
+                    raise ApprovalRequired(text)
                 raise ToolFailed(result.text or f"{name}.{tool} failed", agent=name, tool=tool)
             return result.value
 
