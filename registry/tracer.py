@@ -1,12 +1,12 @@
-"""The tracer service: an OTLP/HTTP receiver, a query API and trace tools, installed on an MCPServer.
+"""The tracer service: an OTLP/HTTP receiver, installed on an MCPServer with the trace queries and tools.
 
-`install_tracer` adds `POST /v1/traces`, `GET /api/traces`, `GET /api/traces/{id}` and
-`GET /api/tracer/stats`, and the MCP tools `search_traces`, `get_trace` and `explain_decision`;
+`install_tracer` adds `POST /v1/traces`, plus the query routes and MCP tools of `registry.trace_api`;
 `mesh tracer` and `mesh registry` both use it. One writer task decodes and stores batches in a
 worker thread, queued batches sharing a transaction, and each POST is answered once its batch is
 committed; past `max_pending` batches in flight the answer is 429 with Retry-After. Background
-tasks checkpoint the WAL and forward stored batches. The returned `Tracer` owns these tasks, so
-enter it in the server's lifespan (until then POST answers 503; on exit it finishes what is queued):
+tasks checkpoint the WAL and, given a forward URL, forward stored batches (`registry.forward`).
+The returned `Tracer` owns these tasks, so enter it in the server's lifespan (until then POST
+answers 503; on exit it finishes what is queued):
 
     @asynccontextmanager
     async def lifespan(_: MCPServer) -> AsyncGenerator[None]:
@@ -16,38 +16,32 @@ enter it in the server's lifespan (until then POST answers 503; on exit it finis
     server = MCPServer("mesh-tracer", lifespan=lifespan)
     tracer = install_tracer(server, TraceStore(path), forward_url=url)
 
-Owns HTTP and task plumbing only: decoding is `registry.otlp`, storage `registry.tracestore`,
-stitching and rendering `mesh.tracing`.
+Owns the receiving side only: decoding is `registry.otlp`, storage `registry.tracestore`, queries
+`registry.trace_api`, forwarding `registry.forward`, stitching and rendering `mesh.tracing`.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import re
-import time
 import zlib
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
-from typing import Final, Literal, final
+from typing import Final, final
 
 import anyio
 import httpx2
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from google.rpc.status_pb2 import Status
 from mcp.server.mcpserver import MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import ToolAnnotations
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from mesh.tracing.render import explain
-from mesh.tracing.stitch import stitch
-from mesh.wire import TraceSummary, TraceTree
+from registry.forward import Forwarder
 from registry.otlp import OtlpError, SpanRow, parse_json, parse_protobuf, span_rows
+from registry.trace_api import install_trace_api, parse_since
 from registry.tracestore import TraceStore
 
 __all__ = ["Tracer", "TracerStats", "install_tracer", "parse_since"]
@@ -81,7 +75,7 @@ class TracerStats:
 
 @final
 class Tracer(anyio.AsyncContextManagerMixin):
-    """The receiver's state: store, counters, backpressure, and the writer and forwarding tasks."""
+    """The receiver's state: store, counters, backpressure, the writer task and (given a URL) a `Forwarder`."""
 
     def __init__(
         self,
@@ -101,13 +95,14 @@ class Tracer(anyio.AsyncContextManagerMixin):
         self.max_pending = max_pending
         self._pending = 0
         self._entered = False
-        self._forward_attempts = forward_attempts
-        self._forward_transport = forward_transport
-        self._forward_backlog = forward_backlog
         self._groups = 0
         self._checkpoint_due = anyio.Event()
         self._batches: MemoryObjectSendStream[_Batch] | None = None
-        self._forwards: MemoryObjectSendStream[tuple[bytes, int]] | None = None
+        self._forwarder: Forwarder | None = None
+        if forward_url is not None:
+            self._forwarder = Forwarder(
+                forward_url, self.stats, backlog=forward_backlog, attempts=forward_attempts, transport=forward_transport
+            )
 
     @asynccontextmanager
     async def __asynccontextmanager__(self) -> AsyncGenerator[Tracer]:
@@ -115,19 +110,16 @@ class Tracer(anyio.AsyncContextManagerMixin):
         if self._entered:
             raise RuntimeError("a Tracer runs once: make a new one (and a new server) to run again")
         self._entered = True
-        written, forwarded = anyio.Event(), anyio.Event()
+        written = anyio.Event()
         # Unbounded because `max_pending` bounds it: a full tracer answers 429 before queueing.
         batches_in, batches_out = anyio.create_memory_object_stream[_Batch](math.inf)
-        forwards_in, forwards_out = anyio.create_memory_object_stream[tuple[bytes, int]](self._forward_backlog)
-        with batches_in, batches_out, forwards_in, forwards_out:
+        with batches_in, batches_out:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._write_all, batches_out, written)
                 tg.start_soon(self._checkpoint_all)
-                if self.forward_url is not None:
-                    tg.start_soon(self._forward_all, self.forward_url, forwards_out, forwarded)
-                else:
-                    forwarded.set()
-                self._batches, self._forwards = batches_in, forwards_in
+                if self._forwarder is not None:
+                    self._forwarder.start(tg)
+                self._batches = batches_in
                 try:
                     yield self
                 finally:
@@ -135,11 +127,14 @@ class Tracer(anyio.AsyncContextManagerMixin):
                     batches_in.close()
                     with anyio.move_on_after(10, shield=True):
                         await written.wait()
-                    self._forwards = None
-                    forwards_in.close()
-                    with anyio.move_on_after(5, shield=True):
-                        await forwarded.wait()
+                    if self._forwarder is not None:
+                        await self._forwarder.stop()
                     tg.cancel_scope.cancel()
+
+    def counters(self) -> dict[str, int]:
+        """`stats`, plus the batches in flight and those waiting to be forwarded (GET /api/tracer/stats)."""
+        backlog = self._forwarder.backlog if self._forwarder is not None else 0
+        return {**asdict(self.stats), "pending": self._pending, "forward_backlog": backlog}
 
     async def receive(self, request: Request) -> Response:
         """POST /v1/traces: store an OTLP batch, answering only once it is durable."""
@@ -209,8 +204,8 @@ class Tracer(anyio.AsyncContextManagerMixin):
             for batch in group:
                 if batch.error is not None:
                     self.stats.rejected += 1
-                elif batch.forward is not None and batch.spans:
-                    self._enqueue_forward(batch.forward, batch.spans)
+                elif batch.forward is not None and batch.spans and self._forwarder is not None:
+                    self._forwarder.enqueue(batch.forward, batch.spans)
             self._groups += 1
             if self._groups % _CHECKPOINT_EVERY == 0:
                 self._checkpoint_due.set()
@@ -245,110 +240,6 @@ class Tracer(anyio.AsyncContextManagerMixin):
             rows.extend(decoded)
         return self.store.ingest(rows)
 
-    def _enqueue_forward(self, body: bytes, spans: int) -> None:
-        try:
-            if self._forwards is None:
-                raise anyio.ClosedResourceError
-            self._forwards.send_nowait((body, spans))
-        except (anyio.WouldBlock, anyio.ClosedResourceError):
-            self.stats.forward_failures += 1
-
-    async def _forward_all(
-        self, url: str, forwards: MemoryObjectReceiveStream[tuple[bytes, int]], forwarded: anyio.Event
-    ) -> None:
-        try:
-            async with httpx2.AsyncClient(timeout=10, transport=self._forward_transport) as client:
-                async for body, spans in forwards:
-                    try:
-                        delivered = await self._forward(client, url, body)
-                    except Exception:  # task root: one bad batch must not stop forwarding
-                        logger.exception("forwarding a batch of %d spans failed", spans)
-                        delivered = False
-                    if delivered:
-                        self.stats.forwarded += spans
-                    else:
-                        self.stats.forward_failures += 1
-        finally:
-            forwarded.set()
-
-    async def _forward(self, client: httpx2.AsyncClient, url: str, body: bytes) -> bool:
-        delay = 0.2
-        for attempt in range(1, self._forward_attempts + 1):
-            try:
-                with anyio.fail_after(15):
-                    response = await client.post(url, content=body, headers={"content-type": PROTOBUF})
-            except (httpx2.HTTPError, TimeoutError) as exc:
-                logger.debug("forward attempt %d to %s failed: %s", attempt, url, exc)
-            else:
-                if response.status_code < 300:
-                    return True
-                if response.status_code not in (429, 502, 503, 504):
-                    logger.warning("forward endpoint %s refused a batch: HTTP %d", url, response.status_code)
-                    return False
-                delay = max(delay, _retry_after(response.headers.get("retry-after")))
-            if attempt < self._forward_attempts:
-                await anyio.sleep(min(delay, 5.0))
-                delay = min(delay * 2, 5.0)
-        logger.warning("giving up forwarding a batch to %s after %d attempts", url, self._forward_attempts)
-        return False
-
-    async def list_traces(self, request: Request) -> Response:
-        """GET /api/traces?agent=&tool=&status=&since=&min_duration_ms=&limit= (JSON list of summaries)."""
-        query = request.query_params
-        try:
-            found = await self.search(
-                agent=query.get("agent"),
-                tool=query.get("tool"),
-                status=query.get("status"),
-                since=query.get("since"),
-                min_duration_ms=_number(query.get("min_duration_ms"), "min_duration_ms"),
-                limit=_integer(query.get("limit") or "50", "limit"),
-            )
-        except ValueError as exc:
-            return JSONResponse({"error": str(exc)}, 400)
-        return Response("[" + ",".join(summary.model_dump_json() for summary in found) + "]", media_type=JSON)
-
-    async def show_trace(self, request: Request) -> Response:
-        """GET /api/traces/{trace_id}: the stitched tree, 404 if unknown."""
-        trace_id = str(request.path_params["trace_id"])
-        tree = await self.tree(trace_id)
-        if tree is None:
-            return JSONResponse({"error": f"no trace {trace_id}"}, 404)
-        return Response(tree.model_dump_json(), media_type=JSON)
-
-    async def show_stats(self, _: Request) -> Response:
-        """GET /api/tracer/stats: the counters, plus what is in flight and waiting to be forwarded."""
-        backlog = self._forwards.statistics().current_buffer_used if self._forwards is not None else 0
-        return JSONResponse({**asdict(self.stats), "pending": self._pending, "forward_backlog": backlog})
-
-    async def search(
-        self,
-        *,
-        agent: str | None = None,
-        tool: str | None = None,
-        status: str | None = None,
-        since: str | None = None,
-        min_duration_ms: float | None = None,
-        limit: int = 50,
-    ) -> list[TraceSummary]:
-        """Trace summaries, latest first; raises ValueError for a bad filter."""
-        if status is not None and status not in ("ok", "error"):
-            raise ValueError(f"status must be ok or error, not {status!r}")
-        if not 1 <= limit <= 1000:
-            raise ValueError("limit must be between 1 and 1000")
-        start = parse_since(since, time.time()) if since else None
-        return await anyio.to_thread.run_sync(
-            lambda: self.store.list_traces(agent, tool, status, start, min_duration_ms, limit)
-        )
-
-    async def tree(self, trace_id: str) -> TraceTree | None:
-        """The stitched tree of one trace, or None if no span of it is stored."""
-        return await anyio.to_thread.run_sync(self._tree, trace_id.lower())
-
-    def _tree(self, trace_id: str) -> TraceTree | None:
-        spans = self.store.get_trace(trace_id)
-        return stitch(trace_id, spans) if spans else None
-
 
 def install_tracer(
     server: MCPServer,
@@ -371,63 +262,12 @@ def install_tracer(
         forward_transport=forward_transport,
     )
     server.custom_route("/v1/traces", methods=["POST"])(tracer.receive)
-    server.custom_route("/api/traces", methods=["GET"])(tracer.list_traces)
-    server.custom_route("/api/traces/{trace_id}", methods=["GET"])(tracer.show_trace)
-    server.custom_route("/api/tracer/stats", methods=["GET"])(tracer.show_stats)
-    read_only = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
-
-    async def search_traces(
-        agent: str | None = None,
-        tool: str | None = None,
-        status: Literal["ok", "error"] | None = None,
-        since: str | None = None,
-        limit: int = 20,
-    ) -> list[TraceSummary]:
-        """Find recent decision traces: by agent or tool involved, status, and age (since: "10m", "2h")."""
-        try:
-            return await tracer.search(agent=agent, tool=tool, status=status, since=since, limit=limit)
-        except ValueError as exc:
-            raise ToolError(str(exc)) from None
-
-    async def get_trace(trace_id: str) -> TraceTree:
-        """The stitched decision trace: who called which tool, when, with what outcome and decisions."""
-        tree = await tracer.tree(trace_id)
-        if tree is None:
-            raise ToolError(f"no trace {trace_id}")
-        return tree
-
-    async def explain_decision(trace_id: str, span_id: str | None = None) -> str:
-        """Why agents did what they did in a trace: each decision, who made it, why, alternatives, confidence."""
-        tree = await tracer.tree(trace_id)
-        if tree is None:
-            raise ToolError(f"no trace {trace_id}")
-        return explain(tree, span_id)
-
-    for tool in (search_traces, get_trace, explain_decision):
-        server.add_tool(tool, name=tool.__name__, annotations=read_only)
+    install_trace_api(server, store, tracer.counters)
     return tracer
-
-
-def parse_since(text: str, now: float) -> float:
-    """Epoch seconds from "90s", "10m", "2h", "1d", "1w", epoch seconds or an ISO 8601 time."""
-    text = text.strip()
-    match = _AGO.fullmatch(text)
-    if match:
-        return now - float(match[1]) * _UNITS[match[2]]
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        return datetime.fromisoformat(text).timestamp()
-    except ValueError:
-        raise ValueError(f"since must look like 10m, 2h, 1d, epoch seconds or an ISO time, not {text!r}") from None
 
 
 # -- private helpers ---------------------------------------------------------------------------
 
-_AGO: Final = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)")
-_UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _GROUP_BATCHES: Final = 8  # batches per transaction at most
 _CHECKPOINT_EVERY: Final = 4  # transactions between background WAL checkpoints (~2-10 MB of WAL)
 
@@ -489,29 +329,3 @@ def _status(content_type: str, status: int, message: str, headers: dict[str, str
         body = Status(code=code, message=message).SerializeToString()
         return Response(body, status, headers=headers, media_type=PROTOBUF)
     return JSONResponse({"code": code, "message": message}, status, headers=headers)
-
-
-def _number(value: str | None, name: str) -> float | None:
-    if value is None or value == "":
-        return None
-    try:
-        number = float(value)
-    except ValueError:
-        number = math.nan
-    if not math.isfinite(number):
-        raise ValueError(f"{name} must be a number, not {value!r}")
-    return number
-
-
-def _integer(value: str, name: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        raise ValueError(f"{name} must be an integer, not {value!r}") from None
-
-
-def _retry_after(value: str | None) -> float:
-    try:
-        return float(value) if value else 0.0
-    except ValueError:
-        return 0.0

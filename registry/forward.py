@@ -1,0 +1,128 @@
+"""Forwarding: stored trace batches sent on to another OTLP/HTTP endpoint (`mesh tracer --forward URL`).
+
+Owns the forwarding backlog and the task that empties it. A batch is queued only once it is
+stored here, and a full backlog drops it (counted) rather than pushing back, so a slow or absent
+endpoint never holds up ingest. Sends retry on 429, 502, 503 and 504, honouring Retry-After but
+waiting at most 5 s between attempts; any other refusal is final. The `Tracer` starts the task in
+its task group and, on exit, gives it 5 s to drain. Bodies go out as OTLP protobuf.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Final, Protocol, final
+
+import anyio
+import httpx2
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+__all__ = ["Forwarder"]
+
+logger = logging.getLogger(__name__)
+
+_PROTOBUF: Final = "application/x-protobuf"
+
+
+class _Counters(Protocol):
+    """Where the outcomes are counted (`registry.tracer.TracerStats`)."""
+
+    forwarded: int
+    forward_failures: int
+
+
+@final
+class Forwarder:
+    """Sends stored batches to `url` from a bounded backlog, counting spans delivered and batches lost."""
+
+    def __init__(
+        self,
+        url: str,
+        stats: _Counters,
+        *,
+        backlog: int = 256,
+        attempts: int = 5,
+        transport: httpx2.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.url = url
+        self.stats = stats
+        self._backlog = backlog
+        self._attempts = attempts
+        self._transport = transport
+        self._queue: MemoryObjectSendStream[tuple[bytes, int]] | None = None
+        self._drained = anyio.Event()
+
+    @property
+    def backlog(self) -> int:
+        """Batches waiting to be sent (0 unless running)."""
+        return self._queue.statistics().current_buffer_used if self._queue is not None else 0
+
+    def start(self, tg: TaskGroup) -> None:
+        """Open the backlog and send from it in a task of `tg` until `stop`."""
+        queue, backlog = anyio.create_memory_object_stream[tuple[bytes, int]](self._backlog)
+        self._queue, self._drained = queue, anyio.Event()
+        tg.start_soon(self._forward_all, backlog, self._drained)
+
+    async def stop(self) -> None:
+        """Close the backlog, then wait (shielded, ≤ 5 s) for what is queued to be sent."""
+        queue, self._queue = self._queue, None
+        if queue is None:
+            return
+        queue.close()
+        with anyio.move_on_after(5, shield=True):
+            await self._drained.wait()
+
+    def enqueue(self, body: bytes, spans: int) -> None:
+        """Queue a stored batch (OTLP protobuf) of `spans` spans; if full or not running, count it as lost."""
+        try:
+            if self._queue is None:
+                raise anyio.ClosedResourceError
+            self._queue.send_nowait((body, spans))
+        except (anyio.WouldBlock, anyio.ClosedResourceError):
+            self.stats.forward_failures += 1
+
+    async def _forward_all(self, backlog: MemoryObjectReceiveStream[tuple[bytes, int]], drained: anyio.Event) -> None:
+        with backlog:
+            try:
+                async with httpx2.AsyncClient(timeout=10, transport=self._transport) as client:
+                    async for body, spans in backlog:
+                        try:
+                            delivered = await self._forward(client, body)
+                        except Exception:  # task root: one bad batch must not stop forwarding
+                            logger.exception("forwarding a batch of %d spans failed", spans)
+                            delivered = False
+                        if delivered:
+                            self.stats.forwarded += spans
+                        else:
+                            self.stats.forward_failures += 1
+            finally:
+                drained.set()
+
+    async def _forward(self, client: httpx2.AsyncClient, body: bytes) -> bool:
+        url = self.url
+        delay = 0.2
+        for attempt in range(1, self._attempts + 1):
+            try:
+                with anyio.fail_after(15):
+                    response = await client.post(url, content=body, headers={"content-type": _PROTOBUF})
+            except (httpx2.HTTPError, TimeoutError) as exc:
+                logger.debug("forward attempt %d to %s failed: %s", attempt, url, exc)
+            else:
+                if response.status_code < 300:
+                    return True
+                if response.status_code not in (429, 502, 503, 504):
+                    logger.warning("forward endpoint %s refused a batch: HTTP %d", url, response.status_code)
+                    return False
+                delay = max(delay, _retry_after(response.headers.get("retry-after")))
+            if attempt < self._attempts:
+                await anyio.sleep(min(delay, 5.0))
+                delay = min(delay * 2, 5.0)
+        logger.warning("giving up forwarding a batch to %s after %d attempts", url, self._attempts)
+        return False
+
+
+def _retry_after(value: str | None) -> float:
+    try:
+        return float(value) if value else 0.0
+    except ValueError:
+        return 0.0

@@ -1,0 +1,179 @@
+"""The trace registry's query side: the HTTP routes and MCP tools that read stored traces.
+
+Owns `GET /api/traces`, `GET /api/traces/{trace_id}`, `GET /api/tracer/stats`, the MCP tools
+`search_traces`, `get_trace` and `explain_decision`, and the parsing of their filters. Queries run
+in a worker thread; the store reads through its own connection, so they never wait behind ingest.
+Owns no receiving (`registry.tracer`), storage (`registry.tracestore`), stitching or rendering
+(`mesh.tracing`): the counters it shows come from the receiver as a callable.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Final, Literal, final
+
+import anyio
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import ToolAnnotations
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from mesh.tracing.render import explain
+from mesh.tracing.stitch import stitch
+from mesh.wire import TraceSummary, TraceTree
+from registry.tracestore import TraceStore
+
+__all__ = ["TraceQueries", "install_trace_api", "parse_since"]
+
+_JSON: Final = "application/json"
+
+
+@final
+class TraceQueries:
+    """Searches and stitched trees over a trace store, and the HTTP handlers that serve them."""
+
+    def __init__(self, store: TraceStore, counters: Callable[[], Mapping[str, int]]) -> None:
+        self.store = store
+        self._counters = counters
+
+    async def list_traces(self, request: Request) -> Response:
+        """GET /api/traces?agent=&tool=&status=&since=&min_duration_ms=&limit= (JSON list of summaries)."""
+        query = request.query_params
+        try:
+            found = await self.search(
+                agent=query.get("agent"),
+                tool=query.get("tool"),
+                status=query.get("status"),
+                since=query.get("since"),
+                min_duration_ms=_number(query.get("min_duration_ms"), "min_duration_ms"),
+                limit=_integer(query.get("limit") or "50", "limit"),
+            )
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, 400)
+        return Response("[" + ",".join(summary.model_dump_json() for summary in found) + "]", media_type=_JSON)
+
+    async def show_trace(self, request: Request) -> Response:
+        """GET /api/traces/{trace_id}: the stitched tree, 404 if unknown."""
+        trace_id = str(request.path_params["trace_id"])
+        tree = await self.tree(trace_id)
+        if tree is None:
+            return JSONResponse({"error": f"no trace {trace_id}"}, 404)
+        return Response(tree.model_dump_json(), media_type=_JSON)
+
+    async def show_stats(self, _: Request) -> Response:
+        """GET /api/tracer/stats: the receiver's counters, plus what is in flight and waiting to be forwarded."""
+        return JSONResponse(dict(self._counters()))
+
+    async def search(
+        self,
+        *,
+        agent: str | None = None,
+        tool: str | None = None,
+        status: str | None = None,
+        since: str | None = None,
+        min_duration_ms: float | None = None,
+        limit: int = 50,
+    ) -> list[TraceSummary]:
+        """Trace summaries, latest first; raises ValueError for a bad filter."""
+        if status is not None and status not in ("ok", "error"):
+            raise ValueError(f"status must be ok or error, not {status!r}")
+        if not 1 <= limit <= 1000:
+            raise ValueError("limit must be between 1 and 1000")
+        start = parse_since(since, time.time()) if since else None
+        return await anyio.to_thread.run_sync(
+            lambda: self.store.list_traces(agent, tool, status, start, min_duration_ms, limit)
+        )
+
+    async def tree(self, trace_id: str) -> TraceTree | None:
+        """The stitched tree of one trace, or None if no span of it is stored."""
+        return await anyio.to_thread.run_sync(self._tree, trace_id.lower())
+
+    def _tree(self, trace_id: str) -> TraceTree | None:
+        spans = self.store.get_trace(trace_id)
+        return stitch(trace_id, spans) if spans else None
+
+
+def install_trace_api(server: MCPServer, store: TraceStore, counters: Callable[[], Mapping[str, int]]) -> TraceQueries:
+    """Add the query routes and MCP tools to `server`; `counters` gives the body of GET /api/tracer/stats."""
+    queries = TraceQueries(store, counters)
+    server.custom_route("/api/traces", methods=["GET"])(queries.list_traces)
+    server.custom_route("/api/traces/{trace_id}", methods=["GET"])(queries.show_trace)
+    server.custom_route("/api/tracer/stats", methods=["GET"])(queries.show_stats)
+    read_only = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
+
+    async def search_traces(
+        agent: str | None = None,
+        tool: str | None = None,
+        status: Literal["ok", "error"] | None = None,
+        since: str | None = None,
+        limit: int = 20,
+    ) -> list[TraceSummary]:
+        """Find recent decision traces: by agent or tool involved, status, and age (since: "10m", "2h")."""
+        try:
+            return await queries.search(agent=agent, tool=tool, status=status, since=since, limit=limit)
+        except ValueError as exc:
+            raise ToolError(str(exc)) from None
+
+    async def get_trace(trace_id: str) -> TraceTree:
+        """The stitched decision trace: who called which tool, when, with what outcome and decisions."""
+        tree = await queries.tree(trace_id)
+        if tree is None:
+            raise ToolError(f"no trace {trace_id}")
+        return tree
+
+    async def explain_decision(trace_id: str, span_id: str | None = None) -> str:
+        """Why agents did what they did in a trace: each decision, who made it, why, alternatives, confidence."""
+        tree = await queries.tree(trace_id)
+        if tree is None:
+            raise ToolError(f"no trace {trace_id}")
+        return explain(tree, span_id)
+
+    for tool in (search_traces, get_trace, explain_decision):
+        server.add_tool(tool, name=tool.__name__, annotations=read_only)
+    return queries
+
+
+def parse_since(text: str, now: float) -> float:
+    """Epoch seconds from "90s", "10m", "2h", "1d", "1w", epoch seconds or an ISO 8601 time."""
+    text = text.strip()
+    match = _AGO.fullmatch(text)
+    if match:
+        return now - float(match[1]) * _UNITS[match[2]]
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        raise ValueError(f"since must look like 10m, 2h, 1d, epoch seconds or an ISO time, not {text!r}") from None
+
+
+# -- private helpers ---------------------------------------------------------------------------
+
+_AGO: Final = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)")
+_UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+
+
+def _number(value: str | None, name: str) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number):
+        raise ValueError(f"{name} must be a number, not {value!r}")
+    return number
+
+
+def _integer(value: str, name: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, not {value!r}") from None
