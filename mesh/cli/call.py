@@ -10,7 +10,7 @@ import typer
 from rich.prompt import Confirm
 
 from mesh.cli.args import build_arguments
-from mesh.cli.options import JsonOpt, MeshOpt, RegistryOpt, err, fail, out, print_json
+from mesh.cli.options import JsonOpt, LanOpt, MeshOpt, RegistryOpt, err, fail, out, print_json
 from mesh.config import mesh_name
 from mesh.errors import ConfigError, MeshError, ToolFailed
 from mesh.identity import ANY_AGENT, MeshKeys
@@ -39,6 +39,7 @@ def call(
     json_: JsonOpt = False,
     registry: RegistryOpt = None,
     mesh: MeshOpt = None,
+    lan: LanOpt = False,
 ) -> None:
     """Call TOOL on AGENT (found through the mesh) or on the agent at --url."""
     if url is not None:
@@ -49,7 +50,7 @@ def call(
         if len(target) != 2:
             fail("give AGENT and TOOL (or --url URL TOOL)")
         agent, tool = target
-    value = anyio.run(_call, mesh_name(mesh), agent, tool, url, arg or [], args, timeout, registry)
+    value = anyio.run(_call, mesh_name(mesh), agent, tool, url, arg or [], args, timeout, registry, lan)
     if json_:
         print_json(value)
     elif isinstance(value, str):
@@ -67,11 +68,12 @@ async def _call(
     raw_json: str | None,
     timeout: float,
     registry: str | None,
+    lan: bool,
 ) -> Any:
     keys = MeshKeys.load(mesh)
     if url is None:
         assert agent is not None
-        return await _call_through_mesh(mesh, agent, tool, pairs, raw_json, timeout, registry)
+        return await _call_through_mesh(mesh, agent, tool, pairs, raw_json, timeout, registry, lan)
     transport = shared_transport()
     try:
         with anyio.fail_after(timeout + 5):
@@ -95,9 +97,16 @@ async def _call(
 
 
 async def _call_through_mesh(
-    mesh: str, agent: str, tool: str, pairs: list[str], raw_json: str | None, timeout: float, registry: str | None
+    mesh: str,
+    agent: str,
+    tool: str,
+    pairs: list[str],
+    raw_json: str | None,
+    timeout: float,
+    registry: str | None,
+    lan: bool,
 ) -> Any:
-    async with MeshNode(CLI_CALLER, mesh=mesh, registry=registry) as node:
+    async with MeshNode(CLI_CALLER, mesh=mesh, registry=registry, lan=lan) as node:
         await node.settle(browse=0.3)
         schema = _input_schema(node.directory.all(), agent, tool)
         arguments = build_arguments(pairs, raw_json, schema)

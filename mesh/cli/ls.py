@@ -9,7 +9,7 @@ import httpx2
 import typer
 from rich.table import Table
 
-from mesh.cli.options import JsonOpt, MeshOpt, RegistryOpt, out, print_json
+from mesh.cli.options import JsonOpt, LanOpt, MeshOpt, RegistryOpt, out, print_json
 from mesh.peers.directory import Instance
 from mesh.runtime.node import MeshNode
 from mesh.wire import PeerView
@@ -27,9 +27,10 @@ def ls(
     wait: Annotated[float, typer.Option(help="Seconds to listen on mDNS before answering.")] = 1.5,
     registry: RegistryOpt = None,
     mesh: MeshOpt = None,
+    lan: LanOpt = False,
 ) -> None:
     """List the agents of the mesh: name, instance, url, tools, sources, health."""
-    views = anyio.run(_collect, mesh, registry, wait)
+    views = anyio.run(_collect, mesh, registry, wait, lan)
     if json_:
         print_json(views)
         return
@@ -53,8 +54,8 @@ def ls(
     out.print(table if views else "no agents found (is anything running with this --mesh?)")
 
 
-async def _collect(mesh: str | None, registry: str | None, wait: float) -> list[PeerView]:
-    async with MeshNode("mesh-cli", mesh=mesh, registry=registry) as node:
+async def _collect(mesh: str | None, registry: str | None, wait: float, lan: bool) -> list[PeerView]:
+    async with MeshNode("mesh-cli", mesh=mesh, registry=registry, lan=lan) as node:
         await node.settle(browse=wait)
         views = peer_views(node.directory.all())
     health: dict[int, dict[str, int]] = {}

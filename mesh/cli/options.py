@@ -21,6 +21,10 @@ MeshOpt = Annotated[
     typer.Option("--mesh", envvar="MESH_NAME", help="Mesh name: meshes with different names never see each other."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print pure JSON on stdout.")]
+LanOpt = Annotated[
+    bool,
+    typer.Option("--lan", envvar="MESH_LAN", help="Look for agents on the LAN by mDNS, not only on this machine."),
+]
 RegistryOpt = Annotated[
     str | None,
     typer.Option("--registry", envvar="MESH_REGISTRY", help="Registry URL (default: found by mDNS)."),

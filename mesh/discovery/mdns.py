@@ -39,7 +39,7 @@ from mesh.discovery.txt import (
 from mesh.errors import DiscoveryError
 from mesh.naming import check_name
 
-__all__ = ["LOOPBACK", "MdnsAnnouncer", "MdnsBrowser", "MdnsEvent"]
+__all__ = ["LOOPBACK", "MdnsAnnouncer", "MdnsBrowser", "MdnsEvent", "machine_addresses"]
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,7 @@ class MdnsAnnouncer(AsyncContextManagerMixin):
             return [a.host]
         if not self._lan:
             return list(self._interfaces)
-        return _machine_addresses() or list(LOOPBACK)
+        return machine_addresses() or list(LOOPBACK)
 
     async def _goodbye(self, aiozc: AsyncZeroconf) -> None:
         """Withdraw the service (goodbye packets) and close the sockets, each bounded."""
@@ -364,7 +364,7 @@ def _label(name: str, type_: str) -> str:
     return name[: -len(type_) - 1] if name.endswith(f".{type_}") else name
 
 
-def _machine_addresses() -> list[str]:
+def machine_addresses() -> list[str]:
     """This machine's non-loopback IPv4 addresses (what zeroconf itself would bind with lan)."""
     found = {ip.ip for adapter in ifaddr.get_adapters() for ip in adapter.ips if isinstance(ip.ip, str)}
     return sorted(ip for ip in found if not ipaddress.ip_address(ip).is_loopback)

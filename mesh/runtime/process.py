@@ -29,7 +29,7 @@ from starlette.types import ASGIApp
 
 from mesh.agent import Agent
 from mesh.config import mesh_name, mesh_paths
-from mesh.discovery.mdns import MdnsAnnouncer
+from mesh.discovery.mdns import MdnsAnnouncer, machine_addresses
 from mesh.discovery.txt import Announcement, signed
 from mesh.errors import ConfigError
 from mesh.identity import MeshKeys
@@ -239,7 +239,7 @@ def _transport_security(host: str, public: bool) -> TransportSecuritySettings | 
     if host not in ("0.0.0.0", "::"):
         names.add(host)
     else:
-        names.update(_local_addresses())
+        names.update(machine_addresses())  # every interface's address: what a peer on the LAN dials
     return TransportSecuritySettings(
         enable_dns_rebinding_protection=True,
         allowed_hosts=sorted(f"{n}:*" for n in names),
@@ -247,19 +247,11 @@ def _transport_security(host: str, public: bool) -> TransportSecuritySettings | 
     )
 
 
-def _local_addresses() -> set[str]:
-    try:
-        infos = socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)
-    except OSError:
-        return set()
-    return {str(info[4][0]) for info in infos}
-
-
 def _is_loopback(host: str) -> bool:
     return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
 
 
 def _url_host(host: str) -> str:
-    if host in ("0.0.0.0", "::"):
-        return "127.0.0.1"
+    if host in ("0.0.0.0", "::"):  # the address a peer elsewhere on the LAN dials (a registry records it)
+        return next(iter(machine_addresses()), "127.0.0.1")
     return f"[{host}]" if ":" in host else host
