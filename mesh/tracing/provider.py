@@ -1,11 +1,12 @@
 """The process's TracerProvider: set once, named for the agent, exporting through the spool.
 
-Honours the OpenTelemetry environment: OTEL_SDK_DISABLED, OTEL_SERVICE_NAME and
-OTEL_RESOURCE_ATTRIBUTES (through the SDK's `Resource`), OTEL_TRACES_SAMPLER(_ARG) (through the
-SDK's sampler), OTEL_SPAN_*_LIMIT, OTEL_BSP_* and OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT, which,
-when set, takes the place of the tracer found through the mesh. The provider itself is the
-mesh's lean one (`mesh.tracing.spans`): without a sampler variable, every root span is sampled
-except the mesh's own probes (`HOUSEKEEPING`), and children follow their parent.
+Honours the OpenTelemetry environment: OTEL_SDK_DISABLED; OTEL_RESOURCE_ATTRIBUTES (through the
+SDK's `Resource`; service.name is always the agent's name, which stitching relies on);
+OTEL_TRACES_SAMPLER(_ARG) (through the SDK's sampler); OTEL_SPAN_*_LIMIT; OTEL_BSP_*; and
+OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT, which, when set, takes the place of the tracer found
+through the mesh. The provider itself is the mesh's lean one (`mesh.tracing.spans`): without a
+sampler variable, every root span is sampled except the mesh's own probes (`HOUSEKEEPING`), and
+children follow their parent.
 """
 
 from __future__ import annotations
