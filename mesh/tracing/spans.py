@@ -153,7 +153,9 @@ class MeshSpan(trace.Span):
         if limit is not None and len(self.links) >= limit:
             self.links.pop(0)
             self.dropped_links += 1
-        self.links.append(Link(context, _cleaned(attributes, self._limits)))
+        self.links.append(
+            Link(context, _clean_all(attributes or {}, self._limits.max_link_attributes, self._limits)[0])
+        )
 
     def update_name(self, name: str) -> None:
         """Rename the span."""
@@ -248,13 +250,6 @@ def _clean_all(
     return out, dropped
 
 
-def _cleaned(attributes: Attributes, limits: SpanLimits) -> dict[str, AttributeValue]:
-    clean: dict[str, AttributeValue] = {}
-    for key, value in (attributes or {}).items():
-        _put(clean, key, value, limits.max_link_attributes, limits)
-    return clean
-
-
 @final
 class _Activation:
     """`start_as_current_span` without a generator: attach, run, record a failure, detach, end."""
@@ -286,20 +281,22 @@ class _Activation:
 
     def __call__(self, func: Callable[..., Any]) -> Callable[..., Any]:
         """Used as a decorator: a fresh span around every call, sync or async."""
-        again = _Activation(self._start, self._end, self._record, self._set_status)
+
+        def fresh() -> _Activation:
+            return _Activation(self._start, self._end, self._record, self._set_status)
 
         if iscoroutinefunction(func):
 
             @wraps(func)
             async def run_async(*args: Any, **kwargs: Any) -> Any:
-                with _Activation(again._start, again._end, again._record, again._set_status):
+                with fresh():
                     return await func(*args, **kwargs)
 
             return run_async
 
         @wraps(func)
         def run(*args: Any, **kwargs: Any) -> Any:
-            with _Activation(again._start, again._end, again._record, again._set_status):
+            with fresh():
                 return func(*args, **kwargs)
 
         return run

@@ -46,6 +46,7 @@ span_plan = st.fixed_dictionaries(
         "attributes": attributes,
         "later": attributes,
         "events": st.lists(st.tuples(text, attributes), max_size=4),
+        "links": st.lists(attributes, max_size=3),
         "error": st.one_of(st.none(), text),
         "ok_first": st.booleans(),
         "raises": st.booleans(),
@@ -57,7 +58,10 @@ limits = st.builds(
     max_span_attributes=st.integers(min_value=1, max_value=6),
     max_events=st.integers(min_value=1, max_value=5),
     max_event_attributes=st.integers(min_value=1, max_value=6),
+    max_links=st.integers(min_value=1, max_value=2),
+    max_link_attributes=st.integers(min_value=1, max_value=6),
 )
+LINKED = trace.SpanContext(0x1234, 0x5678, is_remote=True, trace_flags=trace.TraceFlags(1))
 
 
 class _Boom(Exception):
@@ -67,7 +71,10 @@ class _Boom(Exception):
 def _run(tracer: trace.Tracer, plans: list[dict[str, Any]]) -> None:
     for plan in plans:
         try:
-            with tracer.start_as_current_span(plan["name"], kind=plan["kind"], attributes=plan["attributes"]) as span:
+            links = [trace.Link(LINKED, attrs) for attrs in plan["links"]]
+            with tracer.start_as_current_span(
+                plan["name"], kind=plan["kind"], attributes=plan["attributes"], links=links
+            ) as span:
                 span.set_attributes(plan["later"])
                 for name, attrs in plan["events"]:
                     span.add_event(name, attrs)
