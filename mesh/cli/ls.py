@@ -58,15 +58,15 @@ async def _collect(mesh: str | None, registry: str | None, wait: float, lan: boo
     async with MeshNode("mesh-cli", mesh=mesh, registry=registry, lan=lan) as node:
         await node.settle(browse=wait)
         views = peer_views(node.directory.all())
-    health: dict[int, dict[str, int]] = {}
+    counters: list[dict[str, int] | None] = [None] * len(views)
     async with httpx2.AsyncClient(timeout=1.0) as http, anyio.create_task_group() as tg:
         for at, view in enumerate(views):
             if view.verified:
-                tg.start_soon(_span_counters, http, view.url, health, at)
-    return [view.model_copy(update={"spans": health.get(at)}) for at, view in enumerate(views)]
+                tg.start_soon(_span_counters, http, view.url, counters, at)
+    return [view.model_copy(update={"spans": spans}) for view, spans in zip(views, counters, strict=True)]
 
 
-async def _span_counters(http: httpx2.AsyncClient, url: str, into: dict[int, dict[str, int]], at: int) -> None:
+async def _span_counters(http: httpx2.AsyncClient, url: str, into: list[dict[str, int] | None], at: int) -> None:
     """The instance's span export counters from its /healthz; nothing if it does not answer."""
     base = url.removesuffix("/").removesuffix("/mcp")
     try:
@@ -79,7 +79,7 @@ async def _span_counters(http: httpx2.AsyncClient, url: str, into: dict[int, dic
 
 
 def span_health(spans: dict[str, int] | None) -> str:
-    """'ok', or what is waiting and what was lost; never silent about drops."""
+    """How many spans went out, or what is waiting and what was lost: never silent about drops."""
     if spans is None:
         return "[dim]?[/]"
     if not spans:

@@ -181,7 +181,7 @@ class PeerPool:
                     raise ApprovalDenied(text)
                 if kind == "ApprovalRequired":
                     raise ApprovalRequired(text)
-                raise ToolFailed(result.text or f"{name}.{tool} failed", agent=name, tool=tool)
+                raise ToolFailed(text or f"{name}.{tool} failed", agent=name, tool=tool)
             return result.value
 
     def _check_policy(self, name: str, inst: Instance, tool: str, data_class: str | None, span: trace.Span) -> None:

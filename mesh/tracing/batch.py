@@ -53,7 +53,7 @@ def _env_int(name: str, default: int) -> int:
 
 @final
 class SpanBatcher:
-    """The span sink of a `MeshTracerProvider`: encode, queue, ship; counts what it must drop."""
+    """The span sink of a `MeshTracerProvider`: queue, encode, ship; counts what it must drop."""
 
     def __init__(
         self,

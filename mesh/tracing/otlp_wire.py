@@ -17,7 +17,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status
 
-__all__ = ["BatchBuilder", "FinishedSpan", "encode_batch", "encode_span"]
+__all__ = ["BatchBuilder", "FinishedSpan", "encode_batch"]
 
 
 class FinishedEvent(Protocol):
@@ -93,18 +93,15 @@ class BatchBuilder:
         self.spans = 0
 
     def add(self, span: FinishedSpan) -> None:
-        """Encode one span into the request."""
-        self.add_encoded(span.resource, span.instrumentation_scope, encode_span(span))
-
-    def add_encoded(self, resource: Resource, scope: InstrumentationScope | None, span: bytes) -> None:
-        """Add a span already encoded by `encode_span`, under its resource and scope."""
+        """Encode one span into the request, under its resource and scope."""
+        resource, scope = span.resource, span.instrumentation_scope
         scopes = self._groups.get(id(resource))
         if scopes is None:
             scopes = self._groups[id(resource)] = (resource, {})
         entry = scopes[1].get(id(scope))
         if entry is None:
             entry = scopes[1][id(scope)] = (scope, [])
-        entry[1].append(span)
+        entry[1].append(_span(span))
         self.spans += 1
 
     def build(self) -> bytes:
@@ -140,7 +137,7 @@ _FLAGS_LOCAL = b"\x85\x01" + _pack_fixed32(_HAS_IS_REMOTE)  # 16: fixed32
 _FLAGS_REMOTE = b"\x85\x01" + _pack_fixed32(_HAS_IS_REMOTE | _IS_REMOTE)
 
 
-def encode_span(span: FinishedSpan) -> bytes:
+def _span(span: FinishedSpan) -> bytes:
     """One OTLP `Span` message (without resource or scope: `BatchBuilder` groups them)."""
     context = span.get_span_context()
     assert context is not None

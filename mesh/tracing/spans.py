@@ -41,6 +41,7 @@ HOUSEKEEPING = frozenset({"tools/list", "server/discover", "initialize", "ping",
 _SIMPLE = (str, bool, int, float)
 _SEQUENCES = (list, tuple)
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_UNSAMPLED = TraceFlags(TraceFlags.DEFAULT)
 _UNSET = Status(StatusCode.UNSET)
 _EMPTY_STATE = TraceState()
 
@@ -350,7 +351,7 @@ class MeshTracer(trace.Tracer):
             if result.decision is Decision.RECORD_ONLY:
                 log.debug("RECORD_ONLY is treated as DROP by the mesh tracer")
         span_context = SpanContext(
-            trace_id, random.getrandbits(64) or 1, False, _SAMPLED if sampled else TraceFlags(0), state
+            trace_id, random.getrandbits(64) or 1, False, _SAMPLED if sampled else _UNSAMPLED, state
         )
         if not sampled:
             return trace.NonRecordingSpan(span_context)
