@@ -3,11 +3,16 @@
 Each agent is an MCP server in its own process; agents find each other through mDNS and
 a shared registry, call each other peer to peer, and every call chain becomes one
 decision trace. This module is the public surface: adding a name is an API decision.
+
+`Agent`, `Context` and `connect` are imported on first use, so a process that needs only a
+leaf module (`mesh.wire`, say: the tracer's ingest workers) does not load the whole runtime.
 """
 
-from mesh.agent import Agent
-from mesh.connect import connect
-from mesh.context import Context
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any, Final
+
 from mesh.errors import (
     ApprovalDenied,
     ApprovalRequired,
@@ -23,6 +28,11 @@ from mesh.errors import (
     RegistryError,
     ToolFailed,
 )
+
+if TYPE_CHECKING:
+    from mesh.agent import Agent
+    from mesh.caller import connect
+    from mesh.context import Context
 
 __all__ = [
     "Agent",
@@ -42,3 +52,18 @@ __all__ = [
     "PeerRejected",
     "ToolFailed",
 ]
+
+_RUNTIME: Final = {"Agent": "mesh.agent", "Context": "mesh.context", "connect": "mesh.caller"}
+
+
+def __getattr__(name: str) -> Any:
+    home = _RUNTIME.get(name)
+    if home is None:
+        raise AttributeError(f"module 'mesh' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -26,7 +26,7 @@ LAYERS: list[tuple[str, ...]] = [
         "mesh.tracing.spans",
         "mesh.tracing.spool",
     ),
-    ("mesh.runtime", "mesh.connect", "mesh.gateway"),
+    ("mesh.runtime", "mesh.caller", "mesh.gateway"),
     ("mesh.testing", "mesh.cli", "mesh.__main__", "mesh"),
 ]
 
