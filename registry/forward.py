@@ -10,18 +10,18 @@ its task group and, on exit, gives it 5 s to drain. Bodies go out as OTLP protob
 from __future__ import annotations
 
 import logging
-from typing import Final, Protocol, final
+from typing import Protocol, final
 
 import anyio
 import httpx2
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from registry.otlp import PROTOBUF
+
 __all__ = ["Forwarder"]
 
 logger = logging.getLogger(__name__)
-
-_PROTOBUF: Final = "application/x-protobuf"
 
 
 class _Counters(Protocol):
@@ -104,7 +104,7 @@ class Forwarder:
         for attempt in range(1, self._attempts + 1):
             try:
                 with anyio.fail_after(15):
-                    response = await client.post(url, content=body, headers={"content-type": _PROTOBUF})
+                    response = await client.post(url, content=body, headers={"content-type": PROTOBUF})
             except (httpx2.HTTPError, TimeoutError) as exc:
                 logger.debug("forward attempt %d to %s failed: %s", attempt, url, exc)
             else:

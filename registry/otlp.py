@@ -23,6 +23,8 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from mesh.wire import SpanEventRecord, SpanKind, SpanRecord, SpanStatus
 
 __all__ = [
+    "PROTOBUF",
+    "JSON",
     "OtlpError",
     "SpanRow",
     "parse_protobuf",
@@ -36,6 +38,11 @@ __all__ = [
     "encode_spans",
     "encode_json",
 ]
+
+PROTOBUF: Final = "application/x-protobuf"
+"""The content type of OTLP/HTTP protobuf."""
+JSON: Final = "application/json"
+"""The content type of OTLP/HTTP JSON."""
 
 SpanRow = tuple[
     bytes,  # trace_id (16 bytes)

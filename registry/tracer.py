@@ -1,10 +1,13 @@
 """The tracer service: an OTLP/HTTP receiver, installed on an MCPServer with the trace queries and tools.
 
 `install_tracer` adds `POST /v1/traces`, plus the query routes and MCP tools of `registry.trace_api`;
-`mesh tracer` and `mesh registry` both use it. One writer task decodes and stores batches in a
-worker thread, queued batches sharing a transaction, and each POST is answered once its batch is
-committed; past `max_pending` batches in flight the answer is 429 with Retry-After. Background
-tasks checkpoint the WAL and, given a forward URL, forward stored batches (`registry.forward`).
+`mesh tracer` and `mesh registry` both use it. Writer lanes take the POSTed batches, queued ones
+grouped into one transaction, and each POST is answered once its batch is committed; past
+`max_pending` batches in flight the answer is 429 with Retry-After. On a machine with cores to
+spare each lane is an ingest worker process (`registry.ingest`), so decoding and SQLite run
+beside the HTTP server instead of under its GIL; otherwise one lane works in a thread here.
+Background tasks checkpoint the WAL and, given a forward URL, forward stored batches
+(`registry.forward`).
 The returned `Tracer` owns these tasks, so enter it in the server's lifespan (until then POST
 answers 503; on exit it finishes what is queued):
 
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import zlib
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
@@ -40,7 +44,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from registry.forward import Forwarder
-from registry.otlp import OtlpError, SpanRow, parse_json, parse_protobuf, span_rows
+from registry.ingest import IngestWorker, Outcome, Posted, WorkerLost, store_group
+from registry.otlp import JSON, PROTOBUF
 from registry.trace_api import install_trace_api, parse_since
 from registry.tracestore import TraceStore
 
@@ -48,8 +53,6 @@ __all__ = ["Tracer", "TracerStats", "install_tracer", "parse_since"]
 
 logger = logging.getLogger(__name__)
 
-PROTOBUF: Final = "application/x-protobuf"
-JSON: Final = "application/json"
 MAX_BODY_BYTES: Final = 8 * 1024 * 1024
 
 
@@ -75,7 +78,11 @@ class TracerStats:
 
 @final
 class Tracer(anyio.AsyncContextManagerMixin):
-    """The receiver's state: store, counters, backpressure, the writer task and (given a URL) a `Forwarder`."""
+    """The receiver's state: store, counters, backpressure, the writer lanes and (given a URL) a `Forwarder`.
+
+    `writers` is the number of ingest worker processes; 0 stores in a thread of this process;
+    None picks 2 for a store file on a machine with two cores or more, else 0.
+    """
 
     def __init__(
         self,
@@ -84,11 +91,13 @@ class Tracer(anyio.AsyncContextManagerMixin):
         forward_url: str | None = None,
         max_body_bytes: int = MAX_BODY_BYTES,
         max_pending: int = 16,
+        writers: int | None = None,
         forward_backlog: int = 256,
         forward_attempts: int = 5,
         forward_transport: httpx2.AsyncBaseTransport | None = None,
     ) -> None:
         self.store = store
+        self.writers = _default_writers(store) if writers is None else max(0, writers)
         self.stats = TracerStats()
         self.forward_url = forward_url
         self.max_body_bytes = max_body_bytes
@@ -175,44 +184,79 @@ class Tracer(anyio.AsyncContextManagerMixin):
         return Response(b"{}", media_type=JSON)
 
     async def _write_all(self, batches: MemoryObjectReceiveStream[_Batch], written: anyio.Event) -> None:
-        # One writer: decoding and storing share a thread, because a second busy Python thread
-        # would stall SQLite's per-row GIL handoffs. Queued batches share one transaction.
         try:
-            async for first in batches:
-                group = [first]
-                while len(group) < _GROUP_BATCHES:
-                    try:
-                        group.append(batches.receive_nowait())
-                    except anyio.WouldBlock:
-                        break
-                await self._write(group)
+            async with anyio.create_task_group() as lanes:
+                for _ in range(max(1, self.writers)):
+                    lanes.start_soon(self._lane, batches, self.writers > 0)
         finally:
             written.set()
 
-    async def _write(self, group: list[_Batch]) -> None:
+    async def _lane(self, batches: MemoryObjectReceiveStream[_Batch], in_worker: bool) -> None:
+        # A worker that cannot start or keeps dying hands its lane to a thread of this process.
+        losses = 0
+        while in_worker and self.store.path is not None:
+            try:
+                async with IngestWorker(self.store.path) as worker:
+                    await self._take(batches, worker)
+                return
+            except WorkerLost as lost:
+                losses += 1
+                in_worker = losses < _WORKER_LOSSES
+                logger.warning("%s; %s", lost, "starting another" if in_worker else "storing in this process instead")
+        await self._take(batches, None)
+
+    async def _take(self, batches: MemoryObjectReceiveStream[_Batch], worker: IngestWorker | None) -> None:
+        async for first in batches:
+            group = [first]
+            while len(group) < _GROUP_BATCHES:
+                try:
+                    group.append(batches.receive_nowait())
+                except anyio.WouldBlock:
+                    break
+            await self._write(group, worker)
+
+    async def _write(self, group: list[_Batch], worker: IngestWorker | None) -> None:
+        posted = [Posted(batch.content_type, batch.body) for batch in group]
+        reencode = self._forwarder is not None
         try:
-            fresh = await anyio.to_thread.run_sync(self._decode_and_store, group)
-        except Exception:  # task root: a failing store answers 503 and the writer carries on
-            logger.exception("cannot store a group of %d batches", len(group))
+            if worker is None:
+                outcomes, fresh = await anyio.to_thread.run_sync(self._store_here, posted, reencode)
+            else:
+                outcomes, fresh = await worker.store(posted, reencode=reencode)
+        except Exception as exc:  # task root: a failing store answers 503 and the writer carries on
             for batch in group:
                 batch.failed = True
+            if isinstance(exc, WorkerLost):
+                raise
+            logger.exception("cannot store a group of %d batches", len(group))
         else:
-            received = sum(batch.spans for batch in group)
-            self.stats.received += received
-            self.stats.stored += fresh
-            self.stats.duplicates += received - fresh
-            for batch in group:
-                if batch.error is not None:
-                    self.stats.rejected += 1
-                elif batch.forward is not None and batch.spans and self._forwarder is not None:
-                    self._forwarder.enqueue(batch.forward, batch.spans)
-            self._unchecked += fresh
-            if self._unchecked >= _CHECKPOINT_SPANS:
-                self._unchecked = 0
-                self._checkpoint_due.set()
+            self._count(group, outcomes, fresh)
         finally:
             for batch in group:
                 batch.done.set()
+
+    def _store_here(self, posted: list[Posted], reencode: bool) -> tuple[list[Outcome], int]:
+        return store_group(self.store, posted, reencode=reencode)
+
+    def _count(self, group: list[_Batch], outcomes: list[Outcome], fresh: int) -> None:
+        received = 0
+        for batch, outcome in zip(group, outcomes, strict=True):
+            if outcome.error is not None:
+                batch.error = outcome.error
+                self.stats.rejected += 1
+                continue
+            received += outcome.spans
+            if self._forwarder is not None and outcome.spans:
+                forward = batch.body if batch.content_type == PROTOBUF else outcome.protobuf
+                if forward is not None:
+                    self._forwarder.enqueue(forward, outcome.spans)
+        self.stats.received += received
+        self.stats.stored += fresh
+        self.stats.duplicates += received - fresh
+        self._unchecked += fresh
+        if self._unchecked >= _CHECKPOINT_SPANS:
+            self._unchecked = 0
+            self._checkpoint_due.set()
 
     async def _checkpoint_all(self) -> None:
         while True:
@@ -223,24 +267,6 @@ class Tracer(anyio.AsyncContextManagerMixin):
             except Exception:  # task root: a failed checkpoint is retried next time; ingest goes on
                 logger.exception("WAL checkpoint failed")
 
-    def _decode_and_store(self, group: list[_Batch]) -> int:
-        rows: list[SpanRow] = []
-        for batch in group:
-            try:
-                if batch.content_type == PROTOBUF:
-                    decoded = span_rows(parse_protobuf(batch.body))
-                    batch.forward = batch.body if self.forward_url else None
-                else:
-                    request = parse_json(batch.body)
-                    decoded = span_rows(request)
-                    batch.forward = request.SerializeToString() if self.forward_url else None
-            except OtlpError as exc:
-                batch.error = str(exc)
-                continue
-            batch.spans = len(decoded)
-            rows.extend(decoded)
-        return self.store.ingest(rows)
-
 
 def install_tracer(
     server: MCPServer,
@@ -249,17 +275,20 @@ def install_tracer(
     forward_url: str | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
     max_pending: int = 16,
+    writers: int | None = None,
     forward_transport: httpx2.AsyncBaseTransport | None = None,
 ) -> Tracer:
     """Add the tracer's routes and MCP tools to `server`; enter the returned Tracer in its lifespan.
 
-    `max_pending` bounds the batches in flight (more get 429); `forward_transport` is for tests.
+    `max_pending` bounds the batches in flight (more get 429); `writers` is as for `Tracer`;
+    `forward_transport` is for tests.
     """
     tracer = Tracer(
         store,
         forward_url=forward_url,
         max_body_bytes=max_body_bytes,
         max_pending=max_pending,
+        writers=writers,
         forward_transport=forward_transport,
     )
     server.custom_route("/v1/traces", methods=["POST"])(tracer.receive)
@@ -270,10 +299,16 @@ def install_tracer(
 # -- private helpers ---------------------------------------------------------------------------
 
 _GROUP_BATCHES: Final = 8  # batches per transaction at most
+_WORKER_LOSSES: Final = 3  # a lane whose worker died this often stores in this process
 _CHECKPOINT_SPANS: Final = 16384
 """Spans stored between background WAL checkpoints (~6 MB of WAL). Counted in spans, not commits:
 a checkpoint syncs the database file, and agents' small batches would otherwise pay for one every
 few commits (bench/tracing_overhead.py)."""
+
+
+def _default_writers(store: TraceStore) -> int:
+    # Two: one decodes while the other is in SQLite, whose transactions run one at a time.
+    return 2 if store.path is not None and (os.cpu_count() or 1) >= 2 else 0
 
 
 @dataclass(slots=True, eq=False)
@@ -283,8 +318,6 @@ class _Batch:
     content_type: str
     body: bytes
     done: anyio.Event = field(default_factory=anyio.Event)
-    spans: int = 0
-    forward: bytes | None = None
     error: str | None = None
     failed: bool = False
 

@@ -9,10 +9,12 @@ listing never scans spans. Owns no decoding (`registry.otlp`), stitching or HTTP
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
 from typing import Final, final
 
@@ -29,14 +31,21 @@ class TraceStore:
     Thread-safe: call it from any thread (the tracer uses `anyio.to_thread`). Writes go through
     one connection under a lock, reads through a second under their own lock and checkpoints
     through a third, so a query never waits behind an ingest (WAL lets them run side by side).
-    A committed batch survives the process being killed (WAL, synchronous=NORMAL), not a power cut.
+    Several processes may write one file (the tracer's ingest workers): a transaction holds an
+    advisory lock on "<file>-lock", which hands over at once where SQLite's busy handler would
+    sleep for milliseconds. A committed batch survives the process being killed (WAL,
+    synchronous=NORMAL), not a power cut.
     """
 
     def __init__(self, path: str | Path) -> None:
         memory = str(path) == ":memory:"
         target = ":memory:" if memory else str(Path(path).expanduser())
+        self.path: Final = None if memory else Path(target)
+        """The database file; None for ":memory:"."""
         if not memory:
             Path(target).parent.mkdir(parents=True, exist_ok=True)
+        # Its own file: closing any descriptor of the database would drop SQLite's POSIX locks.
+        self._lock_file = None if memory else open(f"{target}-lock", "ab")  # noqa: SIM115 (closed in close())
         self._writer = _connect(target)
         self._writer.executescript(_SCHEMA)
         self._reader = self._writer if memory else _connect(target)
@@ -49,7 +58,7 @@ class TraceStore:
         """Store rows in one transaction and return how many were new; they are durable on return."""
         if not rows:
             return 0
-        with self._write_lock:
+        with self._write_lock, self._across_processes():
             conn = self._writer
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -163,6 +172,17 @@ class TraceStore:
                 conn.execute(fold, (before,))
         return fresh
 
+    @contextlib.contextmanager
+    def _across_processes(self) -> Generator[None]:
+        if self._lock_file is None:
+            yield
+            return
+        fcntl.flock(self._lock_file, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+
     def checkpoint(self) -> None:
         """Copy committed pages from the WAL into the database without blocking ingest or queries.
 
@@ -180,6 +200,8 @@ class TraceStore:
                 self._checkpointer.close()
         with self._write_lock:
             self._writer.close()
+            if self._lock_file is not None:
+                self._lock_file.close()
         if self._reader is not self._writer:
             with self._read_lock:
                 self._reader.close()

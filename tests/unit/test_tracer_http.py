@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import AsyncGenerator
+import os
+import signal
+import sys
+from collections.abc import AsyncGenerator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -70,10 +75,30 @@ def app_of(server: MCPServer) -> Starlette:
     return server.streamable_http_app(json_response=True)
 
 
+@dataclass(frozen=True)
+class Lanes:
+    """Where a tracer stores: a thread of its own process, or ingest worker processes."""
+
+    store: Callable[[], TraceStore]
+    writers: int
+
+
+@pytest.fixture(params=["thread", "workers"])
+def lanes(request: pytest.FixtureRequest, tmp_path: Path) -> Lanes:
+    if request.param == "thread":
+        return Lanes(lambda: TraceStore(":memory:"), 0)
+    return Lanes(lambda: TraceStore(tmp_path / "traces.sqlite3"), 2)
+
+
+THREAD = Lanes(lambda: TraceStore(":memory:"), 0)
+
+
 @asynccontextmanager
-async def running(tracer_options: dict[str, Any] | None = None) -> AsyncGenerator[tuple[httpx2.AsyncClient, Tracer]]:
+async def running(
+    lanes: Lanes = THREAD, tracer_options: dict[str, Any] | None = None
+) -> AsyncGenerator[tuple[httpx2.AsyncClient, Tracer]]:
     """A tracer app with its lifespan running, and a client that talks to it in process."""
-    store = TraceStore(":memory:")
+    store = lanes.store()
     holder: list[Tracer] = []
 
     @asynccontextmanager
@@ -82,10 +107,10 @@ async def running(tracer_options: dict[str, Any] | None = None) -> AsyncGenerato
             yield
 
     server = MCPServer("tracer-test", lifespan=lifespan)
-    holder.append(install_tracer(server, store, **(tracer_options or {})))
+    holder.append(install_tracer(server, store, writers=lanes.writers, **(tracer_options or {})))
     app = app_of(server)
     transport = httpx2.ASGITransport(app=app)
-    with anyio.fail_after(10):
+    with anyio.fail_after(30):
         async with (
             app.router.lifespan_context(app),
             httpx2.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client,
@@ -95,8 +120,8 @@ async def running(tracer_options: dict[str, Any] | None = None) -> AsyncGenerato
 
 
 @pytest.mark.anyio
-async def test_a_protobuf_batch_is_acknowledged_then_listed_and_shown() -> None:
-    async with running() as (client, tracer):
+async def test_a_protobuf_batch_is_acknowledged_then_listed_and_shown(lanes: Lanes) -> None:
+    async with running(lanes) as (client, tracer):
         answer = await client.post("/v1/traces", content=encode_spans(spans()), headers=PROTOBUF)
         assert answer.status_code == 200
         assert answer.headers["content-type"] == "application/x-protobuf"
@@ -114,16 +139,16 @@ async def test_a_protobuf_batch_is_acknowledged_then_listed_and_shown() -> None:
 
 
 @pytest.mark.anyio
-async def test_a_json_batch_gets_a_json_answer() -> None:
-    async with running() as (client, tracer):
+async def test_a_json_batch_gets_a_json_answer(lanes: Lanes) -> None:
+    async with running(lanes) as (client, tracer):
         answer = await client.post("/v1/traces", content=encode_json(spans()), headers=JSON)
         assert (answer.status_code, answer.json()) == (200, {})
         assert tracer.store.span_count() == 2
 
 
 @pytest.mark.anyio
-async def test_a_gzipped_batch_is_accepted() -> None:
-    async with running() as (client, tracer):
+async def test_a_gzipped_batch_is_accepted(lanes: Lanes) -> None:
+    async with running(lanes) as (client, tracer):
         body = gzip.compress(encode_spans(spans()))
         answer = await client.post("/v1/traces", content=body, headers={**PROTOBUF, "content-encoding": "gzip"})
         assert answer.status_code == 200
@@ -131,8 +156,8 @@ async def test_a_gzipped_batch_is_accepted() -> None:
 
 
 @pytest.mark.anyio
-async def test_a_redelivered_batch_is_acknowledged_and_never_duplicated() -> None:
-    async with running() as (client, tracer):
+async def test_a_redelivered_batch_is_acknowledged_and_never_duplicated(lanes: Lanes) -> None:
+    async with running(lanes) as (client, tracer):
         for _ in range(3):
             answer = await client.post("/v1/traces", content=encode_spans(spans()), headers=PROTOBUF)
             assert answer.status_code == 200
@@ -142,8 +167,8 @@ async def test_a_redelivered_batch_is_acknowledged_and_never_duplicated() -> Non
 
 
 @pytest.mark.anyio
-async def test_malformed_protobuf_gets_400_and_harms_nothing() -> None:
-    async with running() as (client, tracer):
+async def test_malformed_protobuf_gets_400_and_harms_nothing(lanes: Lanes) -> None:
+    async with running(lanes) as (client, tracer):
         await client.post("/v1/traces", content=encode_spans(spans()), headers=PROTOBUF)
         answer = await client.post("/v1/traces", content=b"\xff\xff\xff", headers=PROTOBUF)
         assert answer.status_code == 400
@@ -153,8 +178,8 @@ async def test_malformed_protobuf_gets_400_and_harms_nothing() -> None:
 
 
 @pytest.mark.anyio
-async def test_malformed_json_gets_400_with_a_one_line_message_and_harms_nothing() -> None:
-    async with running() as (client, tracer):
+async def test_malformed_json_gets_400_with_a_one_line_message_and_harms_nothing(lanes: Lanes) -> None:
+    async with running(lanes) as (client, tracer):
         bad = json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "abc", "spanId": "1"}]}]}]})
         answer = await client.post("/v1/traces", content=bad, headers=JSON)
         assert answer.status_code == 400
@@ -165,8 +190,8 @@ async def test_malformed_json_gets_400_with_a_one_line_message_and_harms_nothing
 
 
 @pytest.mark.anyio
-async def test_a_good_batch_beside_a_bad_one_is_still_stored() -> None:
-    async with running() as (client, tracer):
+async def test_a_good_batch_beside_a_bad_one_is_still_stored(lanes: Lanes) -> None:
+    async with running(lanes) as (client, tracer):
         answers: dict[str, int] = {}
 
         async def post(name: str, body: bytes, headers: dict[str, str]) -> None:
@@ -181,7 +206,7 @@ async def test_a_good_batch_beside_a_bad_one_is_still_stored() -> None:
 
 @pytest.mark.anyio
 async def test_refusals_for_content_type_size_and_encoding() -> None:
-    async with running({"max_body_bytes": 100}) as (client, tracer):
+    async with running(tracer_options={"max_body_bytes": 100}) as (client, tracer):
         assert (
             await client.post("/v1/traces", content=b"x", headers={"content-type": "text/plain"})
         ).status_code == 415
@@ -199,7 +224,7 @@ async def test_refusals_for_content_type_size_and_encoding() -> None:
 
 @pytest.mark.anyio
 async def test_a_full_tracer_pushes_back_with_429_and_retry_after() -> None:
-    async with running({"max_pending": 0}) as (client, tracer):
+    async with running(tracer_options={"max_pending": 0}) as (client, tracer):
         answer = await client.post("/v1/traces", content=encode_spans(spans()), headers=PROTOBUF)
         assert (answer.status_code, answer.headers["retry-after"]) == (429, "1")
         assert tracer.stats.throttled == 1
@@ -231,7 +256,7 @@ async def test_queries_filter_and_refuse_bad_parameters() -> None:
 
 
 @pytest.mark.anyio
-async def test_batches_are_forwarded_after_they_are_stored() -> None:
+async def test_batches_are_forwarded_after_they_are_stored(lanes: Lanes) -> None:
     target_store = TraceStore(":memory:")
     target = MCPServer("target")
     target_tracer = install_tracer(target, target_store)
@@ -241,7 +266,7 @@ async def test_batches_are_forwarded_after_they_are_stored() -> None:
             "forward_url": "http://target/v1/traces",
             "forward_transport": httpx2.ASGITransport(app=target_app),
         }
-        async with running(options) as (client, tracer):
+        async with running(lanes, options) as (client, tracer):
             await client.post("/v1/traces", content=encode_spans(spans()), headers=PROTOBUF)
             await client.post("/v1/traces", content=encode_json(spans()), headers=JSON)
         # Leaving the lifespan drains the forwarding backlog.
@@ -256,10 +281,63 @@ async def test_a_refusing_forward_endpoint_is_counted_and_never_blocks_ingest() 
         "forward_url": "http://elsewhere/v1/traces",
         "forward_transport": httpx2.MockTransport(lambda request: httpx2.Response(400)),
     }
-    async with running(options) as (client, tracer):
+    async with running(tracer_options=options) as (client, tracer):
         answer = await client.post("/v1/traces", content=encode_spans(spans()), headers=PROTOBUF)
         assert answer.status_code == 200
     assert (tracer.stats.forwarded, tracer.stats.forward_failures) == (0, 1)
+
+
+def ingest_workers() -> list[int]:
+    """The ingest worker processes this test process started (Linux /proc)."""
+    found: list[int] = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = stat.read_text().rsplit(")", 1)[1].split()[1]
+            command = (stat.parent / "cmdline").read_bytes()
+        except OSError:  # exited meanwhile
+            continue
+        if ppid == str(os.getpid()) and b"registry.ingest_worker" in command:
+            found.append(int(stat.parent.name))
+    return found
+
+
+async def post_until_stored(client: httpx2.AsyncClient, body: bytes) -> list[int]:
+    """POST a batch as an exporter does: retry while the answer is 503; the statuses seen."""
+    statuses: list[int] = []
+    with anyio.fail_after(20):
+        while not statuses or statuses[-1] == 503:
+            statuses.append((await client.post("/v1/traces", content=body, headers=PROTOBUF)).status_code)
+    return statuses
+
+
+@pytest.mark.anyio
+async def test_killed_ingest_workers_are_replaced_and_lose_nothing(tmp_path: Path) -> None:
+    async with running(Lanes(lambda: TraceStore(tmp_path / "traces.sqlite3"), 2)) as (client, tracer):
+        assert (await post_until_stored(client, encode_spans(spans()))) == [200]
+        first = ingest_workers()
+        assert len(first) == 2
+        for pid in first:
+            os.kill(pid, signal.SIGKILL)
+        second = [span.model_copy(update={"trace_id": "f" * 32}) for span in spans()]
+        statuses = await post_until_stored(client, encode_spans(second))
+        assert statuses[-1] == 200
+        assert set(statuses) <= {200, 503}
+        assert tracer.store.span_count() == 4
+        replaced = ingest_workers()
+        assert len(replaced) == 2
+        assert not set(replaced) & set(first)
+    assert ingest_workers() == []
+
+
+@pytest.mark.anyio
+async def test_a_worker_that_cannot_start_hands_its_lane_to_a_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(sys, "executable", "/bin/false")
+    async with running(Lanes(lambda: TraceStore(tmp_path / "traces.sqlite3"), 1)) as (client, tracer):
+        assert (await post_until_stored(client, encode_spans(spans()))) == [200]
+        assert tracer.store.span_count() == 2
+    assert "storing in this process instead" in caplog.text
 
 
 @pytest.mark.anyio

@@ -7,6 +7,8 @@ import signal
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -48,8 +50,10 @@ def rows(spans: list[SpanRecord]) -> list[SpanRow]:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> TraceStore:
-    return TraceStore(tmp_path / "nested" / "dir" / "traces.sqlite3")
+def store(tmp_path: Path) -> Iterator[TraceStore]:
+    store = TraceStore(tmp_path / "nested" / "dir" / "traces.sqlite3")
+    yield store
+    store.close()
 
 
 def test_a_redelivered_batch_stores_nothing_twice(store: TraceStore) -> None:
@@ -145,6 +149,29 @@ def test_acknowledged_spans_survive_kill_9(tmp_path: Path) -> None:
     for trace in acknowledged:
         assert len(store.get_trace(f"{trace:032x}")) == 3
     store.close()
+
+
+def test_stores_sharing_a_file_take_turns_and_agree_on_every_trace(tmp_path: Path) -> None:
+    # Each store stands for an ingest worker: its own connections and its own hold on the lock.
+    stores = [TraceStore(tmp_path / "traces.sqlite3") for _ in range(3)]
+    traces = list(range(1, 121))
+    random.Random(3).shuffle(traces)
+
+    def ingest(store: TraceStore, share: list[int]) -> None:
+        for trace in share:
+            # Every trace arrives twice, in two halves, from two different stores.
+            store.ingest(rows(chain(trace, ["a", "b", "c", "d"])[:2]))
+            store.ingest(rows(chain(trace, ["a", "b", "c", "d"])[1:]))
+
+    with ThreadPoolExecutor(len(stores)) as pool:
+        list(pool.map(ingest, stores, [traces[i::3] for i in range(3)]))
+        list(pool.map(ingest, stores, [traces[(i + 1) % 3 :: 3] for i in range(3)]))
+    summaries = stores[0].list_traces(limit=1000)
+    assert sorted(int(summary.trace_id, 16) for summary in summaries) == sorted(traces)
+    assert {summary.span_count for summary in summaries} == {4}
+    assert stores[1].span_count() == 4 * len(traces)
+    for store in stores:
+        store.close()
 
 
 def test_an_in_memory_store_works_for_tests() -> None:

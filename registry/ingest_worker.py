@@ -1,0 +1,64 @@
+"""The ingest worker process: `python -m registry.ingest_worker DATABASE`, started by `IngestWorker`.
+
+Reads `(group, reencode)` frames from stdin, stores each group with `store_group` and answers
+on stdout (the protocol is in `registry.ingest`); exits when stdin closes. Owns the loop only.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import signal
+import sys
+from typing import BinaryIO
+
+from registry.ingest import READY, Posted, store_group
+from registry.tracestore import TraceStore
+
+logger = logging.getLogger("registry.ingest_worker")
+
+
+def main(argv: list[str]) -> int:
+    """Serve groups for the database named in argv until stdin closes; 0 on a clean end."""
+    if len(argv) != 1:
+        print("usage: python -m registry.ingest_worker DATABASE", file=sys.stderr)
+        return 2
+    # Ctrl-C reaches the whole process group: the tracer stops, then closes our stdin.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    requests, replies = sys.stdin.buffer, sys.stdout.buffer
+    store = TraceStore(argv[0])
+    try:
+        _send(replies, READY)
+        while (frame := _receive(requests)) is not None:
+            group, reencode = frame
+            try:
+                reply: object = store_group(store, group, reencode=reencode)
+            except Exception as exc:  # process root: the tracer answers 503 and the client retries
+                logger.exception("cannot store a group of %d batches", len(group))
+                reply = f"the trace store failed: {type(exc).__name__}: {exc}"
+            _send(replies, reply)
+    except BrokenPipeError:  # the tracer is gone; what was committed stays committed
+        pass
+    finally:
+        store.close()
+    return 0
+
+
+def _receive(stream: BinaryIO) -> tuple[list[Posted], bool] | None:
+    header = stream.read(4)
+    if len(header) < 4:
+        return None
+    size = int.from_bytes(header, "big")
+    body = stream.read(size)
+    return pickle.loads(body) if len(body) == size else None
+
+
+def _send(stream: BinaryIO, value: object) -> None:
+    frame = pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+    stream.write(len(frame).to_bytes(4, "big") + frame)
+    stream.flush()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
