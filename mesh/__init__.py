@@ -8,10 +8,8 @@ decision trace. This module is the public surface: adding a name is an API decis
 leaf module (`mesh.wire`, say: the tracer's ingest workers) does not load the whole runtime.
 """
 
-from __future__ import annotations
-
 import importlib
-from typing import TYPE_CHECKING, Any, Final
+import typing
 
 from mesh.errors import (
     ApprovalDenied,
@@ -29,7 +27,7 @@ from mesh.errors import (
     ToolFailed,
 )
 
-if TYPE_CHECKING:
+if typing.TYPE_CHECKING:
     from mesh.agent import Agent
     from mesh.caller import connect
     from mesh.context import Context
@@ -53,10 +51,10 @@ __all__ = [
     "ToolFailed",
 ]
 
-_RUNTIME: Final = {"Agent": "mesh.agent", "Context": "mesh.context", "connect": "mesh.caller"}
+_RUNTIME: typing.Final = {"Agent": "mesh.agent", "Context": "mesh.context", "connect": "mesh.caller"}
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> typing.Any:
     home = _RUNTIME.get(name)
     if home is None:
         raise AttributeError(f"module 'mesh' has no attribute {name!r}")
