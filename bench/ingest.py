@@ -7,7 +7,7 @@ served by uvicorn in its own process on 127.0.0.1 and fed 512-span protobuf batc
 HTTP by an httpx2 client; server CPU per span comes from /proc. Then ~1,000,000 spans go
 straight into a `TraceStore` and `traces show` / `traces ls` are timed as the handlers run them.
 
-    python bench/ingest.py [--spans 200000] [--stored 1000000] [--concurrency 4]
+    python bench/ingest.py [--spans 200000] [--stored 1000000] [--concurrency 8]
 """
 
 from __future__ import annotations
@@ -40,6 +40,8 @@ from starlette.routing import Route
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from proc_cpu import cpu_seconds
+
 from mesh.tracing.stitch import stitch
 from mesh.wire import SpanEventRecord, SpanKind, SpanRecord
 from registry.otlp import decode_protobuf, encode_request
@@ -56,7 +58,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--spans", type=int, default=200_000, help="spans sent to each receiver")
     parser.add_argument("--stored", type=int, default=1_000_000, help="spans stored for the query timings")
-    parser.add_argument("--concurrency", type=int, default=4, help="batches in flight from the client")
+    parser.add_argument("--concurrency", type=int, default=8, help="batches in flight (exporters sending at once)")
     parser.add_argument("--serve", choices=("naive", "tracer"), help=argparse.SUPPRESS)
     parser.add_argument("--db", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -68,10 +70,12 @@ def main() -> None:
     batches = [batch_from(template, rng) for _ in range(args.spans // BATCH)]
     print(f"batches of {BATCH} spans, {len(batches[0]) / BATCH:.0f} bytes/span, {os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory(prefix="mesh-bench-") as tmp:
+        loop_rate = naive_loop(Path(tmp) / "loop.sqlite3", batches)
         naive_rate, naive_cpu = ingest_over_http("naive", Path(tmp) / "naive.sqlite3", batches, args.concurrency)
         rate, cpu = ingest_over_http("tracer", Path(tmp) / "tracer.sqlite3", batches, args.concurrency)
         queries = query_timings(Path(tmp) / "million.sqlite3", template, rng, args.stored) if args.stored else []
     print()
+    print(f"host speed now: a naive decode-and-insert loop (one process, no HTTP) does {loop_rate:,.0f} spans/s")
     print(f"{'measure':<48}{'naive':>12}{'agentplex':>12}{'ratio':>9}")
     label = "ingest over HTTP, spans/s (higher is better)"
     print(f"{label:<48}{naive_rate:>12,.0f}{rate:>12,.0f}{rate / naive_rate:>8.2f}x")
@@ -183,26 +187,13 @@ async def send_all(url: str, batches: Sequence[bytes], concurrency: int, pid: in
                     await anyio.sleep(0.001)
                 response.raise_for_status()
 
-        started, cpu = time.perf_counter(), cpu_seconds(pid)
+        started, cpu = time.perf_counter(), cpu_seconds(pid, children=True)
         with anyio.fail_after(300):
             async with anyio.create_task_group() as tg:
                 for _ in range(concurrency):
                     tg.start_soon(sender)
-        elapsed, cpu = time.perf_counter() - started, cpu_seconds(pid) - cpu
+        elapsed, cpu = time.perf_counter() - started, cpu_seconds(pid, children=True) - cpu
     return len(batches) * BATCH / elapsed, retries, cpu
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process and its children (the tracer's ingest workers), from /proc."""
-    total = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:  # exited meanwhile
-            continue
-        if stat.parent.name == str(pid) or fields[1] == str(pid):
-            total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
 
 
 def serve(kind: str, db: str) -> None:
@@ -280,6 +271,42 @@ def naive_app(db: str) -> Starlette:
         return Response(b"", media_type="application/x-protobuf")
 
     return Starlette(routes=[Route("/v1/traces", receive, methods=["POST"])])
+
+
+def naive_loop(db: Path, batches: Sequence[bytes]) -> float:
+    """Spans/s of the simplest loop: parse each batch, executemany its spans' columns, commit."""
+    with closing(sqlite3.connect(db, isolation_level=None)) as conn:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute(
+            "CREATE TABLE spans (trace_id BLOB, span_id BLOB, parent_id BLOB, name TEXT, kind INTEGER,"
+            " start_ns INTEGER, end_ns INTEGER, status INTEGER, body BLOB, PRIMARY KEY (trace_id, span_id))"
+        )
+        started = time.perf_counter()
+        for batch in batches:
+            export = ExportTraceServiceRequest.FromString(batch)
+            conn.execute("BEGIN")
+            conn.executemany(
+                "INSERT OR IGNORE INTO spans VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    (
+                        s.trace_id,
+                        s.span_id,
+                        s.parent_span_id,
+                        s.name,
+                        s.kind,
+                        s.start_time_unix_nano,
+                        s.end_time_unix_nano,
+                        s.status.code,
+                        s.SerializeToString(),
+                    )
+                    for resource_spans in export.resource_spans
+                    for scope_spans in resource_spans.scope_spans
+                    for s in scope_spans.spans
+                ),
+            )
+            conn.execute("COMMIT")
+        return len(batches) * BATCH / (time.perf_counter() - started)
 
 
 # -- queries with a million spans stored -------------------------------------------------------
