@@ -58,11 +58,17 @@ class TraceStore:
         """Store rows in one transaction and return how many were new; they are durable on return."""
         if not rows:
             return 0
+        # Python's share of the work happens before the locks: writers queue for them, not for it.
+        flat: list[object] = []
+        extend = flat.extend
+        for row in rows:
+            extend(row)
+        row_traces = [row[0] for row in rows]
         with self._write_lock, self._across_processes():
             conn = self._writer
             conn.execute("BEGIN IMMEDIATE")
             try:
-                fresh = self._insert(conn, rows)
+                fresh = self._insert(conn, flat, row_traces)
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -140,8 +146,9 @@ class TraceStore:
         with self._read_lock:
             return self._reader.execute("SELECT coalesce(sum(span_count), 0) FROM traces").fetchone()[0]
 
-    def _insert(self, conn: sqlite3.Connection, rows: Sequence[SpanRow]) -> int:
-        trace_ids = list({row[0] for row in rows})
+    def _insert(self, conn: sqlite3.Connection, flat: list[object], row_traces: list[bytes]) -> int:
+        # `flat`: the rows' values one after another, the trace id (bytes) where the sequence goes.
+        trace_ids = list(set(row_traces))
         keys = [bytearray(trace_id) for trace_id in trace_ids]  # bytearray: bound without adapter lookups
         seqs: dict[bytes, int] = {}
         for at, size in _chunks(len(keys)):
@@ -157,12 +164,8 @@ class TraceStore:
         changes = conn.total_changes
         # Many rows per statement, not executemany: one GIL release per chunk instead of per row, so
         # SQLite's work runs beside the event loop instead of trading the GIL with it 512 times.
-        flat: list[object] = []
-        extend = flat.extend
-        for row in rows:
-            extend(row)
-        flat[0::_SPAN_COLUMNS] = [seqs[row[0]] for row in rows]
-        for at, size in _chunks(len(rows)):
+        flat[0::_SPAN_COLUMNS] = [seqs[trace_id] for trace_id in row_traces]
+        for at, size in _chunks(len(row_traces)):
             conn.execute(
                 _insert_values("spans", _SPAN_COLUMNS, size), flat[at * _SPAN_COLUMNS : (at + size) * _SPAN_COLUMNS]
             )
