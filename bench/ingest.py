@@ -1,15 +1,16 @@
 """Benchmark: OTLP ingest into the trace store, and trace queries with a million spans stored.
 
-Side by side in one run: (1) a naive receiver (decode the protobuf, one INSERT per span,
-attributes as JSON) and (2) the tracer (`registry.tracer` on an MCPServer: spans flattened to
-tuples, multi-row INSERTs, batches grouped per transaction, summaries folded in SQL), each
-served by uvicorn in its own process on 127.0.0.1 and fed 512-span protobuf batches over real
-HTTP by a minimal keep-alive client; server CPU per span (ingest workers included) comes from
-/proc. Then ~1,000,000 spans go straight into a `TraceStore` and `traces show` / `traces ls` are
-timed as the handlers run them. First, as a gauge of the host's speed at that moment, a naive
-decode-and-insert loop runs in this process.
+Side by side in interleaved rounds (medians reported): (1) a naive receiver (decode the
+protobuf, one INSERT per span, attributes as JSON) and (2) the tracer (`registry.tracer` on an
+MCPServer, as `mesh tracer` runs it: ingest worker processes, spans flattened to tuples,
+multi-row INSERTs, batches grouped per transaction, per-trace summaries), each served by uvicorn
+in its own process on 127.0.0.1 and fed 512-span protobuf batches over real HTTP by a minimal
+keep-alive client; server CPU per span (ingest workers included) comes from /proc. Each round
+first runs a naive decode-and-insert loop in this process, as a gauge of the host's speed at
+that moment. Then ~1,000,000 spans go straight into a `TraceStore` and `traces show` /
+`traces ls` are timed as the handlers run them.
 
-    python bench/ingest.py [--spans 200000] [--stored 1000000] [--concurrency 8]
+    python bench/ingest.py [--spans 200000] [--stored 1000000] [--concurrency 8] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ def main() -> None:
     parser.add_argument("--spans", type=int, default=200_000, help="spans sent to each receiver")
     parser.add_argument("--stored", type=int, default=1_000_000, help="spans stored for the query timings")
     parser.add_argument("--concurrency", type=int, default=8, help="batches in flight (exporters sending at once)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (loop, naive, tracer)")
     parser.add_argument("--serve", choices=("naive", "tracer"), help=argparse.SUPPRESS)
     parser.add_argument("--db", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -72,14 +74,26 @@ def main() -> None:
     template = template_request()
     batches = [batch_from(template, rng) for _ in range(args.spans // BATCH)]
     print(f"batches of {BATCH} spans, {len(batches[0]) / BATCH:.0f} bytes/span, {os.cpu_count()} CPUs")
+    loop: list[float] = []
+    naive: list[tuple[float, float]] = []
+    tracer: list[tuple[float, float]] = []
     with tempfile.TemporaryDirectory(prefix="mesh-bench-") as tmp:
-        loop_rate = naive_loop(Path(tmp) / "loop.sqlite3", batches)
-        naive_rate, naive_cpu = ingest_over_http("naive", Path(tmp) / "naive.sqlite3", batches, args.concurrency)
-        rate, cpu = ingest_over_http("tracer", Path(tmp) / "tracer.sqlite3", batches, args.concurrency)
+        for round_ in range(args.rounds):  # interleaved, so the host's drift hits all three alike
+            loop.append(naive_loop(Path(tmp) / f"loop-{round_}.sqlite3", batches))
+            print(f"    loop: {loop[-1]:>9,.0f} spans/s in one process, no HTTP")
+            naive.append(ingest_over_http("naive", Path(tmp) / f"naive-{round_}.sqlite3", batches, args.concurrency))
+            tracer.append(ingest_over_http("tracer", Path(tmp) / f"tracer-{round_}.sqlite3", batches, args.concurrency))
         queries = query_timings(Path(tmp) / "million.sqlite3", template, rng, args.stored) if args.stored else []
+    naive_rate, naive_cpu = (statistics.median(values) for values in zip(*naive, strict=True))
+    rate, cpu = (statistics.median(values) for values in zip(*tracer, strict=True))
     print()
-    print(f"host speed now: a naive decode-and-insert loop (one process, no HTTP) does {loop_rate:,.0f} spans/s")
+    print(
+        f"medians of {args.rounds} rounds; the tracer's range {min(r for r, _ in tracer):,.0f}"
+        f" to {max(r for r, _ in tracer):,.0f} spans/s"
+    )
     print(f"{'measure':<48}{'naive':>12}{'agentplex':>12}{'ratio':>9}")
+    label = "host speed: naive decode-and-insert loop, spans/s"
+    print(f"{label:<48}{statistics.median(loop):>12,.0f}")
     label = "ingest over HTTP, spans/s (higher is better)"
     print(f"{label:<48}{naive_rate:>12,.0f}{rate:>12,.0f}{rate / naive_rate:>8.2f}x")
     print(f"{'server CPU per span, µs (lower is better)':<48}{naive_cpu:>12.1f}{cpu:>12.1f}{naive_cpu / cpu:>8.2f}x")

@@ -3,8 +3,9 @@
 Owns the schema, ingestion and the two queries (one trace by id; the trace listing). A trace
 gets a sequence number (its rowid in `traces`) on first sight and spans are unique by (sequence,
 span_id), so a batch appends rather than scattering writes and a trace is one index range. Each
-batch's new spans are folded into their `traces` rows inside SQLite (no per-span Python), so
-listing never scans spans. Owns no decoding (`registry.otlp`), stitching or HTTP.
+batch's spans are summarised per trace before the write lock is taken, and the summaries folded
+into `traces`, `trace_agents` and `trace_tools` under it (a batch holding duplicates is folded
+from its new rows in SQL instead), so listing never scans spans. Owns no decoding (`registry.otlp`), stitching or HTTP.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sqlite3
 import threading
 from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
-from typing import Final, final
+from typing import Final, NamedTuple, final
 
 from mesh.wire import SpanRecord, TraceRoot, TraceSummary
 from registry.otlp import SpanRow, span_record
@@ -64,11 +65,12 @@ class TraceStore:
         for row in rows:
             extend(row)
         row_traces = [row[0] for row in rows]
+        summary = _summarize(rows)
         with self._write_lock, self._across_processes():
             conn = self._writer
             conn.execute("BEGIN IMMEDIATE")
             try:
-                fresh = self._insert(conn, flat, row_traces)
+                fresh = self._insert(conn, flat, row_traces, summary)
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -146,7 +148,7 @@ class TraceStore:
         with self._read_lock:
             return self._reader.execute("SELECT coalesce(sum(span_count), 0) FROM traces").fetchone()[0]
 
-    def _insert(self, conn: sqlite3.Connection, flat: list[object], row_traces: list[bytes]) -> int:
+    def _insert(self, conn: sqlite3.Connection, flat: list[object], row_traces: list[bytes], summary: _Summary) -> int:
         # `flat`: the rows' values one after another, the trace id (bytes) where the sequence goes.
         trace_ids = list(set(row_traces))
         keys = [bytearray(trace_id) for trace_id in trace_ids]  # bytearray: bound without adapter lookups
@@ -170,7 +172,9 @@ class TraceStore:
                 _insert_values("spans", _SPAN_COLUMNS, size), flat[at * _SPAN_COLUMNS : (at + size) * _SPAN_COLUMNS]
             )
         fresh = conn.total_changes - changes
-        if fresh:
+        if fresh == len(row_traces):
+            _fold_summary(conn, summary, seqs)
+        elif fresh:
             for fold in _FOLDS:
                 conn.execute(fold, (before,))
         return fresh
@@ -247,10 +251,55 @@ CREATE TABLE IF NOT EXISTS trace_tools (
 """
 _SPAN_COLUMNS: Final = 10
 _CHUNK_SIZES: Final = (256, 128, 64, 32, 16, 8, 4, 2, 1)
-# A batch's new spans are exactly those past its starting rowid (an ignored duplicate takes none);
-# each fold below reads that rowid range in SQLite, without a Python loop over spans. NOT INDEXED
-# keeps the planner on the range instead of walking a whole index; a bare column beside min() comes
-# from the row holding the minimum.
+
+
+class _Summary(NamedTuple):
+    """A batch summarised per trace, for when every span in it is new."""
+
+    traces: dict[bytes, list[int]]  # trace id -> [spans, earliest start, latest end, 1 if an error]
+    agents: set[tuple[bytes, str]]  # (trace id, agent)
+    tools: set[tuple[str, bytes]]  # (tool, trace id)
+
+
+def _summarize(rows: Sequence[SpanRow]) -> _Summary:
+    summary = _Summary({}, set(), set())
+    traces, add_agent, add_tool = summary.traces, summary.agents.add, summary.tools.add
+    for trace_id, _, _, agent, _, start, end, status, tool, _ in rows:
+        add_agent((trace_id, agent))
+        if tool:
+            add_tool((tool, trace_id))
+        found = traces.get(trace_id)
+        if found is None:
+            traces[trace_id] = [1, start, end, 1 if status == 2 else 0]
+            continue
+        found[0] += 1
+        if start < found[1]:
+            found[1] = start
+        if end > found[2]:
+            found[2] = end
+        if status == 2:
+            found[3] = 1
+    return summary
+
+
+def _fold_summary(conn: sqlite3.Connection, summary: _Summary, seqs: dict[bytes, int]) -> None:
+    flat: list[object] = []
+    for trace_id, (spans, start, end, error) in summary.traces.items():
+        flat += (seqs[trace_id], spans, start, end, error)
+    for at, size in _chunks(len(summary.traces)):
+        conn.execute(_fold_values(size), flat[at * 5 : (at + size) * 5])
+    flat = [value for trace_id, agent in summary.agents for value in (seqs[trace_id], agent)]
+    for at, size in _chunks(len(summary.agents)):
+        conn.execute(_insert_values("trace_agents", 2, size), flat[at * 2 : (at + size) * 2])
+    flat = [value for tool, trace_id in summary.tools for value in (tool, seqs[trace_id])]
+    for at, size in _chunks(len(summary.tools)):
+        conn.execute(_insert_values("trace_tools", 2, size), flat[at * 2 : (at + size) * 2])
+
+
+# For a batch holding duplicates, its new spans are those past its starting rowid (an ignored
+# duplicate takes none); each fold below reads that rowid range in SQLite. NOT INDEXED keeps the
+# planner on the range instead of walking a whole index; a bare column beside min() comes from the
+# row holding the minimum.
 _FOLDS: Final = (
     """
     UPDATE traces SET
@@ -313,6 +362,21 @@ def _chunks(total: int) -> Iterator[tuple[int, int]]:
 def _insert_values(table: str, columns: int, rows: int) -> str:
     row = "(" + ", ".join("?" * columns) + ")"
     return f"INSERT OR IGNORE INTO {table} VALUES " + ", ".join([row] * rows)
+
+
+@functools.cache
+def _fold_values(rows: int) -> str:
+    # The first fold of _FOLDS, with the summary bound as VALUES (seq, spans, start, end, error).
+    values = ", ".join(["(?, ?, ?, ?, ?)"] * rows)
+    return f"""
+    UPDATE traces SET
+        span_count = traces.span_count + f.column2,
+        start_ns = min(coalesce(traces.start_ns, f.column3), f.column3),
+        end_ns = max(coalesce(traces.end_ns, f.column4), f.column4),
+        error = max(traces.error, f.column5)
+    FROM (VALUES {values}) AS f
+    WHERE traces.seq = f.column1
+    """
 
 
 @functools.cache
