@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 READY: Final = "ready"
 """The worker's first frame: its store is open."""
+_START_TIMEOUT: Final = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +102,8 @@ class IngestWorker(anyio.AsyncContextManagerMixin):
     def __init__(self, path: Path, *, grace: float = 10.0) -> None:
         self.path = path
         self.grace = grace
+        self.groups = 0
+        """Groups stored so far."""
         self._process: Process | None = None
         self._replies: BufferedByteReceiveStream | None = None
 
@@ -112,14 +115,20 @@ class IngestWorker(anyio.AsyncContextManagerMixin):
     @asynccontextmanager
     async def __asynccontextmanager__(self) -> AsyncGenerator[IngestWorker]:
         command = [sys.executable, "-m", "registry.ingest_worker", str(self.path)]
-        process = await anyio.open_process(command, stderr=None, env=_child_env())
+        try:
+            process = await anyio.open_process(command, stderr=None, env=_child_env())
+        except OSError as exc:
+            raise WorkerLost(f"cannot start an ingest worker: {exc}") from exc
         try:
             if process.stdout is None:  # never: open_process makes pipes
                 raise WorkerLost("the ingest worker has no stdout")
             self._process = process
             self._replies = BufferedByteReceiveStream(process.stdout)
-            with anyio.fail_after(30):
+            hello: object = None
+            with anyio.move_on_after(_START_TIMEOUT):
                 hello = await self._receive()
+            if hello is None:
+                raise WorkerLost(f"ingest worker {process.pid} did not start within {_START_TIMEOUT:g} s")
             if hello != READY:
                 raise WorkerLost(f"ingest worker said {hello!r} instead of {READY!r}")
             yield self
@@ -141,6 +150,7 @@ class IngestWorker(anyio.AsyncContextManagerMixin):
         reply = await self._receive()
         if isinstance(reply, str):
             raise RuntimeError(reply)
+        self.groups += 1
         return cast("tuple[list[Outcome], int]", reply)
 
     async def _receive(self) -> object:

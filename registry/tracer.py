@@ -192,15 +192,17 @@ class Tracer(anyio.AsyncContextManagerMixin):
             written.set()
 
     async def _lane(self, batches: MemoryObjectReceiveStream[_Batch], in_worker: bool) -> None:
-        # A worker that cannot start or keeps dying hands its lane to a thread of this process.
+        # A worker that cannot start, or dies before storing anything, a few times in a row hands
+        # its lane to a thread of this process.
         losses = 0
         while in_worker and self.store.path is not None:
+            worker = IngestWorker(self.store.path)
             try:
-                async with IngestWorker(self.store.path) as worker:
+                async with worker:
                     await self._take(batches, worker)
                 return
             except WorkerLost as lost:
-                losses += 1
+                losses = losses + 1 if not worker.groups else 1
                 in_worker = losses < _WORKER_LOSSES
                 logger.warning("%s; %s", lost, "starting another" if in_worker else "storing in this process instead")
         await self._take(batches, None)
@@ -299,7 +301,7 @@ def install_tracer(
 # -- private helpers ---------------------------------------------------------------------------
 
 _GROUP_BATCHES: Final = 8  # batches per transaction at most
-_WORKER_LOSSES: Final = 3  # a lane whose worker died this often stores in this process
+_WORKER_LOSSES: Final = 3  # workers lost in a row, storing nothing, before a lane stores in this process
 _CHECKPOINT_SPANS: Final = 16384
 """Spans stored between background WAL checkpoints (~6 MB of WAL). Counted in spans, not commits:
 a checkpoint syncs the database file, and agents' small batches would otherwise pay for one every

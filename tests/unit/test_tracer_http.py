@@ -330,10 +330,11 @@ async def test_killed_ingest_workers_are_replaced_and_lose_nothing(tmp_path: Pat
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("python", ["/bin/false", "/nonexistent/python"])
 async def test_a_worker_that_cannot_start_hands_its_lane_to_a_thread(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    python: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(sys, "executable", "/bin/false")
+    monkeypatch.setattr(sys, "executable", python)
     async with running(Lanes(lambda: TraceStore(tmp_path / "traces.sqlite3"), 1)) as (client, tracer):
         assert (await post_until_stored(client, encode_spans(spans()))) == [200]
         assert tracer.store.span_count() == 2
