@@ -1,7 +1,7 @@
 """Storing POSTed OTLP batches: decode a group of them and store their spans in one transaction.
 
 `store_group` does it in the calling thread. `IngestWorker` does it in a child process
-(`registry.ingest_worker`) so that a tracer decodes and stores on other cores than its HTTP
+(`registry.ingest_worker`, run by the same Python) so that a tracer decodes and stores on other cores than its HTTP
 server's: decoding and the SQL together cost ~13 µs a span, a whole core at 75,000 spans/s,
 and in one process they share the GIL with the event loop. Several workers write one store
 (`TraceStore` serialises their transactions); each decodes while another is in SQLite.
@@ -15,7 +15,6 @@ or with a one-line `str` saying why the store failed. Owns no HTTP and no SQL.
 from __future__ import annotations
 
 import logging
-import os
 import pickle
 import sys
 from collections.abc import AsyncGenerator, Sequence
@@ -38,6 +37,12 @@ logger = logging.getLogger(__name__)
 READY: Final = "ready"
 """The worker's first frame: its store is open."""
 _START_TIMEOUT: Final = 30.0
+_BOOT: Final = (
+    # -P keeps the working directory off the path; the checkout this module came from goes last,
+    # for runs from a source tree (a bench script) rather than an installed package.
+    f"import sys; sys.path.append({str(Path(__file__).resolve().parents[1])!r}); "
+    "from registry.ingest_worker import main; sys.exit(main(sys.argv[1:]))"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,9 +119,9 @@ class IngestWorker(anyio.AsyncContextManagerMixin):
 
     @asynccontextmanager
     async def __asynccontextmanager__(self) -> AsyncGenerator[IngestWorker]:
-        command = [sys.executable, "-m", "registry.ingest_worker", str(self.path)]
+        command = [sys.executable, "-P", "-c", _BOOT, str(self.path)]
         try:
-            process = await anyio.open_process(command, stderr=None, env=_child_env())
+            process = await anyio.open_process(command, stderr=None)
         except OSError as exc:
             raise WorkerLost(f"cannot start an ingest worker: {exc}") from exc
         try:
@@ -175,10 +180,3 @@ async def _stop(process: Process, grace: float) -> None:
         await process.wait()
     if process.stdout is not None:
         await process.stdout.aclose()
-
-
-def _child_env() -> dict[str, str]:
-    # The child imports `registry` from wherever this process did (a checkout, a bench script).
-    root = str(Path(__file__).resolve().parents[1])
-    path = os.environ.get("PYTHONPATH")
-    return {**os.environ, "PYTHONPATH": root if not path else f"{root}{os.pathsep}{path}"}

@@ -1,4 +1,4 @@
-"""The ingest worker process: `python -m registry.ingest_worker DATABASE`, started by `IngestWorker`.
+"""The ingest worker process: `python -m registry.ingest_worker DATABASE` (`IngestWorker` calls `main`).
 
 Reads `(group, reencode)` frames from stdin, stores each group with `store_group` and answers
 on stdout (the protocol is in `registry.ingest`); exits when stdin closes. Owns the loop only.
