@@ -170,3 +170,73 @@ async def test_malformed_otlp_is_refused_and_redelivery_never_duplicates(mesh_en
     assert stored["span_count"] == 1
     assert stats["duplicates"] == 1
     assert json.loads(json.dumps(stats))["stored"] == 1
+
+
+def _children(pid: int) -> set[int]:
+    """Live child processes of `pid` (Linux /proc): a tracer's ingest workers."""
+    found: set[int] = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # exited meanwhile
+            continue
+        if fields[1] == str(pid) and fields[0] != "Z":
+            found.add(int(stat.parent.name))
+    return found
+
+
+async def test_a_tracer_killed_mid_ingest_keeps_what_it_acknowledged_and_leaves_no_worker(
+    mesh_env: dict[str, str], tmp_path: Path
+) -> None:
+    from mesh.wire import SpanRecord
+    from registry.otlp import encode_spans
+
+    batches = [
+        encode_spans(
+            SpanRecord(
+                trace_id=f"{batch + 1:032x}",
+                span_id=f"{n + 1:016x}",
+                name="tools/call x",
+                kind="server",
+                agent="x",
+                start_ns=1_700_000_000_000_000_000 + n,
+                end_ns=1_700_000_000_000_000_000 + n + 1,
+            )
+            for n in range(200)
+        )
+        for batch in range(60)
+    ]
+    port = free_port()
+    tracer_args = ["tracer", "--port", str(port), "--db", str(tmp_path / "tracer.sqlite3"), "--no-mdns"]
+    acknowledged: list[int] = []
+    async with MeshProcess(tracer_args) as tracer:
+        workers = await _until(lambda: anyio.to_thread.run_sync(_children, tracer.pid), lambda found: len(found) == 2)
+
+        async def send(batch: int) -> None:
+            async with httpx2.AsyncClient(base_url=tracer.base_url, timeout=10) as http:
+                try:
+                    answer = await http.post(
+                        "/v1/traces", content=batches[batch], headers={"content-type": "application/x-protobuf"}
+                    )
+                except httpx2.TransportError:  # killed before it answered: not acknowledged
+                    return
+                if answer.status_code == 200:
+                    acknowledged.append(batch)
+
+        async with anyio.create_task_group() as tg:
+            for batch in range(len(batches)):
+                tg.start_soon(send, batch)
+                if batch == 30:
+                    await tracer.stop(signal.SIGKILL)
+                await anyio.sleep(0.01)
+        gone = await _until(
+            lambda: anyio.to_thread.run_sync(lambda: {pid for pid in workers if Path(f"/proc/{pid}").exists()}),
+            lambda alive: not alive,
+            timeout=10,
+        )
+    assert gone == set()
+    assert acknowledged
+    async with MeshProcess(tracer_args) as tracer, httpx2.AsyncClient(base_url=tracer.base_url) as http:
+        for batch in acknowledged:
+            stored = (await http.get(f"/api/traces/{batch + 1:032x}")).json()
+            assert stored["span_count"] == 200, batch
