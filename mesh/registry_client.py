@@ -276,8 +276,10 @@ class Registrar(anyio.AsyncContextManagerMixin):
 
     async def _register(self) -> None:
         reg = self._registration().model_copy(update={"lease_seconds": self._lease})
-        record = await self._client.register(reg)
+        # Before sending: a registration still in flight when the agent stops may yet be stored,
+        # so it must be withdrawn too (a DELETE of an unknown one is harmless).
         self._current = reg
+        record = await self._client.register(reg)
         self.record = record
         self.registered = True
         self.registrations += 1

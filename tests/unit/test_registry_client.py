@@ -253,6 +253,28 @@ async def test_a_cancelled_registrar_still_deregisters(registry: Registry, trans
     assert registry.inventory.all() == []
 
 
+class AnswerLost(Switchable):
+    """Stores registrations but never answers them: the agent stops before the answer comes."""
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        response = await super().handle_async_request(request)
+        if request.method == "POST":
+            await anyio.sleep_forever()
+        return response
+
+
+async def test_a_registration_in_flight_when_the_agent_stops_is_withdrawn(registry: Registry) -> None:
+    transport = AnswerLost(httpx2.ASGITransport(registry.app))
+    async with client_of(transport, timeout=0.3) as client:
+        with anyio.fail_after(5):
+            async with Registrar(client, crm, lease=3) as registrar:
+                assert not registrar.registered
+                assert [record.name for record in registry.inventory.all()] == ["crm"]
+
+    assert registry.inventory.all() == []
+    assert transport.seen[-1] == "DELETE"
+
+
 async def test_a_failing_registration_callable_does_not_fail_the_agent(
     transport: Switchable, caplog: pytest.LogCaptureFixture
 ) -> None:
