@@ -1,10 +1,10 @@
 """Storing POSTed OTLP batches: decode a group of them and store their spans in one transaction.
 
 `store_group` does it in the calling thread. `IngestWorker` does it in a child process
-(`registry.ingest_worker`, run by the same Python) so that a tracer decodes and stores on other cores than its HTTP
-server's: decoding and the SQL together cost ~13 µs a span, a whole core at 75,000 spans/s,
-and in one process they share the GIL with the event loop. Several workers write one store
-(`TraceStore` serialises their transactions); each decodes while another is in SQLite.
+(`registry.ingest_worker`, run by the same Python) so that a tracer decodes and stores on other
+cores than its HTTP server's: decoding and the SQL together cost ~13 µs a span, a whole core at
+75,000 spans/s, and in one process they share the GIL with the event loop. Several workers write
+one store (`TraceStore` serialises their transactions); each decodes while another is in SQLite.
 
 Between the tracer and a worker, over the worker's stdin and stdout: frames of a 4-byte
 length and a pickle (both ends are this package, one parent and its child). The worker first
