@@ -194,21 +194,18 @@ def ingest_over_http(kind: str, db: Path, batches: Sequence[bytes], concurrency:
 async def send_all(url: str, batches: Sequence[bytes], concurrency: int, pid: int) -> tuple[float, int, float]:
     """POST all batches over `concurrency` keep-alive connections; spans/s, 429s, the server's CPU seconds.
 
-    The load generator is a minimal HTTP/1.1 client (~0.2 µs a span where httpx2 spends ~2.5) so
+    The load generator is a minimal HTTP/1.1 client (~0.6 µs a span where httpx2 spends ~2.5) so
     that the two cores go to the receiver under test, as with any load generator.
     """
     host, port = url.removeprefix("http://").split(":")
     pending = list(reversed(batches))
     retries = 0
 
-    async def sender(warm_up: int = 0) -> None:
+    async def sender(take: Callable[[], bytes | None]) -> None:
         nonlocal retries
         async with await anyio.connect_tcp(host, int(port)) as stream:
             replies = BufferedByteReceiveStream(stream)
-            sent = 0
-            while pending and (not warm_up or sent < warm_up):
-                body = pending.pop() if not warm_up else pending[-1 - sent]
-                sent += 1
+            while (body := take()) is not None:
                 while (status := await post(stream, replies, body)) == 429:
                     retries += 1
                     await anyio.sleep(0.001)
@@ -223,12 +220,13 @@ async def send_all(url: str, batches: Sequence[bytes], concurrency: int, pid: in
         await replies.receive_exactly(length)
         return int(lines[0].split()[1])
 
-    await sender(warm_up=4)  # connections, imports, first pages (a redelivery, harmless)
+    warm_up = iter(batches[:4])  # connections, imports, first pages (a redelivery, harmless)
+    await sender(lambda: next(warm_up, None))
     started, cpu = time.perf_counter(), cpu_seconds(pid, children=True)
     with anyio.fail_after(300):
         async with anyio.create_task_group() as tg:
             for _ in range(concurrency):
-                tg.start_soon(sender)
+                tg.start_soon(sender, lambda: pending.pop() if pending else None)
     elapsed, cpu = time.perf_counter() - started, cpu_seconds(pid, children=True) - cpu
     return len(batches) * BATCH / elapsed, retries, cpu
 

@@ -112,11 +112,6 @@ class IngestWorker(anyio.AsyncContextManagerMixin):
         self._process: Process | None = None
         self._replies: BufferedByteReceiveStream | None = None
 
-    @property
-    def pid(self) -> int | None:
-        """The child's process id while it runs."""
-        return self._process.pid if self._process is not None else None
-
     @asynccontextmanager
     async def __asynccontextmanager__(self) -> AsyncGenerator[IngestWorker]:
         command = [sys.executable, "-P", "-c", _BOOT, str(self.path)]

@@ -32,6 +32,7 @@ import zlib
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Final, final
 
 import anyio
@@ -222,7 +223,8 @@ class Tracer(anyio.AsyncContextManagerMixin):
         reencode = self._forwarder is not None
         try:
             if worker is None:
-                outcomes, fresh = await anyio.to_thread.run_sync(self._store_here, posted, reencode)
+                store = partial(store_group, self.store, posted, reencode=reencode)
+                outcomes, fresh = await anyio.to_thread.run_sync(store)
             else:
                 outcomes, fresh = await worker.store(posted, reencode=reencode)
         except Exception as exc:  # task root: a failing store answers 503 and the writer carries on
@@ -236,9 +238,6 @@ class Tracer(anyio.AsyncContextManagerMixin):
         finally:
             for batch in group:
                 batch.done.set()
-
-    def _store_here(self, posted: list[Posted], reencode: bool) -> tuple[list[Outcome], int]:
-        return store_group(self.store, posted, reencode=reencode)
 
     def _count(self, group: list[_Batch], outcomes: list[Outcome], fresh: int) -> None:
         received = 0

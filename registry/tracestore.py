@@ -5,7 +5,8 @@ gets a sequence number (its rowid in `traces`) on first sight and spans are uniq
 span_id), so a batch appends rather than scattering writes and a trace is one index range. Each
 batch's spans are summarised per trace before the write lock is taken, and the summaries folded
 into `traces`, `trace_agents` and `trace_tools` under it (a batch holding duplicates is folded
-from its new rows in SQL instead), so listing never scans spans. Owns no decoding (`registry.otlp`), stitching or HTTP.
+from its new rows in SQL instead), so listing never scans spans. Owns no decoding
+(`registry.otlp`), stitching or HTTP.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import sqlite3
 import threading
 from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
-from typing import Final, NamedTuple, final
+from typing import Final, NamedTuple, cast, final
 
 from mesh.wire import SpanRecord, TraceRoot, TraceSummary
 from registry.otlp import SpanRow, span_record
@@ -64,13 +65,12 @@ class TraceStore:
         extend = flat.extend
         for row in rows:
             extend(row)
-        row_traces = [row[0] for row in rows]
         summary = _summarize(rows)
         with self._write_lock, self._across_processes():
             conn = self._writer
             conn.execute("BEGIN IMMEDIATE")
             try:
-                fresh = self._insert(conn, flat, row_traces, summary)
+                fresh = self._insert(conn, flat, summary)
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -148,9 +148,10 @@ class TraceStore:
         with self._read_lock:
             return self._reader.execute("SELECT coalesce(sum(span_count), 0) FROM traces").fetchone()[0]
 
-    def _insert(self, conn: sqlite3.Connection, flat: list[object], row_traces: list[bytes], summary: _Summary) -> int:
+    def _insert(self, conn: sqlite3.Connection, flat: list[object], summary: _Summary) -> int:
         # `flat`: the rows' values one after another, the trace id (bytes) where the sequence goes.
-        trace_ids = list(set(row_traces))
+        row_traces = cast("list[bytes]", flat[0::_SPAN_COLUMNS])
+        trace_ids = list(summary.traces)
         keys = [bytearray(trace_id) for trace_id in trace_ids]  # bytearray: bound without adapter lookups
         seqs: dict[bytes, int] = {}
         for at, size in _chunks(len(keys)):
@@ -296,23 +297,24 @@ def _fold_summary(conn: sqlite3.Connection, summary: _Summary, seqs: dict[bytes,
         conn.execute(_insert_values("trace_tools", 2, size), flat[at * 2 : (at + size) * 2])
 
 
+_FOLD_TRACES: Final = """
+UPDATE traces SET
+    span_count = traces.span_count + f.n,
+    start_ns = min(coalesce(traces.start_ns, f.start_ns), f.start_ns),
+    end_ns = max(coalesce(traces.end_ns, f.end_ns), f.end_ns),
+    error = max(traces.error, f.error)
+FROM ({per_trace}) AS f
+WHERE traces.seq = f.trace_seq
+"""
+"""Fold per-trace figures (trace_seq, n, start_ns, end_ns, error) into `traces`."""
 # For a batch holding duplicates, its new spans are those past its starting rowid (an ignored
 # duplicate takes none); each fold below reads that rowid range in SQLite. NOT INDEXED keeps the
-# planner on the range instead of walking a whole index; a bare column beside min() comes from the
-# row holding the minimum.
+# planner on the range instead of walking a whole index.
 _FOLDS: Final = (
-    """
-    UPDATE traces SET
-        span_count = traces.span_count + f.n,
-        start_ns = min(coalesce(traces.start_ns, f.start_ns), f.start_ns),
-        end_ns = max(coalesce(traces.end_ns, f.end_ns), f.end_ns),
-        error = max(traces.error, f.error)
-    FROM (
-        SELECT trace_seq, count(*) AS n, min(start_ns) AS start_ns, max(end_ns) AS end_ns, max(status = 2) AS error
-        FROM spans NOT INDEXED WHERE rowid > ? GROUP BY trace_seq
-    ) AS f
-    WHERE traces.seq = f.trace_seq
-    """,
+    _FOLD_TRACES.format(
+        per_trace="SELECT trace_seq, count(*) AS n, min(start_ns) AS start_ns, max(end_ns) AS end_ns,"
+        " max(status = 2) AS error FROM spans NOT INDEXED WHERE rowid > ? GROUP BY trace_seq"
+    ),
     "INSERT OR IGNORE INTO trace_agents SELECT DISTINCT trace_seq, agent FROM spans NOT INDEXED WHERE rowid > ?",
     "INSERT OR IGNORE INTO trace_tools"
     " SELECT DISTINCT tool, trace_seq FROM spans NOT INDEXED WHERE rowid > ? AND tool != ''",
@@ -366,17 +368,11 @@ def _insert_values(table: str, columns: int, rows: int) -> str:
 
 @functools.cache
 def _fold_values(rows: int) -> str:
-    # The first fold of _FOLDS, with the summary bound as VALUES (seq, spans, start, end, error).
     values = ", ".join(["(?, ?, ?, ?, ?)"] * rows)
-    return f"""
-    UPDATE traces SET
-        span_count = traces.span_count + f.column2,
-        start_ns = min(coalesce(traces.start_ns, f.column3), f.column3),
-        end_ns = max(coalesce(traces.end_ns, f.column4), f.column4),
-        error = max(traces.error, f.column5)
-    FROM (VALUES {values}) AS f
-    WHERE traces.seq = f.column1
-    """
+    return _FOLD_TRACES.format(
+        per_trace="SELECT column1 AS trace_seq, column2 AS n, column3 AS start_ns, column4 AS end_ns,"
+        f" column5 AS error FROM (VALUES {values})"
+    )
 
 
 @functools.cache

@@ -1,4 +1,4 @@
-"""Small helpers for integration tests: run the `mesh` CLI, and an SDK client with a mesh token."""
+"""Small helpers for integration tests: run the `mesh` CLI, an SDK client with a mesh token, child processes."""
 
 from __future__ import annotations
 
@@ -17,6 +17,19 @@ from mesh.runtime.node import MeshNode
 from mesh.testing import AgentProcess, RegistryProcess
 
 VAULT = str(Path(__file__).resolve().parent / "fixtures" / "vault.py")
+
+
+def child_pids(pid: int) -> set[int]:
+    """Live child processes of `pid` (Linux /proc): a tracer's ingest workers, say."""
+    found: set[int] = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # exited meanwhile
+            continue
+        if fields[1] == str(pid) and fields[0] != "Z":
+            found.add(int(stat.parent.name))
+    return found
 
 
 def mesh_cli(*args: str, timeout: float = 60.0, input: str | None = None) -> subprocess.CompletedProcess[str]:

@@ -16,7 +16,7 @@ import pytest
 from mesh.errors import MeshError
 from mesh.runtime.node import MeshNode
 from mesh.testing import AgentProcess, MeshProcess, RegistryProcess, free_port
-from tests.integration.helpers import mesh_cli
+from tests.integration.helpers import child_pids, mesh_cli
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
@@ -172,19 +172,6 @@ async def test_malformed_otlp_is_refused_and_redelivery_never_duplicates(mesh_en
     assert json.loads(json.dumps(stats))["stored"] == 1
 
 
-def _children(pid: int) -> set[int]:
-    """Live child processes of `pid` (Linux /proc): a tracer's ingest workers."""
-    found: set[int] = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:  # exited meanwhile
-            continue
-        if fields[1] == str(pid) and fields[0] != "Z":
-            found.add(int(stat.parent.name))
-    return found
-
-
 async def test_a_tracer_killed_mid_ingest_keeps_what_it_acknowledged_and_leaves_no_worker(
     mesh_env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -210,7 +197,7 @@ async def test_a_tracer_killed_mid_ingest_keeps_what_it_acknowledged_and_leaves_
     tracer_args = ["tracer", "--port", str(port), "--db", str(tmp_path / "tracer.sqlite3"), "--no-mdns"]
     acknowledged: list[int] = []
     async with MeshProcess(tracer_args) as tracer:
-        workers = await _until(lambda: anyio.to_thread.run_sync(_children, tracer.pid), lambda found: len(found) == 2)
+        workers = await _until(lambda: anyio.to_thread.run_sync(child_pids, tracer.pid), lambda found: len(found) == 2)
 
         async def send(batch: int) -> None:
             async with httpx2.AsyncClient(base_url=tracer.base_url, timeout=10) as http:

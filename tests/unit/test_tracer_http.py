@@ -26,6 +26,7 @@ from mesh.wire import SpanEventRecord, SpanRecord, TraceSummary, TraceTree
 from registry.otlp import decode_protobuf, encode_json, encode_spans
 from registry.tracer import Tracer, install_tracer, parse_since
 from registry.tracestore import TraceStore
+from tests.integration.helpers import child_pids
 
 PROTOBUF = {"content-type": "application/x-protobuf"}
 JSON = {"content-type": "application/json"}
@@ -287,18 +288,9 @@ async def test_a_refusing_forward_endpoint_is_counted_and_never_blocks_ingest() 
     assert (tracer.stats.forwarded, tracer.stats.forward_failures) == (0, 1)
 
 
-def ingest_workers() -> list[int]:
-    """The ingest worker processes this test process started (Linux /proc)."""
-    found: list[int] = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            ppid = stat.read_text().rsplit(")", 1)[1].split()[1]
-            command = (stat.parent / "cmdline").read_bytes()
-        except OSError:  # exited meanwhile
-            continue
-        if ppid == str(os.getpid()) and b"registry.ingest_worker" in command:
-            found.append(int(stat.parent.name))
-    return found
+def ingest_workers() -> set[int]:
+    """The ingest worker processes this test process started: its only children in these tests."""
+    return child_pids(os.getpid())
 
 
 async def post_until_stored(client: httpx2.AsyncClient, body: bytes) -> list[int]:
@@ -325,8 +317,8 @@ async def test_killed_ingest_workers_are_replaced_and_lose_nothing(tmp_path: Pat
         assert tracer.store.span_count() == 4
         replaced = ingest_workers()
         assert len(replaced) == 2
-        assert not set(replaced) & set(first)
-    assert ingest_workers() == []
+        assert not replaced & first
+    assert ingest_workers() == set()
 
 
 @pytest.mark.anyio
