@@ -4,9 +4,10 @@ Owns the schema, ingestion and the two queries (one trace by id; the trace listi
 gets a sequence number (its rowid in `traces`) on first sight and spans are unique by (sequence,
 span_id), so a batch appends rather than scattering writes and a trace is one index range. Each
 batch's spans are summarised per trace before the write lock is taken, and the summaries folded
-into `traces`, `trace_agents` and `trace_tools` under it (a batch holding duplicates is folded
-from its new rows in SQL instead), so listing never scans spans. Owns no decoding
-(`registry.otlp`), stitching or HTTP.
+into `traces` (figures and agents), `trace_agents` and `trace_tools` (the listing's filters) under
+it, so listing never scans spans. A batch holding spans already stored (a redelivery) is rolled
+back and written again without them. The layout's version is the file's user_version, and an
+older layout is brought up to date on open. Owns no decoding (`registry.otlp`), stitching or HTTP.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ import fcntl
 import functools
 import sqlite3
 import threading
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Final, NamedTuple, cast, final
 
+from mesh.errors import ConfigError
 from mesh.wire import SpanRecord, TraceRoot, TraceSummary
 from registry.otlp import SpanRow, span_record
 
@@ -49,7 +51,14 @@ class TraceStore:
         # Its own file: closing any descriptor of the database would drop SQLite's POSIX locks.
         self._lock_file = None if memory else open(f"{target}-lock", "ab")  # noqa: SIM115 (closed in close())
         self._writer = _connect(target)
-        self._writer.executescript(_SCHEMA)
+        try:
+            with self._across_processes():
+                _prepare(self._writer, target)
+        except BaseException:
+            self._writer.close()
+            if self._lock_file is not None:
+                self._lock_file.close()
+            raise
         self._reader = self._writer if memory else _connect(target)
         self._checkpointer = None if memory else _connect(target)
         self._write_lock = threading.Lock()
@@ -61,19 +70,24 @@ class TraceStore:
         if not rows:
             return 0
         # Python's share of the work happens before the locks: writers queue for them, not for it.
-        flat: list[object] = []
-        extend = flat.extend
-        for row in rows:
-            extend(row)
+        flat = _flatten(rows)
         summary = _summarize(rows)
         with self._write_lock, self._across_processes():
             conn = self._writer
             conn.execute("BEGIN IMMEDIATE")
             try:
-                fresh = self._insert(conn, flat, summary)
+                try:
+                    fresh = _write(conn, flat, summary)
+                except _Repeated:
+                    # A redelivery: start again with only the spans not stored yet (rare, so slower).
+                    conn.execute("ROLLBACK")
+                    conn.execute("BEGIN IMMEDIATE")
+                    rows = _unstored(conn, rows)
+                    fresh = _write(conn, _flatten(rows), _summarize(rows)) if rows else 0
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 raise
         return fresh
 
@@ -148,38 +162,6 @@ class TraceStore:
         with self._read_lock:
             return self._reader.execute("SELECT coalesce(sum(span_count), 0) FROM traces").fetchone()[0]
 
-    def _insert(self, conn: sqlite3.Connection, flat: list[object], summary: _Summary) -> int:
-        # `flat`: the rows' values one after another, the trace id (bytes) where the sequence goes.
-        row_traces = cast("list[bytes]", flat[0::_SPAN_COLUMNS])
-        trace_ids = list(summary.traces)
-        keys = [bytearray(trace_id) for trace_id in trace_ids]  # bytearray: bound without adapter lookups
-        seqs: dict[bytes, int] = {}
-        for at, size in _chunks(len(keys)):
-            seqs.update(conn.execute(_select_seqs(size), keys[at : at + size]))
-        if len(seqs) < len(trace_ids):
-            last = conn.execute("SELECT coalesce(max(seq), 0) FROM traces").fetchone()[0]
-            new = [(trace_id, last + at) for at, trace_id in enumerate((t for t in trace_ids if t not in seqs), 1)]
-            flat_new = [value for trace_id, seq in new for value in (bytearray(trace_id), seq)]
-            for at, size in _chunks(len(new)):
-                conn.execute(_insert_values("traces (trace_id, seq)", 2, size), flat_new[at * 2 : (at + size) * 2])
-            seqs.update(new)
-        before = conn.execute("SELECT coalesce(max(rowid), 0) FROM spans").fetchone()[0]
-        changes = conn.total_changes
-        # Many rows per statement, not executemany: one GIL release per chunk instead of per row, so
-        # SQLite's work runs beside the event loop instead of trading the GIL with it 512 times.
-        flat[0::_SPAN_COLUMNS] = [seqs[trace_id] for trace_id in row_traces]
-        for at, size in _chunks(len(row_traces)):
-            conn.execute(
-                _insert_values("spans", _SPAN_COLUMNS, size), flat[at * _SPAN_COLUMNS : (at + size) * _SPAN_COLUMNS]
-            )
-        fresh = conn.total_changes - changes
-        if fresh == len(row_traces):
-            _fold_summary(conn, summary, seqs)
-        elif fresh:
-            for fold in _FOLDS:
-                conn.execute(fold, (before,))
-        return fresh
-
     @contextlib.contextmanager
     def _across_processes(self) -> Generator[None]:
         if self._lock_file is None:
@@ -217,108 +199,191 @@ class TraceStore:
 
 # -- private helpers ---------------------------------------------------------------------------
 
-_SCHEMA: Final = """
-CREATE TABLE IF NOT EXISTS traces (
-    seq INTEGER PRIMARY KEY,  -- rowid: the order traces were first seen
-    trace_id BLOB NOT NULL UNIQUE,
-    span_count INTEGER NOT NULL DEFAULT 0,
-    start_ns INTEGER,
-    end_ns INTEGER,
-    error INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS traces_by_start ON traces (start_ns);
-CREATE INDEX IF NOT EXISTS traces_errors_by_start ON traces (start_ns) WHERE error = 1;
-CREATE TABLE IF NOT EXISTS spans (
-    trace_seq INTEGER NOT NULL,
-    span_id INTEGER NOT NULL,  -- registry.otlp.span_key: signed, in the order of the id's bytes
-    root INTEGER NOT NULL,  -- 1: the span has no parent
-    agent TEXT NOT NULL,
-    instance TEXT NOT NULL,  -- '' when unknown
-    start_ns INTEGER NOT NULL,
-    end_ns INTEGER NOT NULL,
-    status INTEGER NOT NULL,  -- OTLP enum: 0 unset, 1 ok, 2 error
-    tool TEXT NOT NULL,  -- '' when the span names none
-    body BLOB NOT NULL,  -- the OTLP Span message as received: ids, name, kind, attributes, events, links
-    UNIQUE (trace_seq, span_id)
-);
-CREATE INDEX IF NOT EXISTS spans_roots ON spans (trace_seq, start_ns, span_id) WHERE root = 1;
-CREATE TABLE IF NOT EXISTS trace_agents (
-    trace_seq INTEGER NOT NULL, agent TEXT NOT NULL, PRIMARY KEY (trace_seq, agent)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS trace_agents_by_agent ON trace_agents (agent, trace_seq);
-CREATE TABLE IF NOT EXISTS trace_tools (
-    tool TEXT NOT NULL, trace_seq INTEGER NOT NULL, PRIMARY KEY (tool, trace_seq)
-) WITHOUT ROWID;
-"""
+_VERSION: Final = 1
+"""The layout `_SCHEMA` makes, kept in the file's user_version: 0 was the first (agents listed in
+`trace_agents` only, keyed by trace first, with a second index by agent)."""
+_SCHEMA: Final = (
+    """CREATE TABLE IF NOT EXISTS traces (
+        seq INTEGER PRIMARY KEY,  -- rowid: the order traces were first seen
+        trace_id BLOB NOT NULL UNIQUE,
+        span_count INTEGER NOT NULL DEFAULT 0,
+        start_ns INTEGER,
+        end_ns INTEGER,
+        error INTEGER NOT NULL DEFAULT 0,
+        agents TEXT NOT NULL DEFAULT ''  -- sorted, joined by _SEPARATOR
+    )""",
+    "CREATE INDEX IF NOT EXISTS traces_by_start ON traces (start_ns)",
+    "CREATE INDEX IF NOT EXISTS traces_errors_by_start ON traces (start_ns) WHERE error = 1",
+    """CREATE TABLE IF NOT EXISTS spans (
+        trace_seq INTEGER NOT NULL,
+        span_id INTEGER NOT NULL,  -- registry.otlp.span_key: signed, in the order of the id's bytes
+        root INTEGER NOT NULL,  -- 1: the span has no parent
+        agent TEXT NOT NULL,
+        instance TEXT NOT NULL,  -- '' when unknown
+        start_ns INTEGER NOT NULL,
+        end_ns INTEGER NOT NULL,
+        status INTEGER NOT NULL,  -- OTLP enum: 0 unset, 1 ok, 2 error
+        tool TEXT NOT NULL,  -- '' when the span names none
+        body BLOB NOT NULL,  -- the OTLP Span message as received: ids, name, kind, attributes, events, links
+        UNIQUE (trace_seq, span_id)
+    )""",
+    "CREATE INDEX IF NOT EXISTS spans_roots ON spans (trace_seq, start_ns, span_id) WHERE root = 1",
+    # Which traces an agent or a tool took part in (the listing's filters), one B-tree each.
+    """CREATE TABLE IF NOT EXISTS trace_agents (
+        agent TEXT NOT NULL, trace_seq INTEGER NOT NULL, PRIMARY KEY (agent, trace_seq)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS trace_tools (
+        tool TEXT NOT NULL, trace_seq INTEGER NOT NULL, PRIMARY KEY (tool, trace_seq)
+    ) WITHOUT ROWID""",
+    f"PRAGMA user_version = {_VERSION}",
+)
+_FROM_VERSION_0: Final = (
+    "ALTER TABLE traces ADD COLUMN agents TEXT NOT NULL DEFAULT ''",
+    """UPDATE traces SET agents = coalesce(
+        (SELECT group_concat(agent, char(31)) FROM trace_agents WHERE trace_seq = traces.seq), ''
+    )""",  # the primary key (trace_seq, agent) hands them over sorted
+    "DROP INDEX trace_agents_by_agent",
+    "ALTER TABLE trace_agents RENAME TO trace_agents_0",
+    *_SCHEMA[-3:-1],
+    "INSERT INTO trace_agents SELECT agent, trace_seq FROM trace_agents_0",
+    "DROP TABLE trace_agents_0",
+    _SCHEMA[-1],
+)
 _SPAN_COLUMNS: Final = 10
 _CHUNK_SIZES: Final = (256, 128, 64, 32, 16, 8, 4, 2, 1)
 
 
-class _Summary(NamedTuple):
-    """A batch summarised per trace, for when every span in it is new."""
+class _Trace(NamedTuple):
+    """A trace's share of one batch."""
 
-    traces: dict[bytes, list[int]]  # trace id -> [spans, earliest start, latest end, 1 if an error]
-    agents: set[tuple[bytes, str]]  # (trace id, agent)
-    tools: set[tuple[str, bytes]]  # (tool, trace id)
+    figures: list[int]  # [spans, earliest start, latest end, 1 if an error]
+    agents: set[str]
+    tools: set[str]
 
 
-def _summarize(rows: Sequence[SpanRow]) -> _Summary:
-    summary = _Summary({}, set(), set())
-    traces, add_agent, add_tool = summary.traces, summary.agents.add, summary.tools.add
+class _Repeated(Exception):
+    """A batch holding spans already stored, or one span twice: it is written again without them."""
+
+
+def _flatten(rows: Sequence[SpanRow]) -> list[object]:
+    # The rows' values one after another, as the spans INSERT binds them (the trace id where the
+    # sequence goes, until `_write` knows it).
+    flat: list[object] = []
+    extend = flat.extend
+    for row in rows:
+        extend(row)
+    return flat
+
+
+def _summarize(rows: Sequence[SpanRow]) -> dict[bytes, _Trace]:
+    traces: dict[bytes, _Trace] = {}
     for trace_id, _, _, agent, _, start, end, status, tool, _ in rows:
-        add_agent((trace_id, agent))
-        if tool:
-            add_tool((tool, trace_id))
         found = traces.get(trace_id)
         if found is None:
-            traces[trace_id] = [1, start, end, 1 if status == 2 else 0]
+            traces[trace_id] = _Trace([1, start, end, 1 if status == 2 else 0], {agent}, {tool} if tool else set())
             continue
-        found[0] += 1
-        if start < found[1]:
-            found[1] = start
-        if end > found[2]:
-            found[2] = end
+        figures = found.figures
+        figures[0] += 1
+        if start < figures[1]:
+            figures[1] = start
+        if end > figures[2]:
+            figures[2] = end
         if status == 2:
-            found[3] = 1
-    return summary
+            figures[3] = 1
+        found.agents.add(agent)
+        if tool:
+            found.tools.add(tool)
+    return traces
 
 
-def _fold_summary(conn: sqlite3.Connection, summary: _Summary, seqs: dict[bytes, int]) -> None:
-    flat: list[object] = []
-    for trace_id, (spans, start, end, error) in summary.traces.items():
-        flat += (seqs[trace_id], spans, start, end, error)
-    for at, size in _chunks(len(summary.traces)):
-        conn.execute(_fold_values(size), flat[at * 5 : (at + size) * 5])
-    flat = [value for trace_id, agent in summary.agents for value in (seqs[trace_id], agent)]
-    for at, size in _chunks(len(summary.agents)):
-        conn.execute(_insert_values("trace_agents", 2, size), flat[at * 2 : (at + size) * 2])
-    flat = [value for tool, trace_id in summary.tools for value in (tool, seqs[trace_id])]
-    for at, size in _chunks(len(summary.tools)):
-        conn.execute(_insert_values("trace_tools", 2, size), flat[at * 2 : (at + size) * 2])
+def _write(conn: sqlite3.Connection, flat: list[object], summary: dict[bytes, _Trace]) -> int:
+    """Insert the spans and fold the summary in; raises _Repeated (before any fold) unless every span is new."""
+    known: dict[bytes, tuple[int, str]] = {}  # trace id -> (seq, agents) of traces stored before
+    keys = [bytearray(trace_id) for trace_id in summary]  # bytearray: bound without adapter lookups
+    for at, size in _chunks(len(keys)):
+        known.update(
+            (trace_id, (seq, agents)) for trace_id, seq, agents in conn.execute(_known(size), keys[at : at + size])
+        )
+    seqs = {trace_id: seq for trace_id, (seq, _) in known.items()}
+    if len(known) < len(summary):
+        last = conn.execute("SELECT coalesce(max(seq), 0) FROM traces").fetchone()[0]
+        seqs.update((trace_id, seq) for seq, trace_id in enumerate((t for t in summary if t not in known), last + 1))
+    # Many rows per statement, not executemany: one GIL release per chunk instead of per row, so
+    # SQLite's work runs beside the event loop instead of trading the GIL with it 512 times.
+    spans = len(flat) // _SPAN_COLUMNS
+    flat[0::_SPAN_COLUMNS] = [seqs[trace_id] for trace_id in cast("list[bytes]", flat[0::_SPAN_COLUMNS])]
+    changes = conn.total_changes
+    for at, size in _chunks(spans):
+        conn.execute(
+            _insert_values("spans", _SPAN_COLUMNS, size), flat[at * _SPAN_COLUMNS : (at + size) * _SPAN_COLUMNS]
+        )
+    if conn.total_changes - changes != spans:
+        raise _Repeated
+    created: list[object] = []  # new traces, whole: one INSERT each instead of an INSERT and an UPDATE
+    folded: list[object] = []  # traces stored before: their figures folded in
+    agent_pairs: list[object] = []
+    tool_pairs: list[object] = []
+    for trace_id, (figures, agents, tools) in summary.items():
+        seq = seqs[trace_id]
+        before = known.get(trace_id)
+        if before is None:
+            created += (seq, bytearray(trace_id), *figures, _SEPARATOR.join(sorted(agents)))
+        else:
+            stored = set(before[1].split(_SEPARATOR)) if before[1] else set()
+            agents -= stored
+            folded += (seq, *figures, _SEPARATOR.join(sorted(agents | stored)))
+        for agent in agents:
+            agent_pairs += (agent, seq)
+        for tool in tools:
+            tool_pairs += (tool, seq)
+    for values, table, columns in (
+        (created, "traces (seq, trace_id, span_count, start_ns, end_ns, error, agents)", 7),
+        (agent_pairs, "trace_agents", 2),
+        (tool_pairs, "trace_tools", 2),
+    ):
+        for at, size in _chunks(len(values) // columns):
+            conn.execute(_insert_values(table, columns, size), values[at * columns : (at + size) * columns])
+    for at, size in _chunks(len(folded) // 6):
+        conn.execute(_fold_values(size), folded[at * 6 : (at + size) * 6])
+    return spans
 
 
+def _stored_traces(conn: sqlite3.Connection, trace_ids: Iterable[bytes]) -> dict[bytes, tuple[int, str]]:
+    """Trace id -> (seq, agents) of those among `trace_ids` stored before."""
+    keys = [bytearray(trace_id) for trace_id in trace_ids]  # bytearray: bound without adapter lookups
+    found: dict[bytes, tuple[int, str]] = {}
+    for at, size in _chunks(len(keys)):
+        for trace_id, seq, agents in conn.execute(_known(size), keys[at : at + size]):
+            found[trace_id] = (seq, agents)
+    return found
+
+
+def _unstored(conn: sqlite3.Connection, rows: Sequence[SpanRow]) -> list[SpanRow]:
+    """The rows whose span is not stored yet, each span once (the first of its copies)."""
+    firsts: dict[tuple[bytes, int], SpanRow] = {}
+    for row in rows:
+        firsts.setdefault((row[0], row[1]), row)
+    seqs = {trace_id: seq for trace_id, (seq, _) in _stored_traces(conn, {t for t, _ in firsts}).items()}
+    probes = [value for trace_id, span in firsts if trace_id in seqs for value in (seqs[trace_id], span)]
+    by_seq = {seq: trace_id for trace_id, seq in seqs.items()}
+    for at, size in _chunks(len(probes) // 2):
+        for seq, span in conn.execute(_stored_spans(size), probes[at * 2 : (at + size) * 2]):
+            del firsts[(by_seq[seq], span)]
+    return list(firsts.values())
+
+
+_SEPARATOR: Final = "\x1f"  # between the names in traces.agents
 _FOLD_TRACES: Final = """
 UPDATE traces SET
-    span_count = traces.span_count + f.n,
-    start_ns = min(coalesce(traces.start_ns, f.start_ns), f.start_ns),
-    end_ns = max(coalesce(traces.end_ns, f.end_ns), f.end_ns),
-    error = max(traces.error, f.error)
-FROM ({per_trace}) AS f
-WHERE traces.seq = f.trace_seq
+    span_count = traces.span_count + f.column2,
+    start_ns = min(traces.start_ns, f.column3),
+    end_ns = max(traces.end_ns, f.column4),
+    error = max(traces.error, f.column5),
+    agents = f.column6
+FROM (VALUES {values}) AS f
+WHERE traces.seq = f.column1
 """
-"""Fold per-trace figures (trace_seq, n, start_ns, end_ns, error) into `traces`."""
-# For a batch holding duplicates, its new spans are those past its starting rowid (an ignored
-# duplicate takes none); each fold below reads that rowid range in SQLite. NOT INDEXED keeps the
-# planner on the range instead of walking a whole index.
-_FOLDS: Final = (
-    _FOLD_TRACES.format(
-        per_trace="SELECT trace_seq, count(*) AS n, min(start_ns) AS start_ns, max(end_ns) AS end_ns,"
-        " max(status = 2) AS error FROM spans NOT INDEXED WHERE rowid > ? GROUP BY trace_seq"
-    ),
-    "INSERT OR IGNORE INTO trace_agents SELECT DISTINCT trace_seq, agent FROM spans NOT INDEXED WHERE rowid > ?",
-    "INSERT OR IGNORE INTO trace_tools"
-    " SELECT DISTINCT tool, trace_seq FROM spans NOT INDEXED WHERE rowid > ? AND tool != ''",
-)
+"""Fold a batch's figures (seq, spans, start_ns, end_ns, error, agents) into traces stored before."""
 _GET_TRACE: Final = (
     "SELECT s.agent, s.instance, s.body FROM traces t JOIN spans s ON s.trace_seq = t.seq WHERE t.trace_id = ?"
 )
@@ -332,11 +397,31 @@ SELECT t.trace_id, t.seq, t.span_count, t.start_ns, t.end_ns, t.error,
          WHERE s.trace_seq = t.seq AND s.root = 1 ORDER BY s.start_ns, s.span_id LIMIT 1),
         (SELECT s.rowid FROM spans s WHERE s.trace_seq = t.seq ORDER BY s.start_ns, s.span_id LIMIT 1)
     ) AS root,
-    (SELECT group_concat(a.agent, char(31)) FROM trace_agents a WHERE a.trace_seq = t.seq) AS agents
+    t.agents
 FROM traces t WHERE {where} ORDER BY t.start_ns DESC LIMIT ?
 """
 _ROOTS: Final = "SELECT rowid, agent, tool FROM spans WHERE rowid IN ({marks})"
 _FIRST_TOOL: Final = "SELECT tool FROM spans WHERE trace_seq = ? AND tool != '' ORDER BY start_ns, span_id LIMIT 1"
+
+
+def _prepare(conn: sqlite3.Connection, target: str) -> None:
+    # Make the tables, or bring an older layout up to date, once whichever process opens it first.
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > _VERSION:
+            raise ConfigError(
+                f"trace store {target} was written by a newer agentplex (layout {version}; this one reads"
+                f" up to {_VERSION}): upgrade, or point --db elsewhere"
+            )
+        made = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'traces'").fetchone() is not None
+        if version < _VERSION:
+            for statement in _FROM_VERSION_0 if made else _SCHEMA:
+                conn.execute(statement)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 def _connect(target: str) -> sqlite3.Connection:
@@ -368,16 +453,18 @@ def _insert_values(table: str, columns: int, rows: int) -> str:
 
 @functools.cache
 def _fold_values(rows: int) -> str:
-    values = ", ".join(["(?, ?, ?, ?, ?)"] * rows)
-    return _FOLD_TRACES.format(
-        per_trace="SELECT column1 AS trace_seq, column2 AS n, column3 AS start_ns, column4 AS end_ns,"
-        f" column5 AS error FROM (VALUES {values})"
-    )
+    return _FOLD_TRACES.format(values=", ".join(["(?, ?, ?, ?, ?, ?)"] * rows))
 
 
 @functools.cache
-def _select_seqs(rows: int) -> str:
-    return f"SELECT trace_id, seq FROM traces WHERE trace_id IN ({', '.join('?' * rows)})"
+def _known(rows: int) -> str:
+    return f"SELECT trace_id, seq, agents FROM traces WHERE trace_id IN ({', '.join('?' * rows)})"
+
+
+@functools.cache
+def _stored_spans(rows: int) -> str:
+    values = ", ".join(["(?, ?)"] * rows)
+    return f"SELECT trace_seq, span_id FROM spans WHERE (trace_seq, span_id) IN (VALUES {values})"
 
 
 def _trace_key(trace_id: str) -> bytes | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -15,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mesh.errors import ConfigError
 from mesh.tracing.stitch import summarize
 from mesh.wire import SpanRecord, SpanStatus
 from registry.otlp import SpanRow, decode_protobuf, encode_spans
@@ -172,6 +174,64 @@ def test_stores_sharing_a_file_take_turns_and_agree_on_every_trace(tmp_path: Pat
     assert stores[1].span_count() == 4 * len(traces)
     for store in stores:
         store.close()
+
+
+LAYOUT_0 = """
+CREATE TABLE traces (
+    seq INTEGER PRIMARY KEY, trace_id BLOB NOT NULL UNIQUE, span_count INTEGER NOT NULL DEFAULT 0,
+    start_ns INTEGER, end_ns INTEGER, error INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX traces_by_start ON traces (start_ns);
+CREATE INDEX traces_errors_by_start ON traces (start_ns) WHERE error = 1;
+CREATE TABLE spans (
+    trace_seq INTEGER NOT NULL, span_id INTEGER NOT NULL, root INTEGER NOT NULL, agent TEXT NOT NULL,
+    instance TEXT NOT NULL, start_ns INTEGER NOT NULL, end_ns INTEGER NOT NULL, status INTEGER NOT NULL,
+    tool TEXT NOT NULL, body BLOB NOT NULL, UNIQUE (trace_seq, span_id)
+);
+CREATE INDEX spans_roots ON spans (trace_seq, start_ns, span_id) WHERE root = 1;
+CREATE TABLE trace_agents (
+    trace_seq INTEGER NOT NULL, agent TEXT NOT NULL, PRIMARY KEY (trace_seq, agent)
+) WITHOUT ROWID;
+CREATE INDEX trace_agents_by_agent ON trace_agents (agent, trace_seq);
+CREATE TABLE trace_tools (
+    tool TEXT NOT NULL, trace_seq INTEGER NOT NULL, PRIMARY KEY (tool, trace_seq)
+) WITHOUT ROWID;
+"""
+
+
+def test_a_store_of_the_first_layout_is_brought_up_to_date_with_its_traces(tmp_path: Path) -> None:
+    path = tmp_path / "traces.sqlite3"
+    old = chain(1, ["b", "a"], status="error")
+    with sqlite3.connect(path) as conn:
+        conn.executescript(LAYOUT_0)
+        conn.execute(
+            "INSERT INTO traces VALUES (1, ?, 2, ?, ?, 1)", (bytes.fromhex(old[0].trace_id), T0, T0 + 100 * MS)
+        )
+        conn.executemany("INSERT INTO spans VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [row[1:] for row in rows(old)])
+        conn.executemany("INSERT INTO trace_agents VALUES (1, ?)", [("a",), ("b",)])
+        conn.executemany("INSERT INTO trace_tools VALUES (?, 1)", [("a-tool",), ("b-tool",)])
+    conn.close()
+    store = TraceStore(path)
+    store.ingest(rows(chain(2, ["c"], start_ms=500)))
+    assert [(t.agents, t.span_count, t.status) for t in store.list_traces()] == [
+        (["c"], 1, "ok"),
+        (["a", "b"], 2, "error"),
+    ]
+    assert [t.trace_id for t in store.list_traces(agent="a")] == [old[0].trace_id]
+    assert len(store.get_trace(old[0].trace_id)) == 2
+    store.close()
+    again = TraceStore(path)  # nothing left to bring up to date
+    assert again.list_traces(agent="c")[0].span_count == 1
+    again.close()
+
+
+def test_a_store_written_by_a_newer_agentplex_is_refused_in_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "traces.sqlite3"
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA user_version = 99")
+    conn.close()
+    with pytest.raises(ConfigError, match=r"^trace store .* newer agentplex \(layout 99; this one reads up to 1\)"):
+        TraceStore(path)
 
 
 def test_an_in_memory_store_works_for_tests() -> None:
