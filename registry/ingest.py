@@ -27,7 +27,7 @@ import anyio
 from anyio.abc import Process
 from anyio.streams.buffered import BufferedByteReceiveStream
 
-from registry.otlp import JSON, OtlpError, SpanRow, parse_json, parse_protobuf, span_rows
+from registry.otlp import JSON, OtlpError, SpanRow, decode_protobuf, parse_json, span_rows
 from registry.tracestore import TraceStore
 
 __all__ = ["Posted", "Outcome", "IngestWorker", "WorkerLost", "store_group", "READY"]
@@ -80,7 +80,7 @@ def store_group(store: TraceStore, group: Sequence[Posted], *, reencode: bool) -
                 decoded = span_rows(request)
                 protobuf = request.SerializeToString() if reencode else None
             else:
-                decoded = span_rows(parse_protobuf(posted.body))
+                decoded = decode_protobuf(posted.body)
                 protobuf = None
         except OtlpError as exc:
             outcomes.append(Outcome(error=str(exc)))

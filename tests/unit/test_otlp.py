@@ -19,7 +19,9 @@ from registry.otlp import (
     decode_json,
     decode_protobuf,
     encode_json,
+    encode_request,
     encode_spans,
+    span_bodies,
     span_key,
     span_record,
 )
@@ -127,6 +129,25 @@ def test_spans_exported_by_the_opentelemetry_sdk_decode() -> None:
     assert (call.agent, call.instance, call.kind, call.name) == ("crm", "crm-1", "server", "tools/call lookup")
     assert call.events[0].attributes == {"mesh.decision.kind": "retry", "mesh.decision.confidence": 0.5}
     assert (query.parent_id, query.status, query.status_message) == (call.span_id, "error", "timeout")
+
+
+def test_each_span_is_kept_as_received_unknown_fields_and_all() -> None:
+    request = encode_request(records())  # two agents: two resources, a scope each
+    unknown = b"\x98\x06\x01"  # field 99, a varint: from a newer OTLP, say
+    span = request.resource_spans[1].scope_spans[0].spans[0]
+    span.MergeFromString(unknown)
+    body = request.SerializeToString()
+    received = [bytes(raw) for raw in span_bodies(body) or []]
+    assert received == [s.SerializeToString() for r in request.resource_spans for s in r.scope_spans[0].spans]
+    assert received[1].endswith(unknown)
+    assert [row[-1] for row in decode_protobuf(body)] == received
+
+
+def test_a_request_the_span_walk_cannot_follow_is_decoded_all_the_same() -> None:
+    body = encode_spans(records())
+    grouped = body + b"\x2b\x2c"  # an empty group (field 5): legal protobuf, ignored by OTLP
+    assert span_bodies(grouped) is None
+    assert decode_protobuf(grouped) == decode_protobuf(body)
 
 
 def test_a_request_without_spans_decodes_to_no_rows() -> None:
