@@ -2,7 +2,7 @@
 
 Each process counts in a pure-Python loop for a fixed time; the sum of N counts over the count of
 one process alone is the machine's parallel speed-up. On the shared 2-CPU host these benchmarks
-run on it moved between ×1.2 and ×1.96 from run to run (2026-12-01): the CPUs slow down when both
+run on it moved between x1.2 and x1.96 from run to run (2026-12-01): the CPUs slow down when both
 are busy, which caps any multi-process design (the tracer's ingest workers) and is why CPU µs
 per span read higher under full load than in one process.
 
