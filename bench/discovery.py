@@ -36,7 +36,7 @@ async def main(starts: int) -> None:
     from mesh.runtime.node import MeshNode
     from mesh.testing import RegistryProcess
 
-    os.environ.update({"MESH_HOME": tempfile.mkdtemp(prefix="mesh-bench-"), "MESH_NAME": f"b-{uuid.uuid4().hex[:6]}"})
+    os.environ["MESH_NAME"] = f"b-{uuid.uuid4().hex[:6]}"  # MESH_HOME: a temporary directory (the end of this file)
     listed: list[float] = []
     called: list[float] = []
     imports: list[float] = []
@@ -96,4 +96,7 @@ async def main(starts: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="time from mesh run to listed and first call")
     parser.add_argument("--starts", type=int, default=20)
-    anyio.run(main, parser.parse_args().starts)
+    starts = parser.parse_args().starts
+    with tempfile.TemporaryDirectory(prefix="mesh-bench-") as home:
+        os.environ["MESH_HOME"] = home
+        anyio.run(main, starts)

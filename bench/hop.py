@@ -61,8 +61,8 @@ async def main(calls: int) -> None:
     from mesh.testing import AgentProcess, RegistryProcess, free_port
     from mesh.tracing.provider import Tracing
 
-    home = tempfile.mkdtemp(prefix="mesh-bench-")
-    os.environ.update({"MESH_HOME": home, "MESH_NAME": f"bench-{uuid.uuid4().hex[:6]}"})
+    home = os.environ["MESH_HOME"]  # a temporary directory (see the end of this file)
+    os.environ["MESH_NAME"] = f"bench-{uuid.uuid4().hex[:6]}"
     port = free_port()
     async with RegistryProcess() as registry:
         tracing = Tracing(
@@ -133,4 +133,7 @@ async def plain_server(port: int) -> AsyncGenerator[str]:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="one mesh hop against one raw SDK call")
     parser.add_argument("--calls", type=int, default=2000)
-    anyio.run(main, parser.parse_args().calls, backend_options={"use_uvloop": True})
+    calls = parser.parse_args().calls
+    with tempfile.TemporaryDirectory(prefix="mesh-bench-") as home:
+        os.environ["MESH_HOME"] = home
+        anyio.run(main, calls, backend_options={"use_uvloop": True})

@@ -79,20 +79,21 @@ def main(rounds: int, calls: int) -> None:
     results: dict[str, list[dict[str, float]]] = {"off": [], "on": []}
     for _ in range(rounds):
         for mode in ("off", "on"):
-            env = {
-                **os.environ,
-                "MESH_HOME": tempfile.mkdtemp(prefix="mesh-bench-"),
-                "MESH_NAME": f"t-{uuid.uuid4().hex[:6]}",
-                "OTEL_SDK_DISABLED": "true" if mode == "off" else "false",
-            }
-            out = subprocess.run(
-                [sys.executable, __file__, "--child", "--calls", str(calls)],
-                env=env,
-                capture_output=True,
-                text=True,
-                check=True,
-                timeout=300,
-            )
+            with tempfile.TemporaryDirectory(prefix="mesh-bench-") as home:
+                env = {
+                    **os.environ,
+                    "MESH_HOME": home,
+                    "MESH_NAME": f"t-{uuid.uuid4().hex[:6]}",
+                    "OTEL_SDK_DISABLED": "true" if mode == "off" else "false",
+                }
+                out = subprocess.run(
+                    [sys.executable, __file__, "--child", "--calls", str(calls)],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                    timeout=300,
+                )
             results[mode].append(json.loads(out.stdout.strip().splitlines()[-1]))
     keys = ("p50", "p90", "p99", "rate", "cpu_caller", "cpu_agent", "cpu_registry")
     med = {mode: {k: statistics.median(r[k] for r in results[mode]) for k in keys} for mode in results}
