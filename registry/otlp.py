@@ -150,12 +150,12 @@ def span_bodies(data: bytes) -> list[bytearray] | None:
     Slicing costs a third of serializing each decoded span again. Call it on a body that
     `parse_protobuf` accepted.
     """
-    data_ = bytearray(data)  # slices of a bytearray are bytearrays: SQLite binds them directly
+    buffer = bytearray(data)  # slices of a bytearray are bytearrays: SQLite binds them directly
     bodies: list[bytearray] = []
     try:
-        for resource_start, resource_end in _ranges(data_, 0, len(data_), 1):  # resource_spans
-            for scope_start, scope_end in _ranges(data_, resource_start, resource_end, 2):  # scope_spans
-                bodies += [data_[start:end] for start, end in _ranges(data_, scope_start, scope_end, 2)]  # spans
+        for resource_start, resource_end in _ranges(buffer, 0, len(buffer), 1):  # resource_spans
+            for scope_start, scope_end in _ranges(buffer, resource_start, resource_end, 2):  # scope_spans
+                bodies += [buffer[start:end] for start, end in _ranges(buffer, scope_start, scope_end, 2)]  # spans
     except (ValueError, IndexError):
         return None
     return bodies

@@ -17,9 +17,9 @@ import fcntl
 import functools
 import sqlite3
 import threading
-from collections.abc import Generator, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from pathlib import Path
-from typing import Final, NamedTuple, cast, final
+from typing import Any, Final, NamedTuple, cast, final
 
 from mesh.errors import ConfigError
 from mesh.wire import SpanRecord, TraceRoot, TraceSummary
@@ -202,6 +202,10 @@ class TraceStore:
 _VERSION: Final = 1
 """The layout `_SCHEMA` makes, kept in the file's user_version: 0 was the first (agents listed in
 `trace_agents` only, keyed by trace first, with a second index by agent)."""
+_TRACE_AGENTS: Final = """CREATE TABLE IF NOT EXISTS trace_agents (
+    agent TEXT NOT NULL, trace_seq INTEGER NOT NULL, PRIMARY KEY (agent, trace_seq)
+) WITHOUT ROWID"""
+_SET_VERSION: Final = f"PRAGMA user_version = {_VERSION}"
 _SCHEMA: Final = (
     """CREATE TABLE IF NOT EXISTS traces (
         seq INTEGER PRIMARY KEY,  -- rowid: the order traces were first seen
@@ -229,13 +233,11 @@ _SCHEMA: Final = (
     )""",
     "CREATE INDEX IF NOT EXISTS spans_roots ON spans (trace_seq, start_ns, span_id) WHERE root = 1",
     # Which traces an agent or a tool took part in (the listing's filters), one B-tree each.
-    """CREATE TABLE IF NOT EXISTS trace_agents (
-        agent TEXT NOT NULL, trace_seq INTEGER NOT NULL, PRIMARY KEY (agent, trace_seq)
-    ) WITHOUT ROWID""",
+    _TRACE_AGENTS,
     """CREATE TABLE IF NOT EXISTS trace_tools (
         tool TEXT NOT NULL, trace_seq INTEGER NOT NULL, PRIMARY KEY (tool, trace_seq)
     ) WITHOUT ROWID""",
-    f"PRAGMA user_version = {_VERSION}",
+    _SET_VERSION,
 )
 _FROM_VERSION_0: Final = (
     "ALTER TABLE traces ADD COLUMN agents TEXT NOT NULL DEFAULT ''",
@@ -244,10 +246,10 @@ _FROM_VERSION_0: Final = (
     )""",  # the primary key (trace_seq, agent) hands them over sorted
     "DROP INDEX trace_agents_by_agent",
     "ALTER TABLE trace_agents RENAME TO trace_agents_0",
-    *_SCHEMA[-3:-1],
+    _TRACE_AGENTS,
     "INSERT INTO trace_agents SELECT agent, trace_seq FROM trace_agents_0",
     "DROP TABLE trace_agents_0",
-    _SCHEMA[-1],
+    _SET_VERSION,
 )
 _SPAN_COLUMNS: Final = 10
 _CHUNK_SIZES: Final = (256, 128, 64, 32, 16, 8, 4, 2, 1)
@@ -298,25 +300,15 @@ def _summarize(rows: Sequence[SpanRow]) -> dict[bytes, _Trace]:
 
 def _write(conn: sqlite3.Connection, flat: list[object], summary: dict[bytes, _Trace]) -> int:
     """Insert the spans and fold the summary in; raises _Repeated (before any fold) unless every span is new."""
-    known: dict[bytes, tuple[int, str]] = {}  # trace id -> (seq, agents) of traces stored before
-    keys = [bytearray(trace_id) for trace_id in summary]  # bytearray: bound without adapter lookups
-    for at, size in _chunks(len(keys)):
-        known.update(
-            (trace_id, (seq, agents)) for trace_id, seq, agents in conn.execute(_known(size), keys[at : at + size])
-        )
+    known = _stored_traces(conn, summary)
     seqs = {trace_id: seq for trace_id, (seq, _) in known.items()}
     if len(known) < len(summary):
         last = conn.execute("SELECT coalesce(max(seq), 0) FROM traces").fetchone()[0]
         seqs.update((trace_id, seq) for seq, trace_id in enumerate((t for t in summary if t not in known), last + 1))
-    # Many rows per statement, not executemany: one GIL release per chunk instead of per row, so
-    # SQLite's work runs beside the event loop instead of trading the GIL with it 512 times.
-    spans = len(flat) // _SPAN_COLUMNS
     flat[0::_SPAN_COLUMNS] = [seqs[trace_id] for trace_id in cast("list[bytes]", flat[0::_SPAN_COLUMNS])]
     changes = conn.total_changes
-    for at, size in _chunks(spans):
-        conn.execute(
-            _insert_values("spans", _SPAN_COLUMNS, size), flat[at * _SPAN_COLUMNS : (at + size) * _SPAN_COLUMNS]
-        )
+    _chunked(conn, functools.partial(_insert_values, "spans", _SPAN_COLUMNS), flat, _SPAN_COLUMNS)
+    spans = len(flat) // _SPAN_COLUMNS
     if conn.total_changes - changes != spans:
         raise _Repeated
     created: list[object] = []  # new traces, whole: one INSERT each instead of an INSERT and an UPDATE
@@ -336,26 +328,17 @@ def _write(conn: sqlite3.Connection, flat: list[object], summary: dict[bytes, _T
             agent_pairs += (agent, seq)
         for tool in tools:
             tool_pairs += (tool, seq)
-    for values, table, columns in (
-        (created, "traces (seq, trace_id, span_count, start_ns, end_ns, error, agents)", 7),
-        (agent_pairs, "trace_agents", 2),
-        (tool_pairs, "trace_tools", 2),
-    ):
-        for at, size in _chunks(len(values) // columns):
-            conn.execute(_insert_values(table, columns, size), values[at * columns : (at + size) * columns])
-    for at, size in _chunks(len(folded) // 6):
-        conn.execute(_fold_values(size), folded[at * 6 : (at + size) * 6])
+    _chunked(conn, functools.partial(_insert_values, _NEW_TRACE, 7), created, 7)
+    _chunked(conn, functools.partial(_insert_values, "trace_agents", 2), agent_pairs, 2)
+    _chunked(conn, functools.partial(_insert_values, "trace_tools", 2), tool_pairs, 2)
+    _chunked(conn, _fold_values, folded, 6)
     return spans
 
 
 def _stored_traces(conn: sqlite3.Connection, trace_ids: Iterable[bytes]) -> dict[bytes, tuple[int, str]]:
     """Trace id -> (seq, agents) of those among `trace_ids` stored before."""
     keys = [bytearray(trace_id) for trace_id in trace_ids]  # bytearray: bound without adapter lookups
-    found: dict[bytes, tuple[int, str]] = {}
-    for at, size in _chunks(len(keys)):
-        for trace_id, seq, agents in conn.execute(_known(size), keys[at : at + size]):
-            found[trace_id] = (seq, agents)
-    return found
+    return {trace_id: (seq, agents) for trace_id, seq, agents in _chunked(conn, _known, keys, 1)}
 
 
 def _unstored(conn: sqlite3.Connection, rows: Sequence[SpanRow]) -> list[SpanRow]:
@@ -366,13 +349,13 @@ def _unstored(conn: sqlite3.Connection, rows: Sequence[SpanRow]) -> list[SpanRow
     seqs = {trace_id: seq for trace_id, (seq, _) in _stored_traces(conn, {t for t, _ in firsts}).items()}
     probes = [value for trace_id, span in firsts if trace_id in seqs for value in (seqs[trace_id], span)]
     by_seq = {seq: trace_id for trace_id, seq in seqs.items()}
-    for at, size in _chunks(len(probes) // 2):
-        for seq, span in conn.execute(_stored_spans(size), probes[at * 2 : (at + size) * 2]):
-            del firsts[(by_seq[seq], span)]
+    for seq, span in _chunked(conn, _stored_spans, probes, 2):
+        del firsts[(by_seq[seq], span)]
     return list(firsts.values())
 
 
 _SEPARATOR: Final = "\x1f"  # between the names in traces.agents
+_NEW_TRACE: Final = "traces (seq, trace_id, span_count, start_ns, end_ns, error, agents)"
 _FOLD_TRACES: Final = """
 UPDATE traces SET
     span_count = traces.span_count + f.column2,
@@ -436,13 +419,22 @@ def _connect(target: str) -> sqlite3.Connection:
     return conn
 
 
-def _chunks(total: int) -> Iterator[tuple[int, int]]:
-    # Power-of-two statement sizes: any batch reuses the same nine prepared statements.
-    at = 0
+def _chunked(
+    conn: sqlite3.Connection, statement: Callable[[int], str], values: Sequence[object], columns: int
+) -> list[Any]:
+    """Run `statement(rows)` over `values` (`columns` to a row) in chunks; the rows they return.
+
+    Many rows per statement, not executemany: one GIL release per chunk instead of per row, so
+    SQLite's work runs beside the event loop instead of trading the GIL with it 512 times. Chunks
+    come in power-of-two sizes, so any batch reuses the same nine prepared statements.
+    """
+    found: list[Any] = []
+    at, total = 0, len(values) // columns
     for size in _CHUNK_SIZES:
         while total - at >= size:
-            yield at, size
+            found += conn.execute(statement(size), values[at * columns : (at + size) * columns])
             at += size
+    return found
 
 
 @functools.cache
