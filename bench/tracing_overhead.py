@@ -1,12 +1,20 @@
-"""Tracing overhead per tool call: one mesh hop with tracing off against tracing on, interleaved in one run.
+"""Tracing overhead per tool call: one mesh hop with tracing off against tracing on, side by side in one run.
 
-The tracer provider is process-wide, so each round runs in a child process (caller and agent
-both with `OTEL_SDK_DISABLED=true`, or both exporting to a running registry); rounds alternate
-off/on so drift on a shared machine hits both sides alike. Reports p50/p90/p99 and calls/s, and
-the CPU each process (caller, agent, registry) spent per call, read from /proc: where the
+The tracer provider is process-wide, so each side is its own mesh, started once and kept
+running: a child process (the caller) with its own registry and echo agent, tracing off
+(`OTEL_SDK_DISABLED=true`) in one and on (exporting to its registry) in the other. The two
+sides then take turns in short slices of sequential calls, in ABBA order (off, on, on, off, ...),
+so both meet the shared host at the same moments: its speed can double within a minute, and
+rounds taken minutes apart measure that instead of tracing. Each slice ends with a pause, so
+the work it leaves behind (spans being exported and stored) is done before the other side's
+slice starts, and is still counted in its CPU.
+
+The headline is the median, over pairs of adjacent slices, of each pair's own p50 ratio, with
+the range. Also reported: p50/p90/p99 and calls/s of all slices pooled, and the CPU each process
+(caller, agent, registry with its ingest workers) spent per call, read from /proc: where the
 overhead goes, not just how much there is.
 
-    python bench/tracing_overhead.py [--rounds 3] [--calls 1500]
+    python bench/tracing_overhead.py [--pairs 12] [--calls 250] [--pause 0.5]
 """
 
 from __future__ import annotations
@@ -20,15 +28,33 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from proc_cpu import cpu_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
+MODES = ("off", "on")
+PROCESSES = ("caller", "agent", "registry")
 
 
-def child(calls: int) -> None:
-    """One round: start a registry and echo, make `calls` sequential calls, print p50 and calls/s as JSON."""
+@dataclass(frozen=True)
+class Slice:
+    """What one side reported for one slice."""
+
+    latencies: list[float]  # ms, one per call
+    wall: float  # seconds the calls took, without the pause
+    cpu: dict[str, float]  # seconds per process, the pause included
+
+    @property
+    def p50(self) -> float:
+        return statistics.median(self.latencies)
+
+
+def child(pause: float) -> None:
+    """One side: start a registry and echo, warm up, print "ready"; then for each line N on stdin,
+    make N sequential calls, pause, and print the latencies and each process's CPU as JSON."""
     import anyio
 
     from mesh.runtime.node import MeshNode
@@ -52,20 +78,21 @@ def child(calls: int) -> None:
                 await node.settle()
                 for _ in range(300):
                     await node.call("echo", "echo", {"text": "warm"})
-                latencies: list[float] = []
-                cpu_before = {name: _cpu(name, pid) for name, pid in pids.items()}
-                started = time.perf_counter()
-                for _ in range(calls):
-                    t0 = time.perf_counter()
-                    await node.call("echo", "echo", {"text": "hello"})
-                    latencies.append((time.perf_counter() - t0) * 1000)
-                wall = time.perf_counter() - started
-                cpu = {name: (_cpu(name, pid) - cpu_before[name]) / calls * 1e6 for name, pid in pids.items()}
+                print("ready", flush=True)
+                while line := (await anyio.to_thread.run_sync(sys.stdin.readline)).strip():
+                    calls = int(line)
+                    cpu_before = {name: _cpu(name, pid) for name, pid in pids.items()}
+                    latencies: list[float] = []
+                    started = time.perf_counter()
+                    for _ in range(calls):
+                        t0 = time.perf_counter()
+                        await node.call("echo", "echo", {"text": "hello"})
+                        latencies.append((time.perf_counter() - t0) * 1000)
+                    wall = time.perf_counter() - started
+                    await anyio.sleep(pause)
+                    cpu = {name: _cpu(name, pid) - cpu_before[name] for name, pid in pids.items()}
+                    print(json.dumps({"latencies": latencies, "wall": wall, "cpu": cpu}), flush=True)
             tracing.shutdown()
-        latencies.sort()
-        p90, p99 = latencies[int(len(latencies) * 0.90)], latencies[int(len(latencies) * 0.99)]
-        result = {"p50": statistics.median(latencies), "p90": p90, "p99": p99, "rate": calls / wall}
-        print(json.dumps(result | {f"cpu_{name}": value for name, value in cpu.items()}))
 
     anyio.run(main, backend_options={"use_uvloop": True})
 
@@ -75,51 +102,99 @@ def _cpu(name: str, pid: int) -> float:
     return cpu_seconds(pid, children=name == "registry")
 
 
-def main(rounds: int, calls: int) -> None:
-    results: dict[str, list[dict[str, float]]] = {"off": [], "on": []}
-    for _ in range(rounds):
-        for mode in ("off", "on"):
-            with tempfile.TemporaryDirectory(prefix="mesh-bench-") as home:
-                env = {
-                    **os.environ,
-                    "MESH_HOME": home,
-                    "MESH_NAME": f"t-{uuid.uuid4().hex[:6]}",
-                    "OTEL_SDK_DISABLED": "true" if mode == "off" else "false",
-                }
-                out = subprocess.run(
-                    [sys.executable, __file__, "--child", "--calls", str(calls)],
-                    env=env,
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                    timeout=300,
-                )
-            results[mode].append(json.loads(out.stdout.strip().splitlines()[-1]))
-    keys = ("p50", "p90", "p99", "rate", "cpu_caller", "cpu_agent", "cpu_registry")
-    med = {mode: {k: statistics.median(r[k] for r in results[mode]) for k in keys} for mode in results}
-    print(f"\none mesh hop, {calls} sequential calls, median of {rounds} interleaved rounds\n")
+def main(pairs: int, calls: int, pause: float) -> None:
+    with tempfile.TemporaryDirectory(prefix="mesh-bench-") as home:
+        sides = {mode: _start(mode, Path(home) / mode, pause) for mode in MODES}
+        try:
+            slices: dict[str, list[Slice]] = {mode: [] for mode in MODES}
+            for pair in range(pairs):
+                for mode in MODES if pair % 2 == 0 else reversed(MODES):
+                    slices[mode].append(_slice(sides[mode], calls))
+        finally:
+            for side in sides.values():
+                assert side.stdin is not None
+                side.stdin.close()
+                side.wait(timeout=60)
+    _report(slices, calls, pause)
+
+
+def _start(mode: str, home: Path, pause: float) -> subprocess.Popen[str]:
+    env = {
+        **os.environ,
+        "MESH_HOME": str(home),
+        "MESH_NAME": f"t-{uuid.uuid4().hex[:6]}",
+        "OTEL_SDK_DISABLED": "true" if mode == "off" else "false",
+    }
+    side = subprocess.Popen(
+        [sys.executable, __file__, "--child", "--pause", str(pause)],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert side.stdout is not None
+    if _read(side.stdout) != "ready":
+        raise RuntimeError(f"the tracing-{mode} side did not start")
+    return side
+
+
+def _slice(side: subprocess.Popen[str], calls: int) -> Slice:
+    assert side.stdin is not None
+    assert side.stdout is not None
+    side.stdin.write(f"{calls}\n")
+    side.stdin.flush()
+    return Slice(**json.loads(_read(side.stdout)))
+
+
+def _read(stream: IO[str]) -> str:
+    line = stream.readline()
+    if not line:
+        raise RuntimeError("a benchmark side exited early")
+    return line.strip()
+
+
+def _report(slices: dict[str, list[Slice]], calls: int, pause: float) -> None:
+    figures: dict[str, dict[str, float]] = {}
+    for mode in MODES:
+        values = sorted(x for piece in slices[mode] for x in piece.latencies)
+        wall = sum(piece.wall for piece in slices[mode])
+        figures[mode] = {
+            "p50": statistics.median(values),
+            "p90": values[int(len(values) * 0.90)],
+            "p99": values[int(len(values) * 0.99)],
+            "rate": len(values) / wall,
+        } | {name: sum(piece.cpu[name] for piece in slices[mode]) / len(values) * 1e6 for name in PROCESSES}
+    count = len(slices["off"])
+    print(f"\none mesh hop, {count} off/on pairs of {calls}-call slices (ABBA order, {pause:g} s pause after each)\n")
     print(f"{'tracing':<8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'calls/s':>9}")
-    for mode in ("off", "on"):
-        m = med[mode]
+    for mode in MODES:
+        m = figures[mode]
         print(f"{mode:<8} {m['p50']:>8.3f} {m['p90']:>8.3f} {m['p99']:>8.3f} {m['rate']:>9.0f}")
     print(f"\n{'CPU µs per call':<16} {'caller':>8} {'agent':>8} {'registry':>9}")
-    for mode in ("off", "on"):
-        m = med[mode]
-        print(f"{mode:<16} {m['cpu_caller']:>8.0f} {m['cpu_agent']:>8.0f} {m['cpu_registry']:>9.0f}")
-    off, on = med["off"], med["on"]
+    for mode in MODES:
+        m = figures[mode]
+        print(f"{mode:<16} {m['caller']:>8.0f} {m['agent']:>8.0f} {m['registry']:>9.0f}")
+    off, on = figures["off"], figures["on"]
+    change = {key: (on[key] / off[key] - 1) * 100 for key in ("p50", "p90", "p99", "rate")}
     print(
-        f"\noverhead: p50 {(on['p50'] / off['p50'] - 1) * 100:+.1f}%, p90 {(on['p90'] / off['p90'] - 1) * 100:+.1f}%, "
-        f"p99 {(on['p99'] / off['p99'] - 1) * 100:+.1f}%, throughput {(on['rate'] / off['rate'] - 1) * 100:+.1f}%"
+        f"\npooled: p50 {change['p50']:+.1f}%, p90 {change['p90']:+.1f}%, "
+        f"p99 {change['p99']:+.1f}%, throughput {change['rate']:+.1f}%"
+    )
+    ratios = sorted((b.p50 / a.p50 - 1) * 100 for a, b in zip(slices["off"], slices["on"], strict=True))
+    print(
+        f"paired p50 overhead: median {statistics.median(ratios):+.1f}% over {count} pairs "
+        f"(range {ratios[0]:+.1f}% to {ratios[-1]:+.1f}%)"
     )
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="tracing overhead per mesh hop")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--calls", type=int, default=1500)
+    parser.add_argument("--pairs", type=int, default=12, help="off/on pairs of slices")
+    parser.add_argument("--calls", type=int, default=250, help="sequential calls a slice")
+    parser.add_argument("--pause", type=float, default=0.5, help="seconds of rest after each slice")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.calls)
+        child(args.pause)
     else:
-        main(args.rounds, args.calls)
+        main(args.pairs, args.calls, args.pause)
