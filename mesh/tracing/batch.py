@@ -5,7 +5,11 @@ what has queued since its last look (a slice of a few hundred µs at a thousand 
 into the request being built, and sends the request once it holds `max_batch` spans or is
 `schedule_delay` old. Encoding where a span ends would put ~15-25 µs on every traced call;
 encoding a whole batch at once holds the GIL for milliseconds and stalls the event loop;
-small slices keep both costs small (bench/tracing_overhead.py). A full queue drops the newest
+small slices keep both costs small (bench/tracing_overhead.py). A request goes out once a
+second, or sooner when it is full: each request costs the exporter, the tracer's HTTP server
+and its store a fixed share, and five a second made a one-hop call's p50 several percent slower
+than one a second did (README, "Tracing overhead"). OpenTelemetry's default is five seconds;
+a decision trace should be there by the time someone looks. A full queue drops the newest
 span and counts it; the count is in `stats()` (health, `mesh ls`), never silent.
 OTEL_BSP_SCHEDULE_DELAY, OTEL_BSP_MAX_QUEUE_SIZE and OTEL_BSP_MAX_EXPORT_BATCH_SIZE override
 the mesh's defaults.
@@ -59,7 +63,7 @@ class SpanBatcher:
         self,
         exporter: SpanExport,
         *,
-        schedule_delay: float = 0.2,
+        schedule_delay: float = 1.0,
         max_queue: int = 8192,
         max_batch: int = 512,
     ) -> None:

@@ -24,7 +24,7 @@ RELAY = str(Path(__file__).resolve().parent / "fixtures" / "relay.py")
 
 
 async def _until(fetch: Callable[[], Any], check: Callable[[Any], bool], timeout: float = 20) -> Any:
-    """Poll `fetch` (bounded) until `check` holds; spans arrive in batches every ~0.2 s."""
+    """Poll `fetch` (bounded) until `check` holds; spans arrive in batches every ~1 s."""
     with anyio.fail_after(timeout):
         while True:
             value = await fetch()

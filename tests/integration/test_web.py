@@ -55,7 +55,7 @@ async def browser_page(problems: list[str]) -> AsyncGenerator[Page]:
 
 
 async def _until_traced(base: str, agent: str) -> dict[str, Any]:
-    """The one trace of `agent`, once its spans have arrived (they come in batches every ~0.2 s)."""
+    """The one trace of `agent`, once its spans have arrived (they come in batches every ~1 s)."""
     async with httpx2.AsyncClient(base_url=base) as http:
         with anyio.fail_after(20):
             while True:
