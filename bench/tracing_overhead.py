@@ -5,16 +5,18 @@ running: a child process (the caller) with its own registry and echo agent, trac
 (`OTEL_SDK_DISABLED=true`) in one and on (exporting to its registry) in the other. The two
 sides then take turns in short slices of sequential calls, in ABBA order (off, on, on, off, ...),
 so both meet the shared host at the same moments: its speed can double within a minute, and
-rounds taken minutes apart measure that instead of tracing. Each slice ends with a pause, so
-the work it leaves behind (spans being exported and stored) is done before the other side's
-slice starts, and is still counted in its CPU.
+rounds taken minutes apart measure that instead of tracing. Each slice ends with a pause longer
+than the exporter's one-second delay, so the work it leaves behind (its last spans being exported
+and stored) is done before the other side's slice starts, and is still counted in its CPU; that
+last export no longer overlaps calls, so a slice should be a few seconds long (the default's
+~2.5 s holds two or three exports).
 
 The headline is the median, over pairs of adjacent slices, of each pair's own p50 ratio, with
 the range. Also reported: p50/p90/p99 and calls/s of all slices pooled, and the CPU each process
 (caller, agent, registry with its ingest workers) spent per call, read from /proc: where the
 overhead goes, not just how much there is.
 
-    python bench/tracing_overhead.py [--pairs 12] [--calls 250] [--pause 0.5]
+    python bench/tracing_overhead.py [--pairs 8] [--calls 1000] [--pause 1.2]
 """
 
 from __future__ import annotations
@@ -189,9 +191,9 @@ def _report(slices: dict[str, list[Slice]], calls: int, pause: float) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="tracing overhead per mesh hop")
-    parser.add_argument("--pairs", type=int, default=12, help="off/on pairs of slices")
-    parser.add_argument("--calls", type=int, default=250, help="sequential calls a slice")
-    parser.add_argument("--pause", type=float, default=0.5, help="seconds of rest after each slice")
+    parser.add_argument("--pairs", type=int, default=8, help="off/on pairs of slices")
+    parser.add_argument("--calls", type=int, default=1000, help="sequential calls a slice")
+    parser.add_argument("--pause", type=float, default=1.2, help="seconds of rest after each slice")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
