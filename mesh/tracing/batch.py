@@ -1,18 +1,19 @@
 """Finished spans, encoded and shipped in batches by one thread, a little at a time.
 
 `on_end` is a deque append (atomic under the GIL, no lock). Every `TICK` the thread encodes
-what has queued since its last look (a slice of a few hundred µs at a thousand spans a second)
-into the request being built, and sends the request once it holds `max_batch` spans or is
-`schedule_delay` old. Encoding where a span ends would put ~15-25 µs on every traced call;
-encoding a whole batch at once holds the GIL for milliseconds and stalls the event loop;
-small slices keep both costs small (bench/tracing_overhead.py). A request goes out once a
-second, or sooner when it is full: each request costs the exporter, the tracer's HTTP server
-and its store a fixed share, and five a second made a one-hop call's p50 several percent slower
-than one a second did (README, "Tracing overhead"). OpenTelemetry's default is five seconds;
-a decision trace should be there by the time someone looks. A full queue drops the newest
-span and counts it; the count is in `stats()` (health, `mesh ls`), never silent.
-OTEL_BSP_SCHEDULE_DELAY, OTEL_BSP_MAX_QUEUE_SIZE and OTEL_BSP_MAX_EXPORT_BATCH_SIZE override
-the mesh's defaults.
+what has queued since its last look into the request being built (~35 spans at 350
+spans a second), and sends the request once it holds `max_batch` spans or is `schedule_delay`
+old. Encoding where a span ends would put ~15-25 µs on every traced call; encoding a whole
+batch at once holds the GIL for milliseconds and stalls the event loop; slices keep both costs
+small. The tick is 100 ms, not less, because waking costs more than it looks: a timed wait's
+return costs this project's VM 50-150 µs of CPU (bench/wakeups.py), which at 20 ms ticks was
+more than the encoding itself. A request goes out once a second, or sooner when it is full:
+each request costs the exporter, the tracer's HTTP server and its store a fixed share, and five
+a second made a one-hop call's p50 several percent slower than one a second did (README,
+"Tracing overhead"). OpenTelemetry's default is five seconds; a decision trace should be there
+by the time someone looks. A full queue drops the newest span and counts it; the count is in
+`stats()` (health, `mesh ls`), never silent. OTEL_BSP_SCHEDULE_DELAY, OTEL_BSP_MAX_QUEUE_SIZE
+and OTEL_BSP_MAX_EXPORT_BATCH_SIZE override the mesh's defaults.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ __all__ = ["SpanBatcher", "SpanExport"]
 
 log = logging.getLogger(__name__)
 
-TICK = 0.02
-"""Seconds between the thread's looks at the queue."""
+TICK = 0.1
+"""Seconds between the thread's looks at the queue (less when the schedule delay is shorter)."""
 
 
 class SpanExport(Protocol):
@@ -76,6 +77,7 @@ class SpanBatcher:
         self._wake = threading.Event()
         self._stopping = False
         self._lock = threading.Lock()  # one encoder at a time: the thread, or a flush
+        self._tick = min(TICK, self.schedule_delay)
         self._builder = BatchBuilder()
         self._opened = 0.0  # monotonic time the request being built got its first span
         self._thread = threading.Thread(target=self._run, name="mesh-span-batcher", daemon=True)
@@ -111,7 +113,7 @@ class SpanBatcher:
 
     def _run(self) -> None:
         while not self._stopping:
-            self._wake.wait(TICK)
+            self._wake.wait(self._tick)
             self._wake.clear()
             with self._lock:
                 self._encode(len(self._queue))  # not what arrives meanwhile: that is the next slice
