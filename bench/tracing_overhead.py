@@ -105,18 +105,18 @@ def _cpu(name: str, pid: int) -> float:
 
 
 def main(pairs: int, calls: int, pause: float) -> None:
+    slices: dict[str, list[Slice]] = {mode: [] for mode in MODES}
     with tempfile.TemporaryDirectory(prefix="mesh-bench-") as home:
-        sides = {mode: _start(mode, Path(home) / mode, pause) for mode in MODES}
+        sides: dict[str, subprocess.Popen[str]] = {}
         try:
-            slices: dict[str, list[Slice]] = {mode: [] for mode in MODES}
+            for mode in MODES:
+                sides[mode] = _start(mode, Path(home) / mode, pause)
             for pair in range(pairs):
                 for mode in MODES if pair % 2 == 0 else reversed(MODES):
                     slices[mode].append(_slice(sides[mode], calls))
         finally:
             for side in sides.values():
-                assert side.stdin is not None
-                side.stdin.close()
-                side.wait(timeout=60)
+                _stop(side)
     _report(slices, calls, pause)
 
 
@@ -135,9 +135,24 @@ def _start(mode: str, home: Path, pause: float) -> subprocess.Popen[str]:
         text=True,
     )
     assert side.stdout is not None
-    if _read(side.stdout) != "ready":
-        raise RuntimeError(f"the tracing-{mode} side did not start")
+    try:
+        if _read(side.stdout) != "ready":
+            raise RuntimeError(f"the tracing-{mode} side did not start")
+    except BaseException:
+        _stop(side)
+        raise
     return side
+
+
+def _stop(side: subprocess.Popen[str]) -> None:
+    # End of stdin ends the side's loop; it then stops its agent and registry itself.
+    assert side.stdin is not None
+    side.stdin.close()
+    try:
+        side.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        side.kill()
+        side.wait()
 
 
 def _slice(side: subprocess.Popen[str], calls: int) -> Slice:
