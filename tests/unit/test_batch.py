@@ -127,3 +127,15 @@ def test_shutdown_does_not_wait_for_the_schedule() -> None:
     started = time.monotonic()
     batcher.shutdown()
     assert time.monotonic() - started < 5
+
+
+def test_without_variables_a_request_goes_out_once_a_second_with_up_to_512_spans(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("OTEL_BSP_SCHEDULE_DELAY", "OTEL_BSP_MAX_QUEUE_SIZE", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    batcher = SpanBatcher(Collecting())
+    try:
+        assert (batcher.schedule_delay, batcher.max_queue, batcher.max_batch) == (1.0, 8192, 512)
+    finally:
+        batcher.shutdown()
