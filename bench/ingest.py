@@ -10,12 +10,13 @@ first runs a naive decode-and-insert loop in this process, as a gauge of the hos
 that moment. Then ~1,000,000 spans go straight into a `TraceStore` and `traces show` /
 `traces ls` are timed as the handlers run them.
 
-    python bench/ingest.py [--spans 200000] [--stored 1000000] [--concurrency 8] [--rounds 3]
+    python bench/ingest.py [--spans 200000] [--stored 1000000] [--concurrency 8] [--rounds 3] [--random-ids]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import random
@@ -26,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, closing
 from pathlib import Path
 
@@ -64,6 +65,9 @@ def main() -> None:
     parser.add_argument("--stored", type=int, default=1_000_000, help="spans stored for the query timings")
     parser.add_argument("--concurrency", type=int, default=8, help="batches in flight (exporters sending at once)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (loop, naive, tracer)")
+    parser.add_argument(
+        "--random-ids", action="store_true", help="fully random trace ids (other SDKs') instead of agents' timed ones"
+    )
     parser.add_argument("--serve", choices=("naive", "tracer"), help=argparse.SUPPRESS)
     parser.add_argument("--db", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -72,7 +76,8 @@ def main() -> None:
         return
     rng = random.Random(7)
     template = template_request()
-    batches = [batch_from(template, rng) for _ in range(args.spans // BATCH)]
+    seconds = trace_seconds(None if args.random_ids else int(time.time()))
+    batches = [batch_from(template, rng, next(seconds)) for _ in range(args.spans // BATCH)]
     print(f"batches of {BATCH} spans, {len(batches[0]) / BATCH:.0f} bytes/span, {os.cpu_count()} CPUs")
     loop: list[float] = []
     naive: list[tuple[float, float]] = []
@@ -83,7 +88,10 @@ def main() -> None:
             print(f"    loop: {loop[-1]:>9,.0f} spans/s in one process, no HTTP")
             naive.append(ingest_over_http("naive", Path(tmp) / f"naive-{round_}.sqlite3", batches, args.concurrency))
             tracer.append(ingest_over_http("tracer", Path(tmp) / f"tracer-{round_}.sqlite3", batches, args.concurrency))
-        queries = query_timings(Path(tmp) / "million.sqlite3", template, rng, args.stored) if args.stored else []
+        if args.stored:
+            queries = query_timings(Path(tmp) / "million.sqlite3", template, rng, args.stored, seconds)
+        else:
+            queries = []
     naive_rate, naive_cpu = (statistics.median(values) for values in zip(*naive, strict=True))
     rate, cpu = (statistics.median(values) for values in zip(*tracer, strict=True))
     print()
@@ -143,8 +151,19 @@ def template_request() -> ExportTraceServiceRequest:
     return encode_request(records)
 
 
-def batch_from(template: ExportTraceServiceRequest, rng: random.Random) -> bytes:
-    """The template with fresh random ids (parents kept consistent) and times moved to now."""
+def trace_seconds(start: int | None) -> Iterator[int | None]:
+    """The second in each batch's trace ids: advancing as if the traces began at 100,000 spans/s; or None."""
+    for index in itertools.count():
+        yield None if start is None else start + index * BATCH // 100_000
+
+
+def batch_from(template: ExportTraceServiceRequest, rng: random.Random, second: int | None = None) -> bytes:
+    """The template with fresh ids (parents kept consistent) and times moved to now.
+
+    Trace ids are made as agents make them (`mesh.tracing.spans.new_trace_id`: the time in
+    seconds, then random bits) for `second`; without one, all 16 bytes are random, as some
+    other OpenTelemetry SDKs send them.
+    """
     request = ExportTraceServiceRequest()
     request.CopyFrom(template)
     shift = time.time_ns() - template.resource_spans[0].scope_spans[0].spans[0].start_time_unix_nano
@@ -154,7 +173,10 @@ def batch_from(template: ExportTraceServiceRequest, rng: random.Random) -> bytes
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
                 old = span.trace_id
-                new = trace_ids.setdefault(old, rng.randbytes(16))
+                new = trace_ids.get(old)
+                if new is None:
+                    bits = rng.getrandbits(128) if second is None else second << 96 | rng.getrandbits(96)
+                    new = trace_ids[old] = bits.to_bytes(16, "big")
                 span.span_id = span_ids.setdefault((old, span.span_id), rng.randbytes(8))
                 if span.parent_span_id:
                     span.parent_span_id = span_ids.setdefault((old, span.parent_span_id), rng.randbytes(8))
@@ -349,14 +371,14 @@ def naive_loop(db: Path, batches: Sequence[bytes]) -> float:
 
 
 def query_timings(
-    db: Path, template: ExportTraceServiceRequest, rng: random.Random, spans: int
+    db: Path, template: ExportTraceServiceRequest, rng: random.Random, spans: int, seconds: Iterator[int | None]
 ) -> list[tuple[str, float, float]]:
     """Fill a store with `spans` spans, then time show/ls the way the HTTP handlers run them."""
     store = TraceStore(db)
     started = time.perf_counter()
     trace_ids: list[str] = []
     for _ in range(spans // BATCH):
-        rows = decode_protobuf(batch_from(template, rng))
+        rows = decode_protobuf(batch_from(template, rng, next(seconds)))
         store.ingest(rows)
         trace_ids.append(rows[rng.randrange(len(rows))][0].hex())
     store.checkpoint()

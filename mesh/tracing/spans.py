@@ -31,7 +31,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 from opentelemetry.util.types import Attributes, AttributeValue
 
-__all__ = ["HOUSEKEEPING", "MeshSpan", "MeshTracer", "MeshTracerProvider", "SpanEvent", "SpanSink"]
+__all__ = ["HOUSEKEEPING", "MeshSpan", "MeshTracer", "MeshTracerProvider", "SpanEvent", "SpanSink", "new_trace_id"]
 
 log = logging.getLogger(__name__)
 
@@ -336,7 +336,7 @@ class MeshTracer(trace.Tracer):
         parent: SpanContext | None = trace.get_current_span(context).get_span_context()
         if not parent.is_valid:
             parent = None
-        trace_id = parent.trace_id if parent is not None else _new_trace_id()
+        trace_id = parent.trace_id if parent is not None else new_trace_id()
         state = parent.trace_state if parent is not None else _EMPTY_STATE
         if self.sampler is None:
             if parent is not None:
@@ -384,8 +384,15 @@ class MeshTracer(trace.Tracer):
         return _Activation(start, end_on_exit, record_exception, set_status_on_exception)  # pyright: ignore[reportReturnType]
 
 
-def _new_trace_id() -> int:
-    return random.getrandbits(128) or 1
+def new_trace_id() -> int:
+    """The id of a new trace: the time in whole seconds (4 bytes, as AWS X-Ray's ids carry it), then 96 random bits.
+
+    W3C Trace Context asks only that an id's rightmost 7 bytes be random, and ratio samplers read
+    the low 8. The time in front makes the ids of one moment sort together, so the trace store's
+    index on them grows at its end: with random ids each new trace wrote its own index page (with
+    300,000 traces stored, ~6x the pages written per batch, `bench/ingest.py --random-ids`).
+    """
+    return (int(time.time()) & 0xFFFFFFFF) << 96 | random.getrandbits(96)
 
 
 @final

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import anyio
@@ -139,6 +140,16 @@ def test_a_child_joins_its_parents_trace_across_a_traceparent() -> None:
     assert server_span.parent.is_remote
     assert server_span.parent.span_id == client.get_span_context().span_id
     assert server_span.get_span_context().trace_id == client_span.get_span_context().trace_id
+
+
+def test_a_new_trace_id_starts_with_the_time_and_ends_random() -> None:
+    tracer = MeshTracerProvider(RESOURCE, RecordingSink()).get_tracer("t")
+    before = int(time.time())
+    ids = [tracer.start_span("root").get_span_context().trace_id for _ in range(64)]
+    after = int(time.time())
+    assert all(before <= trace_id >> 96 <= after for trace_id in ids)
+    assert len({trace_id & (2**96 - 1) for trace_id in ids}) == len(ids)  # 96 random bits each
+    assert len({trace_id & 0xFF for trace_id in ids}) > 1  # the low byte too (W3C: the last 7 are random)
 
 
 def test_mesh_probes_start_no_trace_but_work_does() -> None:
