@@ -47,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from proc_cpu import cpu_seconds
 
+from mesh.tracing.spans import TRACE_ID_RANDOM_BITS, trace_id_at
 from mesh.tracing.stitch import stitch
 from mesh.wire import SpanEventRecord, SpanKind, SpanRecord
 from registry.otlp import decode_protobuf, encode_request
@@ -160,7 +161,7 @@ def trace_seconds(start: int | None) -> Iterator[int | None]:
 def batch_from(template: ExportTraceServiceRequest, rng: random.Random, second: int | None = None) -> bytes:
     """The template with fresh ids (parents kept consistent) and times moved to now.
 
-    Trace ids are made as agents make them (`mesh.tracing.spans.new_trace_id`: the time in
+    Trace ids are made as agents make them (`mesh.tracing.spans.trace_id_at`: the time in
     seconds, then random bits) for `second`; without one, all 16 bytes are random, as some
     other OpenTelemetry SDKs send them.
     """
@@ -175,7 +176,10 @@ def batch_from(template: ExportTraceServiceRequest, rng: random.Random, second: 
                 old = span.trace_id
                 new = trace_ids.get(old)
                 if new is None:
-                    bits = rng.getrandbits(128) if second is None else second << 96 | rng.getrandbits(96)
+                    if second is None:
+                        bits = rng.getrandbits(128)
+                    else:
+                        bits = trace_id_at(second, rng.getrandbits(TRACE_ID_RANDOM_BITS))
                     new = trace_ids[old] = bits.to_bytes(16, "big")
                 span.span_id = span_ids.setdefault((old, span.span_id), rng.randbytes(8))
                 if span.parent_span_id:

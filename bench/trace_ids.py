@@ -3,7 +3,7 @@
 Each tool call reaches the store as two spans in two batches: the caller's client span, then,
 from the agent's exporter, its server span. This stores such pairs of batches into two stores
 side by side, each first filled with `--stored` traces the same way: one with ids as agents
-make them (`mesh.tracing.spans.new_trace_id`: the time in seconds, then 96 random bits), one
+make them (`mesh.tracing.spans.trace_id_at`: the time in seconds, then 96 random bits), one
 with fully random ids (as some other SDKs send). Slices alternate between the two; reported
 per trace: CPU (user and system, from getrusage) and the bytes this process wrote (the WAL
 frames, from /proc/self/io), which do not depend on the host's speed.
@@ -20,12 +20,12 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mesh.tracing.spans import TRACE_ID_RANDOM_BITS, trace_id_at
 from mesh.wire import SpanRecord
 from registry.otlp import SpanRow, decode_protobuf, encode_spans
 from registry.tracestore import TraceStore
@@ -53,12 +53,14 @@ class Side:
         server: list[SpanRecord] = []
         for index in range(traces):
             start = self.clock_ns + index * CALL_NS
-            bits = self.rng.getrandbits(96 if self.timed else 128)
-            trace_id = (start // 10**9 << 96 | bits if self.timed else bits).to_bytes(16, "big").hex()
+            if self.timed:
+                trace_id = trace_id_at(start // 10**9, self.rng.getrandbits(TRACE_ID_RANDOM_BITS))
+            else:
+                trace_id = self.rng.getrandbits(128)
             caller_span = f"{self.rng.getrandbits(64) | 1:016x}"
             client.append(
                 SpanRecord(
-                    trace_id=trace_id,
+                    trace_id=f"{trace_id:032x}",
                     span_id=caller_span,
                     parent_id=None,
                     name="MCP send tools/call echo",
@@ -73,7 +75,7 @@ class Side:
             )
             server.append(
                 SpanRecord(
-                    trace_id=trace_id,
+                    trace_id=f"{trace_id:032x}",
                     span_id=f"{self.rng.getrandbits(64) | 1:016x}",
                     parent_id=caller_span,
                     name="tools/call echo",
@@ -149,13 +151,8 @@ def time_slice(side: Side, traces: int, pairs: int) -> None:
 
 def written_bytes() -> int:
     """Bytes this process has passed to write() so far (/proc/self/io's wchar)."""
-    return next(int(line.split()[1]) for line in read_lines("/proc/self/io") if line.startswith("wchar:"))
-
-
-def read_lines(path: str) -> Iterator[str]:
-    """The lines of a small text file."""
-    with open(path) as lines:
-        yield from lines
+    fields = dict(line.split(": ") for line in Path("/proc/self/io").read_text().splitlines())
+    return int(fields["wchar"])
 
 
 if __name__ == "__main__":
