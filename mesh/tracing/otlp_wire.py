@@ -2,16 +2,19 @@
 
 The OpenTelemetry encoder builds a protobuf object per span, attribute and event (~80 µs a
 span here), on the export thread that competes with the event loop for the GIL; writing the
-few fields a span has directly costs a fraction of that. The output decodes to the same
+few fields a span has directly costs a fraction of that. Attributes and events that repeat call
+after call (a peer call's, a decision's) are encoded once and then taken from bounded caches,
+whose keys hold the values' types so that 1, 1.0 and True never share an encoding. The output decodes to the same
 `ExportTraceServiceRequest` as the reference encoder (a property test holds it to that).
 Pure: bytes in, bytes out; no I/O.
 """
 
 from __future__ import annotations
 
+import marshal
 import struct
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar, cast
 
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
@@ -70,8 +73,11 @@ class FinishedSpan(Protocol):
 _pack_double = struct.Struct("<d").pack
 _pack_fixed64 = struct.Struct("<Q").pack
 _pack_fixed32 = struct.Struct("<I").pack
-_KV_CACHE: dict[tuple[int, str, Any], bytes] = {}
-_KV_CACHE_SIZE = 8192
+_PAIR_CACHE: dict[tuple[Any, ...], bytes] = {}  # (field, key, type, value[, item types]) -> one encoded pair
+_EVENT_CACHE: dict[tuple[Any, ...], tuple[bytes, bytes]] = {}  # (name, marshalled attributes, dropped) -> parts
+_CACHE_SIZE = 4096  # entries in each cache
+_CACHED_MAX_BYTES = 1024
+_T = TypeVar("_T")
 _HAS_IS_REMOTE = 0x100
 _IS_REMOTE = 0x200
 
@@ -162,14 +168,10 @@ def _span(span: FinishedSpan) -> bytes:
     if span.dropped_attributes:
         out += _tag(10, 0) + _varint(span.dropped_attributes)
     for event in span.events:
-        event_body = bytearray(_EVENT_TIME)
-        event_body += _pack_fixed64(event.timestamp)
-        event_body += _field_str(2, event.name)
-        if event.attributes:
-            event_body += _attributes_field(3, event.attributes)
-        if event.dropped_attributes:
-            event_body += _tag(4, 0) + _varint(event.dropped_attributes)
-        out += _field_bytes(11, event_body)
+        head, tail = _event_parts(event)
+        out += head
+        out += _pack_fixed64(event.timestamp)
+        out += tail
     if span.dropped_events:
         out += _tag(12, 0) + _varint(span.dropped_events)
     for link in span.links:
@@ -194,6 +196,22 @@ def _span(span: FinishedSpan) -> bytes:
     return bytes(out)
 
 
+def _event_parts(event: FinishedEvent) -> tuple[bytes, bytes]:
+    # An event is its time (a fixed 9 bytes) between parts that repeat with its name and
+    # attributes (a decision's, call after call): the field's tag, length and time tag before,
+    # the name and attributes after.
+    cache_key = _event_key(event)
+    parts = _EVENT_CACHE.get(cache_key) if cache_key is not None else None
+    if parts is None:
+        tail = _field_str(2, event.name) + _attributes_field(3, event.attributes)
+        if event.dropped_attributes:
+            tail += _tag(4, 0) + _varint(event.dropped_attributes)
+        parts = (_LEN_TAGS[11] + _varint(len(_EVENT_TIME) + 8 + len(tail)) + _EVENT_TIME, tail)
+        if cache_key is not None:
+            _cached(_EVENT_CACHE, cache_key, parts)
+    return parts
+
+
 def _scope(scope: Any) -> bytes:
     if scope is None:
         return b""
@@ -209,23 +227,49 @@ def _flags(remote: bool) -> int:
 
 
 def _attributes_field(number: int, attributes: Mapping[str, Any] | None) -> bytes:
+    # Each key-value pair from the cache when it was encoded before: most repeat call after call.
     if not attributes:
         return b""
     parts: list[bytes] = []
     for key, value in attributes.items():
-        cache_key = (number, key, value if not isinstance(value, list | tuple) else tuple(value))  # pyright: ignore[reportUnknownArgumentType]
+        kind = type(value)
+        # The types are part of the key: 1 == 1.0 == True, and each encodes differently.
+        if kind is tuple or kind is list:
+            cache_key = (number, key, kind, tuple(value), tuple(map(type, value)))  # pyright: ignore[reportUnknownArgumentType]
+        else:
+            cache_key = (number, key, kind, value)
         try:
-            encoded = _KV_CACHE.get(cache_key)
-        except TypeError:  # an unhashable value: encode it every time
+            encoded = _PAIR_CACHE.get(cache_key)
+        except TypeError:  # an unhashable value: encoded every time
             encoded, cache_key = None, None
         if encoded is None:
-            encoded = _field_bytes(number, _field_str(1, key) + _field_bytes(2, _any_value(value)))
+            encoded = _pair(number, key, value)
             if cache_key is not None:
-                if len(_KV_CACHE) >= _KV_CACHE_SIZE:
-                    _KV_CACHE.clear()  # attribute values repeat a lot; a rare reset keeps memory bounded
-                _KV_CACHE[cache_key] = encoded
+                _cached(_PAIR_CACHE, cache_key, encoded)
         parts.append(encoded)
     return b"".join(parts)
+
+
+def _event_key(event: FinishedEvent) -> tuple[Any, ...] | None:
+    """The event's cache key, equal only for events alike in name, attributes and their types
+    (marshal writes 1, 1.0 and True apart); None for one not to cache: attributes marshal cannot
+    write (the SDK's BoundedAttributes), or too long to be worth keeping (a stack trace)."""
+    try:
+        exact = marshal.dumps(cast("Any", event.attributes))
+    except ValueError:
+        return None
+    return (event.name, exact, event.dropped_attributes) if len(exact) <= _CACHED_MAX_BYTES else None
+
+
+def _pair(number: int, key: str, value: Any) -> bytes:
+    return _field_bytes(number, _field_str(1, key) + _field_bytes(2, _any_value(value)))
+
+
+def _cached(cache: dict[tuple[Any, ...], _T], key: tuple[Any, ...], encoded: _T) -> _T:
+    if len(cache) >= _CACHE_SIZE:
+        cache.clear()  # values repeat a lot; a rare reset keeps memory bounded
+    cache[key] = encoded
+    return encoded
 
 
 def _any_value(value: Any) -> bytes:

@@ -1,4 +1,4 @@
-"""The direct OTLP encoder writes exactly what OpenTelemetry's reference encoder writes."""
+"""The direct OTLP encoder writes exactly what OpenTelemetry's reference encoder writes, cached or not."""
 
 from __future__ import annotations
 
@@ -9,12 +9,15 @@ from hypothesis import strategies as st
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from mesh.testing import RecordingSink
 from mesh.tracing.otlp_wire import encode_batch
+from mesh.tracing.spans import MeshTracerProvider
 
 text = st.text(max_size=20)
 scalar = st.one_of(
@@ -62,3 +65,29 @@ def test_the_direct_encoder_decodes_to_the_reference_request(plans: list[dict[st
 
 def test_an_empty_batch_is_an_empty_request() -> None:
     assert encode_batch([]) == b""
+
+
+def _any(value: object) -> AnyValue:
+    if isinstance(value, bool):
+        return AnyValue(bool_value=value)
+    if isinstance(value, int):
+        return AnyValue(int_value=value)
+    if isinstance(value, float):
+        return AnyValue(double_value=value)
+    assert isinstance(value, tuple)
+    return AnyValue(array_value=ArrayValue(values=[_any(item) for item in value]))  # pyright: ignore[reportUnknownVariableType, reportUnknownArgumentType]
+
+
+def test_equal_values_of_other_types_keep_their_own_type() -> None:
+    # 1 == 1.0 == True in Python, so an encoding cache keyed on values alone hands one the other's bytes.
+    sink = RecordingSink()
+    tracer = MeshTracerProvider(Resource.create({"service.name": "t"}), sink).get_tracer("t")
+    values: list[object] = [1, True, 1.0, (1, 2), (True, 2), (1.0, 2.0)]
+    for value in values * 2:  # the second round is served from the caches
+        with tracer.start_as_current_span("s", attributes={"v": value, "w": value}) as span:  # pyright: ignore[reportArgumentType]
+            span.add_event("e", {"v": value})  # pyright: ignore[reportArgumentType]
+    request = ExportTraceServiceRequest.FromString(encode_batch(sink.spans))
+    got = [span for resource in request.resource_spans for scope in resource.scope_spans for span in scope.spans]
+    for value, span in zip(values * 2, got, strict=True):
+        assert [kv.value for kv in span.attributes] == [_any(value), _any(value)]
+        assert [kv.value for kv in span.events[0].attributes] == [_any(value)]
