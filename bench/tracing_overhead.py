@@ -1,22 +1,24 @@
 """Tracing overhead per tool call: one mesh hop with tracing off against tracing on, side by side in one run.
 
-The tracer provider is process-wide, so each side is its own mesh, started once and kept
-running: a child process (the caller) with its own registry and echo agent, tracing off
-(`OTEL_SDK_DISABLED=true`) in one and on (exporting to its registry) in the other. The two
-sides then take turns in short slices of sequential calls, in ABBA order (off, on, on, off, ...),
-so both meet the shared host at the same moments: its speed can double within a minute, and
-rounds taken minutes apart measure that instead of tracing. Each slice ends with a pause longer
-than the exporter's one-second delay, so the work it leaves behind (its last spans being exported
-and stored) is done before the other side's slice starts, and is still counted in its CPU; that
-last export no longer overlaps calls, so a slice should be a few seconds long (the default's
-~2.5 s holds two or three exports).
+The tracer provider is process-wide, so each side is its own mesh: a child process (the caller)
+with its own registry and echo agent, tracing off (`OTEL_SDK_DISABLED=true`) in one and on
+(exporting to its registry) in the other. The two sides take turns in short slices of sequential
+calls, in ABBA order (off, on, on, off, ...), so both meet the shared host at the same moments:
+its speed can double within a minute, and rounds taken minutes apart measure that instead of
+tracing. Each slice ends with a pause longer than the exporter's one-second delay, so the work it
+leaves behind (its last spans being exported and stored) is done before the other side's slice
+starts, and is still counted in its CPU.
 
-The headline is the median, over pairs of adjacent slices, of each pair's own p50 ratio, with
-the range. Also reported: p50/p90/p99 and calls/s of all slices pooled, and the CPU each process
-(caller, agent, registry with its ingest workers) spent per call, read from /proc: where the
-overhead goes, not just how much there is.
+Two process trees doing identical work also differ, for as long as they live: on this host, with
+tracing off on both sides (`--aa`), one tree ran up to 15% faster than the other for a whole run
+(memory layout, CPU placement). So a run is several trials, each with fresh sides started in
+alternating order, and the headline is the median over trials of each trial's p50 ratio (on/off),
+with the range: one pair of trees decides one trial, not the run. Also reported: p50/p90/p99 and
+calls/s of all slices pooled, and the CPU each process (caller, agent, registry with its ingest
+workers) spent per call, read from /proc: where the overhead goes, not just how much there is.
+`--aa` runs tracing off on both sides: the bench's own noise floor.
 
-    python bench/tracing_overhead.py [--pairs 8] [--calls 1000] [--pause 1.2]
+    python bench/tracing_overhead.py [--trials 6] [--pairs 4] [--calls 1000] [--pause 1.2] [--aa]
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -104,28 +107,37 @@ def _cpu(name: str, pid: int) -> float:
     return cpu_seconds(pid, children=name == "registry")
 
 
-def main(pairs: int, calls: int, pause: float) -> None:
-    slices: dict[str, list[Slice]] = {mode: [] for mode in MODES}
+def main(trials: int, pairs: int, calls: int, pause: float, aa: bool) -> None:
+    runs: list[dict[str, list[Slice]]] = []
     with tempfile.TemporaryDirectory(prefix="mesh-bench-") as home:
-        sides: dict[str, subprocess.Popen[str]] = {}
-        try:
-            for mode in MODES:
-                sides[mode] = _start(mode, Path(home) / mode, pause)
-            for pair in range(pairs):
-                for mode in MODES if pair % 2 == 0 else reversed(MODES):
-                    slices[mode].append(_slice(sides[mode], calls))
-        finally:
-            for side in sides.values():
-                _stop(side)
-    _report(slices, calls, pause)
+        for trial in range(trials):
+            slices: dict[str, list[Slice]] = {mode: [] for mode in MODES}
+            sides: dict[str, subprocess.Popen[str]] = {}
+            order = MODES if trial % 2 == 0 else MODES[::-1]  # which tree starts first alternates too
+            try:
+                for mode in order:
+                    sides[mode] = _start(mode, Path(home) / str(trial) / mode, pause, aa)
+                for pair in range(pairs):
+                    for mode in order if pair % 2 == 0 else order[::-1]:
+                        slices[mode].append(_slice(sides[mode], calls))
+            finally:
+                for side in sides.values():
+                    _stop(side)
+                shutil.rmtree(Path(home) / str(trial), ignore_errors=True)  # the trial's stores and spools
+            runs.append(slices)
+            ratio = statistics.median(x for s in slices["on"] for x in s.latencies) / statistics.median(
+                x for s in slices["off"] for x in s.latencies
+            )
+            print(f"  trial {trial + 1}: p50 on/off {(ratio - 1) * 100:+.1f}%", flush=True)
+    _report(runs, calls, pause, aa)
 
 
-def _start(mode: str, home: Path, pause: float) -> subprocess.Popen[str]:
+def _start(mode: str, home: Path, pause: float, aa: bool) -> subprocess.Popen[str]:
     env = {
         **os.environ,
         "MESH_HOME": str(home),
         "MESH_NAME": f"t-{uuid.uuid4().hex[:6]}",
-        "OTEL_SDK_DISABLED": "true" if mode == "off" else "false",
+        "OTEL_SDK_DISABLED": "true" if mode == "off" or aa else "false",
     }
     side = subprocess.Popen(
         [sys.executable, __file__, "--child", "--pause", str(pause)],
@@ -170,7 +182,8 @@ def _read(stream: IO[str]) -> str:
     return line.strip()
 
 
-def _report(slices: dict[str, list[Slice]], calls: int, pause: float) -> None:
+def _report(runs: list[dict[str, list[Slice]]], calls: int, pause: float, aa: bool) -> None:
+    slices = {mode: [piece for run in runs for piece in run[mode]] for mode in MODES}
     figures: dict[str, dict[str, float]] = {}
     for mode in MODES:
         values = sorted(x for piece in slices[mode] for x in piece.latencies)
@@ -181,8 +194,12 @@ def _report(slices: dict[str, list[Slice]], calls: int, pause: float) -> None:
             "p99": values[int(len(values) * 0.99)],
             "rate": len(values) / wall,
         } | {name: sum(piece.cpu[name] for piece in slices[mode]) / len(values) * 1e6 for name in PROCESSES}
-    count = len(slices["off"])
-    print(f"\none mesh hop, {count} off/on pairs of {calls}-call slices (ABBA order, {pause:g} s pause after each)\n")
+    label = "A/A: tracing off on both sides" if aa else "tracing off against on"
+    pairs = len(runs[0]["off"])
+    print(
+        f"\none mesh hop, {label}: {len(runs)} trials of {pairs} ABBA pairs of {calls}-call slices"
+        f" ({pause:g} s pause after each)\n"
+    )
     print(f"{'tracing':<8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'calls/s':>9}")
     for mode in MODES:
         m = figures[mode]
@@ -197,21 +214,31 @@ def _report(slices: dict[str, list[Slice]], calls: int, pause: float) -> None:
         f"\npooled: p50 {change['p50']:+.1f}%, p90 {change['p90']:+.1f}%, "
         f"p99 {change['p99']:+.1f}%, throughput {change['rate']:+.1f}%"
     )
-    ratios = sorted((b.p50 / a.p50 - 1) * 100 for a, b in zip(slices["off"], slices["on"], strict=True))
+    trials = sorted(
+        (
+            statistics.median(x for s in run["on"] for x in s.latencies)
+            / statistics.median(x for s in run["off"] for x in s.latencies)
+            - 1
+        )
+        * 100
+        for run in runs
+    )
     print(
-        f"paired p50 overhead: median {statistics.median(ratios):+.1f}% over {count} pairs "
-        f"(range {ratios[0]:+.1f}% to {ratios[-1]:+.1f}%)"
+        f"p50 overhead: median {statistics.median(trials):+.1f}% over {len(trials)} trials"
+        f" (range {trials[0]:+.1f}% to {trials[-1]:+.1f}%)"
     )
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="tracing overhead per mesh hop")
-    parser.add_argument("--pairs", type=int, default=8, help="off/on pairs of slices")
+    parser.add_argument("--trials", type=int, default=6, help="trials, each with freshly started sides")
+    parser.add_argument("--pairs", type=int, default=4, help="off/on pairs of slices a trial")
     parser.add_argument("--calls", type=int, default=1000, help="sequential calls a slice")
     parser.add_argument("--pause", type=float, default=1.2, help="seconds of rest after each slice")
+    parser.add_argument("--aa", action="store_true", help="tracing off on both sides: the noise floor")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args.pause)
     else:
-        main(args.pairs, args.calls, args.pause)
+        main(args.trials, args.pairs, args.calls, args.pause, args.aa)
