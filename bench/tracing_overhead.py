@@ -125,11 +125,14 @@ def main(trials: int, pairs: int, calls: int, pause: float, aa: bool) -> None:
                     _stop(side)
                 shutil.rmtree(Path(home) / str(trial), ignore_errors=True)  # the trial's stores and spools
             runs.append(slices)
-            ratio = statistics.median(x for s in slices["on"] for x in s.latencies) / statistics.median(
-                x for s in slices["off"] for x in s.latencies
-            )
-            print(f"  trial {trial + 1}: p50 on/off {(ratio - 1) * 100:+.1f}%", flush=True)
+            print(f"  trial {trial + 1}: p50 on/off {_overhead(slices):+.1f}%", flush=True)
     _report(runs, calls, pause, aa)
+
+
+def _overhead(trial: dict[str, list[Slice]]) -> float:
+    """A trial's p50 with tracing on against off, as a percentage change."""
+    p50 = {mode: statistics.median(x for piece in trial[mode] for x in piece.latencies) for mode in MODES}
+    return (p50["on"] / p50["off"] - 1) * 100
 
 
 def _start(mode: str, home: Path, pause: float, aa: bool) -> subprocess.Popen[str]:
@@ -214,15 +217,7 @@ def _report(runs: list[dict[str, list[Slice]]], calls: int, pause: float, aa: bo
         f"\npooled: p50 {change['p50']:+.1f}%, p90 {change['p90']:+.1f}%, "
         f"p99 {change['p99']:+.1f}%, throughput {change['rate']:+.1f}%"
     )
-    trials = sorted(
-        (
-            statistics.median(x for s in run["on"] for x in s.latencies)
-            / statistics.median(x for s in run["off"] for x in s.latencies)
-            - 1
-        )
-        * 100
-        for run in runs
-    )
+    trials = sorted(_overhead(run) for run in runs)
     print(
         f"p50 overhead: median {statistics.median(trials):+.1f}% over {len(trials)} trials"
         f" (range {trials[0]:+.1f}% to {trials[-1]:+.1f}%)"
