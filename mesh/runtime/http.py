@@ -2,23 +2,28 @@
 
 Binding first gives a clear error for a port in use and the real port for `--port 0`
 before anything is announced. Owns uvicorn's lifecycle: signals are the caller's
-(uvicorn's own handlers would re-raise SIGTERM after shutdown and skip our exit work).
+(uvicorn's own handlers would re-raise SIGTERM after shutdown and skip our exit work). A
+request still running when the graceful shutdown runs out (a call waiting on a person's
+approval, say) is answered 503 and ended quietly, where uvicorn would log its cancellation
+as a crash: a 60-line traceback per process on every Ctrl-C of a busy mesh.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import socket
 from collections.abc import Generator
+from typing import final
 
 import anyio
 import uvicorn
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mesh.errors import ConfigError
 
-__all__ = ["bind", "serve"]
+__all__ = ["QuietShutdown", "bind", "serve"]
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -40,8 +45,12 @@ def bind(host: str, port: int) -> socket.socket:
 
 async def serve(app: ASGIApp, sock: socket.socket, *, graceful_seconds: float = 3.0) -> None:
     """Serve `app` on `sock` until cancelled, then shut down gracefully (bounded) and return."""
+    quiet = QuietShutdown(app)
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    if _say_cut_off not in uvicorn_log.filters:
+        uvicorn_log.addFilter(_say_cut_off)
     config = uvicorn.Config(
-        app,
+        quiet,
         log_level="warning",
         access_log=False,
         lifespan="on",
@@ -55,6 +64,7 @@ async def serve(app: ASGIApp, sock: socket.socket, *, graceful_seconds: float = 
             try:
                 await anyio.sleep_forever()
             finally:
+                quiet.stopping = True
                 server.should_exit = True
 
         tg.start_soon(stop_on_cancel)
@@ -62,6 +72,50 @@ async def serve(app: ASGIApp, sock: socket.socket, *, graceful_seconds: float = 
         with anyio.CancelScope(shield=True):
             await server.serve(sockets=[sock])
         tg.cancel_scope.cancel()
+
+
+@final
+class QuietShutdown:
+    """ASGI wrapper: once `stopping`, a cancelled HTTP request gets a 503 (if nothing was sent yet)
+    and ends without raising, so that uvicorn's cancellation of what outlives its graceful
+    shutdown is not logged as an application crash. Before that, cancellation propagates."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.stopping = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except anyio.get_cancelled_exc_class():
+            if not self.stopping:
+                raise
+            if not started:
+                with contextlib.suppress(Exception):  # the connection may be gone already
+                    await send({"type": "http.response.start", "status": 503, "headers": _RETRY_LATER})
+                    await send({"type": "http.response.body", "body": b"the server is shutting down\n"})
+
+
+_RETRY_LATER = [(b"content-type", b"text/plain; charset=utf-8"), (b"retry-after", b"1")]
+
+
+def _say_cut_off(record: logging.LogRecord) -> bool:
+    # uvicorn logs the end of its graceful shutdown as an ERROR; with `QuietShutdown` it is
+    # expected (a call waiting on a person, say), and each such request has been ended.
+    if record.msg == "Cancel %s running task(s), timeout graceful shutdown exceeded":
+        record.msg = "%s request(s) still running at shutdown were ended (answered 503 if no answer had begun)"
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+    return True
 
 
 class _Server(uvicorn.Server):
