@@ -52,10 +52,6 @@ class Slice:
     wall: float  # seconds the calls took, without the pause
     cpu: dict[str, float]  # seconds per process, the pause included
 
-    @property
-    def p50(self) -> float:
-        return statistics.median(self.latencies)
-
 
 def child(pause: float) -> None:
     """One side: start a registry and echo, warm up, print "ready"; then for each line N on stdin,

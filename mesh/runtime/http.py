@@ -19,7 +19,7 @@ from typing import final
 
 import anyio
 import uvicorn
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mesh.errors import ConfigError
 
@@ -76,34 +76,24 @@ async def serve(app: ASGIApp, sock: socket.socket, *, graceful_seconds: float = 
 
 @final
 class QuietShutdown:
-    """ASGI wrapper: once `stopping`, a cancelled HTTP request gets a 503 (if nothing was sent yet)
-    and ends without raising, so that uvicorn's cancellation of what outlives its graceful
-    shutdown is not logged as an application crash. Before that, cancellation propagates."""
+    """ASGI wrapper: once `stopping`, a cancelled HTTP request is answered 503 (unless its answer
+    had begun) and ends without raising, so that uvicorn's cancellation of what outlives its
+    graceful shutdown is not logged as an application crash. Before that, cancellation propagates."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
         self.stopping = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = False
-
-        async def tracked(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
         try:
-            await self.app(scope, receive, tracked)
+            await self.app(scope, receive, send)
         except anyio.get_cancelled_exc_class():
-            if not self.stopping:
+            if not self.stopping or scope["type"] != "http":
                 raise
-            if not started:
-                with contextlib.suppress(Exception):  # the connection may be gone already
-                    await send({"type": "http.response.start", "status": 503, "headers": _RETRY_LATER})
-                    await send({"type": "http.response.body", "body": b"the server is shutting down\n"})
+            # uvicorn refuses a second response start (RuntimeError); the connection may be gone.
+            with contextlib.suppress(Exception):
+                await send({"type": "http.response.start", "status": 503, "headers": _RETRY_LATER})
+                await send({"type": "http.response.body", "body": b"the server is shutting down\n"})
 
 
 _RETRY_LATER = [(b"content-type", b"text/plain; charset=utf-8"), (b"retry-after", b"1")]

@@ -265,11 +265,10 @@ def _pair(number: int, key: str, value: Any) -> bytes:
     return _field_bytes(number, _field_str(1, key) + _field_bytes(2, _any_value(value)))
 
 
-def _cached(cache: dict[tuple[Any, ...], _T], key: tuple[Any, ...], encoded: _T) -> _T:
+def _cached(cache: dict[tuple[Any, ...], _T], key: tuple[Any, ...], encoded: _T) -> None:
     if len(cache) >= _CACHE_SIZE:
         cache.clear()  # values repeat a lot; a rare reset keeps memory bounded
     cache[key] = encoded
-    return encoded
 
 
 def _any_value(value: Any) -> bytes:
