@@ -91,11 +91,15 @@ def encode_batch(spans: Sequence[FinishedSpan]) -> bytes:
 
 
 class BatchBuilder:
-    """A request built one span at a time, so an export thread can encode between other work."""
+    """A request built one span at a time, so an export thread can encode between other work.
+
+    Each span is kept as its field's tag, length and body, and `build` joins them once: growing
+    one buffer per level (span, scope, resource, request) copied the batch four times over.
+    """
 
     def __init__(self) -> None:
         # Grouped by identity: hashing a Resource or InstrumentationScope serialises its attributes.
-        self._groups: dict[int, tuple[Resource, dict[int, tuple[InstrumentationScope | None, list[bytes]]]]] = {}
+        self._groups: dict[int, tuple[Resource, dict[int, _ScopeSpans]]] = {}
         self.spans = 0
 
     def add(self, span: FinishedSpan) -> None:
@@ -106,28 +110,41 @@ class BatchBuilder:
             scopes = self._groups[id(resource)] = (resource, {})
         entry = scopes[1].get(id(scope))
         if entry is None:
-            entry = scopes[1][id(scope)] = (scope, [])
-        entry[1].append(_span(span))
+            entry = scopes[1][id(scope)] = _ScopeSpans(scope)
+        body = _span(span)
+        head = _SPAN_FIELD + _varint(len(body))
+        entry.parts += (head, body)
+        entry.size += len(head) + len(body)
         self.spans += 1
 
     def build(self) -> bytes:
         """The request's bytes; the builder starts empty again."""
-        out = bytearray()
+        parts: list[bytes | bytearray] = []
         for resource, scopes in self._groups.values():
-            body = bytearray(_field_bytes(1, _attributes_field(1, resource.attributes)))
-            for scope, encoded in scopes.values():
-                scope_body = bytearray(_field_bytes(1, _scope(scope)))
-                for span_bytes in encoded:
-                    scope_body += _field_bytes(2, span_bytes)
-                if scope is not None and scope.schema_url:
-                    scope_body += _field_str(3, scope.schema_url)
-                body += _field_bytes(2, scope_body)
+            resource_parts: list[bytes | bytearray] = [_field_bytes(1, _attributes_field(1, resource.attributes))]
+            for entry in scopes.values():
+                scope = entry.scope
+                head = _field_bytes(1, _scope(scope))
+                tail = _field_str(3, scope.schema_url) if scope is not None and scope.schema_url else b""
+                size = len(head) + entry.size + len(tail)
+                resource_parts += (_LEN_TAGS[2], _varint(size), head, *entry.parts, tail)
             if resource.schema_url:
-                body += _field_str(3, resource.schema_url)
-            out += _field_bytes(1, body)
+                resource_parts.append(_field_str(3, resource.schema_url))
+            parts += (_LEN_TAGS[1], _varint(sum(map(len, resource_parts))), *resource_parts)
         self._groups = {}
         self.spans = 0
-        return bytes(out)
+        return b"".join(parts)
+
+
+class _ScopeSpans:
+    """One scope's spans in the request being built: their encoded fields, and their length."""
+
+    __slots__ = ("parts", "scope", "size")
+
+    def __init__(self, scope: InstrumentationScope | None) -> None:
+        self.scope = scope
+        self.parts: list[bytes | bytearray] = []
+        self.size = 0
 
 
 # Span field tags (field number << 3 | wire type), written out: this loop runs for every span.
@@ -141,9 +158,10 @@ _EVENT_TIME = b"\x09"  # event 1: fixed64
 _NO_STATUS = b"\x7a\x00"  # 15: empty Status
 _FLAGS_LOCAL = b"\x85\x01" + _pack_fixed32(_HAS_IS_REMOTE)  # 16: fixed32
 _FLAGS_REMOTE = b"\x85\x01" + _pack_fixed32(_HAS_IS_REMOTE | _IS_REMOTE)
+_SPAN_FIELD = b"\x12"  # ScopeSpans 2: a Span, length-delimited
 
 
-def _span(span: FinishedSpan) -> bytes:
+def _span(span: FinishedSpan) -> bytearray:
     """One OTLP `Span` message (without resource or scope: `BatchBuilder` groups them)."""
     context = span.get_span_context()
     assert context is not None
@@ -193,7 +211,7 @@ def _span(span: FinishedSpan) -> bytes:
     else:
         out += _NO_STATUS
     out += _FLAGS_REMOTE if parent is not None and parent.is_remote else _FLAGS_LOCAL
-    return bytes(out)
+    return out
 
 
 def _event_parts(event: FinishedEvent) -> tuple[bytes, bytes]:
