@@ -16,9 +16,13 @@ alternating order, and the headline is the median over trials of each trial's p5
 with the range: one pair of trees decides one trial, not the run. Also reported: p50/p90/p99 and
 calls/s of all slices pooled, and the CPU each process (caller, agent, registry with its ingest
 workers) spent per call, read from /proc: where the overhead goes, not just how much there is.
-`--aa` runs tracing off on both sides: the bench's own noise floor.
+`--aa` runs tracing off on both sides: the bench's own noise floor. `--toggle` runs one mesh
+with tracing on and switches recording off and on between its slices (the caller's sampler,
+`ParentBased(ALWAYS_OFF)` against the default, so the agent's spans follow): what recording,
+exporting and storing spans cost, free of any difference between trees, but not what carrying
+the context costs, which the toggled-off slices still pay.
 
-    python bench/tracing_overhead.py [--trials 6] [--pairs 4] [--calls 1000] [--pause 1.2] [--aa]
+    python bench/tracing_overhead.py [--trials 6] [--pairs 4] [--calls 1000] [--pause 1.2] [--aa | --toggle]
 """
 
 from __future__ import annotations
@@ -54,9 +58,11 @@ class Slice:
 
 
 def child(pause: float) -> None:
-    """One side: start a registry and echo, warm up, print "ready"; then for each line N on stdin,
-    make N sequential calls, pause, and print the latencies and each process's CPU as JSON."""
+    """One side: start a registry and echo, warm up, print "ready"; then for each line "N [off|on]"
+    on stdin, set recording (if named), make N sequential calls, pause, and print the latencies and
+    each process's CPU as JSON."""
     import anyio
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 
     from mesh.runtime.node import MeshNode
     from mesh.testing import AgentProcess, RegistryProcess
@@ -81,7 +87,10 @@ def child(pause: float) -> None:
                     await node.call("echo", "echo", {"text": "warm"})
                 print("ready", flush=True)
                 while line := (await anyio.to_thread.run_sync(sys.stdin.readline)).strip():
-                    calls = int(line)
+                    count, *recording = line.split()
+                    calls = int(count)
+                    if recording and tracing.provider is not None:
+                        tracing.provider.set_sampler(ParentBased(ALWAYS_OFF) if recording == ["off"] else None)
                     cpu_before = {name: _cpu(name, pid) for name, pid in pids.items()}
                     latencies: list[float] = []
                     started = time.perf_counter()
@@ -103,7 +112,7 @@ def _cpu(name: str, pid: int) -> float:
     return cpu_seconds(pid, children=name == "registry")
 
 
-def main(trials: int, pairs: int, calls: int, pause: float, aa: bool) -> None:
+def main(trials: int, pairs: int, calls: int, pause: float, aa: bool, toggle: bool) -> None:
     runs: list[dict[str, list[Slice]]] = []
     with tempfile.TemporaryDirectory(prefix="mesh-bench-") as home:
         for trial in range(trials):
@@ -111,18 +120,31 @@ def main(trials: int, pairs: int, calls: int, pause: float, aa: bool) -> None:
             sides: dict[str, subprocess.Popen[str]] = {}
             order = MODES if trial % 2 == 0 else MODES[::-1]  # which tree starts first alternates too
             try:
-                for mode in order:
-                    sides[mode] = _start(mode, Path(home) / str(trial) / mode, pause, aa)
+                if toggle:  # one mesh, tracing on; each slice says whether to record
+                    sides["on"] = _start("on", Path(home) / str(trial) / "on", pause, aa)
+                else:
+                    for mode in order:
+                        sides[mode] = _start(mode, Path(home) / str(trial) / mode, pause, aa)
                 for pair in range(pairs):
                     for mode in order if pair % 2 == 0 else order[::-1]:
-                        slices[mode].append(_slice(sides[mode], calls))
+                        side = sides["on"] if toggle else sides[mode]
+                        slices[mode].append(_slice(side, f"{calls} {mode}" if toggle else str(calls)))
             finally:
                 for side in sides.values():
                     _stop(side)
                 shutil.rmtree(Path(home) / str(trial), ignore_errors=True)  # the trial's stores and spools
             runs.append(slices)
             print(f"  trial {trial + 1}: p50 on/off {_overhead(slices):+.1f}%", flush=True)
-    _report(runs, calls, pause, aa)
+    _report(
+        runs,
+        calls,
+        pause,
+        "A/A: tracing off on both sides"
+        if aa
+        else "toggle: recording off against on, one mesh"
+        if toggle
+        else "tracing off against on",
+    )
 
 
 def _overhead(trial: dict[str, list[Slice]]) -> float:
@@ -166,10 +188,10 @@ def _stop(side: subprocess.Popen[str]) -> None:
         side.wait()
 
 
-def _slice(side: subprocess.Popen[str], calls: int) -> Slice:
+def _slice(side: subprocess.Popen[str], command: str) -> Slice:
     assert side.stdin is not None
     assert side.stdout is not None
-    side.stdin.write(f"{calls}\n")
+    side.stdin.write(f"{command}\n")
     side.stdin.flush()
     return Slice(**json.loads(_read(side.stdout)))
 
@@ -181,7 +203,7 @@ def _read(stream: IO[str]) -> str:
     return line.strip()
 
 
-def _report(runs: list[dict[str, list[Slice]]], calls: int, pause: float, aa: bool) -> None:
+def _report(runs: list[dict[str, list[Slice]]], calls: int, pause: float, label: str) -> None:
     slices = {mode: [piece for run in runs for piece in run[mode]] for mode in MODES}
     figures: dict[str, dict[str, float]] = {}
     for mode in MODES:
@@ -193,7 +215,6 @@ def _report(runs: list[dict[str, list[Slice]]], calls: int, pause: float, aa: bo
             "p99": values[int(len(values) * 0.99)],
             "rate": len(values) / wall,
         } | {name: sum(piece.cpu[name] for piece in slices[mode]) / len(values) * 1e6 for name in PROCESSES}
-    label = "A/A: tracing off on both sides" if aa else "tracing off against on"
     pairs = len(runs[0]["off"])
     print(
         f"\none mesh hop, {label}: {len(runs)} trials of {pairs} ABBA pairs of {calls}-call slices"
@@ -226,10 +247,12 @@ if __name__ == "__main__":
     parser.add_argument("--pairs", type=int, default=4, help="off/on pairs of slices a trial")
     parser.add_argument("--calls", type=int, default=1000, help="sequential calls a slice")
     parser.add_argument("--pause", type=float, default=1.2, help="seconds of rest after each slice")
-    parser.add_argument("--aa", action="store_true", help="tracing off on both sides: the noise floor")
+    choice = parser.add_mutually_exclusive_group()
+    choice.add_argument("--aa", action="store_true", help="tracing off on both sides: the noise floor")
+    choice.add_argument("--toggle", action="store_true", help="one mesh, recording switched per slice")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args.pause)
     else:
-        main(args.trials, args.pairs, args.calls, args.pause, args.aa)
+        main(args.trials, args.pairs, args.calls, args.pause, args.aa, args.toggle)

@@ -52,6 +52,7 @@ class Tracing:
     ) -> None:
         self.enabled = os.environ.get("OTEL_SDK_DISABLED", "").lower() != "true"
         self.exporter: SpoolingExporter | None = None
+        self.provider: MeshTracerProvider | None = None
         self._batcher: SpanBatcher | None = None
         if not self.enabled:
             return
@@ -67,7 +68,8 @@ class Tracing:
         self.exporter = SpoolingExporter(endpoint, Spool(spool_dir / service))  # a restarted agent drains it
         self._batcher = SpanBatcher(self.exporter)
         sampler = TracerProvider(shutdown_on_exit=False).sampler if os.environ.get("OTEL_TRACES_SAMPLER") else None
-        trace.set_tracer_provider(MeshTracerProvider(resource, self._batcher, sampler))
+        self.provider = MeshTracerProvider(resource, self._batcher, sampler)
+        trace.set_tracer_provider(self.provider)
 
     def stats(self) -> dict[str, int]:
         """Export counters (empty when tracing is disabled)."""

@@ -15,6 +15,7 @@ import logging
 import random
 import time
 import traceback
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import wraps
 from inspect import iscoroutinefunction
@@ -426,6 +427,18 @@ class MeshTracerProvider(trace.TracerProvider):
         self.sampler = sampler
         self.limits = limits or SpanLimits()  # SpanLimits() reads OTEL_SPAN_*_LIMIT and OTEL_ATTRIBUTE_*_LIMIT
         self._tracers: dict[tuple[str, str | None, str | None], MeshTracer] = {}
+        self._handed_out: weakref.WeakSet[MeshTracer] = weakref.WeakSet()
+
+    def set_sampler(self, sampler: Sampler | None) -> None:
+        """Sample with `sampler` from now on (None: the mesh's default), in every tracer handed out.
+
+        Spans already begun keep their decision; their children get the new sampler's (a
+        `ParentBased` one follows the parent). `bench/tracing_overhead.py --toggle` uses it to turn
+        recording off and on in one process tree.
+        """
+        self.sampler = sampler
+        for tracer in self._handed_out:
+            tracer.sampler = sampler
 
     def get_tracer(
         self,
@@ -442,6 +455,7 @@ class MeshTracerProvider(trace.TracerProvider):
                 instrumenting_module_name, instrumenting_library_version, schema_url, attributes
             )
             tracer = MeshTracer(self.resource, scope, self.sink, self.sampler, self.limits)
+            self._handed_out.add(tracer)
             if not attributes:
                 self._tracers[key] = tracer
         return tracer

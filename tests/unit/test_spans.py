@@ -16,7 +16,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 
 from mesh.decisions import record_decision
 from mesh.testing import RecordingSink
@@ -176,6 +176,23 @@ def test_an_sdk_sampler_is_obeyed() -> None:
     with tracer.start_as_current_span("work") as span:
         span.set_attribute("ignored", 1)
     assert sink.spans == []
+
+
+def test_a_sampler_set_later_reaches_every_tracer_handed_out() -> None:
+    sink = RecordingSink()
+    provider = MeshTracerProvider(RESOURCE, sink)
+    plain, scoped = provider.get_tracer("t"), provider.get_tracer("t", attributes={"team": "a"})
+    with plain.start_as_current_span("before"):
+        provider.set_sampler(ParentBased(ALWAYS_OFF))
+        with plain.start_as_current_span("child of a sampled span"):
+            pass
+    for tracer in (plain, scoped):
+        with tracer.start_as_current_span("off"):
+            pass
+    provider.set_sampler(None)
+    with scoped.start_as_current_span("on again"):
+        pass
+    assert [s.name for s in sink.spans] == ["child of a sampled span", "before", "on again"]
 
 
 def test_the_decorator_form_traces_each_call_sync_and_async() -> None:
