@@ -92,3 +92,24 @@ def test_equal_values_of_other_types_keep_their_own_type() -> None:
     for (_, expected), span in zip(cases * 2, got, strict=True):
         assert [kv.value for kv in span.attributes] == [expected, expected]
         assert [kv.value for kv in span.events[0].attributes] == [expected]
+
+
+def test_spans_of_several_resources_and_scopes_are_grouped_as_the_reference_groups_them() -> None:
+    spans: list[ReadableSpan] = []
+    for resource in (
+        Resource.create({"service.name": "triage"}),
+        Resource.create({"service.name": "crm"}, schema_url="https://opentelemetry.io/schemas/1.21.0"),
+    ):
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider(resource=resource)
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        plain = provider.get_tracer("agentplex")
+        versioned = provider.get_tracer("mcp-python-sdk", "2.3.0", "https://opentelemetry.io/schemas/1.24.0")
+        for tracer in (plain, versioned, plain):  # interleaved: each scope's spans gather under it
+            with tracer.start_as_current_span("work", attributes={"n": 1}):
+                pass
+        spans += exporter.get_finished_spans()
+        provider.shutdown()
+    request = ExportTraceServiceRequest.FromString(encode_batch(spans))
+    assert request == encode_spans(spans)
+    assert [len(scope.spans) for resource in request.resource_spans for scope in resource.scope_spans] == [2, 1, 2, 1]
