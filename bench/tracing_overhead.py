@@ -135,16 +135,13 @@ def main(trials: int, pairs: int, calls: int, pause: float, aa: bool, toggle: bo
                 shutil.rmtree(Path(home) / str(trial), ignore_errors=True)  # the trial's stores and spools
             runs.append(slices)
             print(f"  trial {trial + 1}: p50 on/off {_overhead(slices):+.1f}%", flush=True)
-    _report(
-        runs,
-        calls,
-        pause,
-        "A/A: tracing off on both sides"
-        if aa
-        else "toggle: recording off against on, one mesh"
-        if toggle
-        else "tracing off against on",
-    )
+    if aa:
+        label = "A/A: tracing off on both sides"
+    elif toggle:
+        label = "toggle: recording off against on, one mesh"
+    else:
+        label = "tracing off against on"
+    _report(runs, calls, pause, label)
 
 
 def _overhead(trial: dict[str, list[Slice]]) -> float:
