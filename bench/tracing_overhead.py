@@ -90,7 +90,7 @@ def child(pause: float) -> None:
                     count, *recording = line.split()
                     calls = int(count)
                     if recording and tracing.provider is not None:
-                        tracing.provider.set_sampler(ParentBased(ALWAYS_OFF) if recording == ["off"] else None)
+                        tracing.provider.sampler = ParentBased(ALWAYS_OFF) if recording == ["off"] else None
                     cpu_before = {name: _cpu(name, pid) for name, pid in pids.items()}
                     latencies: list[float] = []
                     started = time.perf_counter()
@@ -121,7 +121,7 @@ def main(trials: int, pairs: int, calls: int, pause: float, aa: bool, toggle: bo
             order = MODES if trial % 2 == 0 else MODES[::-1]  # which tree starts first alternates too
             try:
                 if toggle:  # one mesh, tracing on; each slice says whether to record
-                    sides["on"] = _start("on", Path(home) / str(trial) / "on", pause, aa)
+                    sides["on"] = _start("on", Path(home) / str(trial) / "on", pause, aa=False)
                 else:
                     for mode in order:
                         sides[mode] = _start(mode, Path(home) / str(trial) / mode, pause, aa)

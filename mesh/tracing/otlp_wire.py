@@ -112,7 +112,7 @@ class BatchBuilder:
         if entry is None:
             entry = scopes[1][id(scope)] = _ScopeSpans(scope)
         body = _span(span)
-        head = _SPAN_FIELD + _varint(len(body))
+        head = _LEN_TAGS[2] + _varint(len(body))  # ScopeSpans field 2: a Span
         entry.parts += (head, body)
         entry.size += len(head) + len(body)
         self.spans += 1
@@ -158,7 +158,6 @@ _EVENT_TIME = b"\x09"  # event 1: fixed64
 _NO_STATUS = b"\x7a\x00"  # 15: empty Status
 _FLAGS_LOCAL = b"\x85\x01" + _pack_fixed32(_HAS_IS_REMOTE)  # 16: fixed32
 _FLAGS_REMOTE = b"\x85\x01" + _pack_fixed32(_HAS_IS_REMOTE | _IS_REMOTE)
-_SPAN_FIELD = b"\x12"  # ScopeSpans 2: a Span, length-delimited
 
 
 def _span(span: FinishedSpan) -> bytearray:

@@ -15,7 +15,6 @@ import logging
 import random
 import time
 import traceback
-import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import wraps
 from inspect import iscoroutinefunction
@@ -318,19 +317,12 @@ class _Activation:
 class MeshTracer(trace.Tracer):
     """Starts `MeshSpan`s; the default sampler is inlined (parent's decision, else skip housekeeping)."""
 
-    def __init__(
-        self,
-        resource: Resource,
-        scope: InstrumentationScope,
-        sink: SpanSink,
-        sampler: Sampler | None,
-        limits: SpanLimits,
-    ) -> None:
-        self.resource = resource
+    def __init__(self, provider: MeshTracerProvider, scope: InstrumentationScope) -> None:
+        self.resource = provider.resource
         self.scope = scope
-        self.sink = sink
-        self.sampler = sampler
-        self.limits = limits
+        self.sink = provider.sink
+        self.limits = provider.limits
+        self._provider = provider  # its sampler is read at each span's start: it may be replaced
 
     def start_span(
         self,
@@ -349,13 +341,14 @@ class MeshTracer(trace.Tracer):
             parent = None
         trace_id = parent.trace_id if parent is not None else new_trace_id()
         state = parent.trace_state if parent is not None else _EMPTY_STATE
-        if self.sampler is None:
+        sampler = self._provider.sampler
+        if sampler is None:
             if parent is not None:
                 sampled = parent.trace_flags.sampled
             else:
                 sampled = not (attributes and attributes.get("mcp.method.name") in HOUSEKEEPING)
         else:
-            result = self.sampler.should_sample(context, trace_id, name, kind, attributes, links)
+            result = sampler.should_sample(context, trace_id, name, kind, attributes, links)
             sampled = result.decision is Decision.RECORD_AND_SAMPLE
             state = result.trace_state or state
             attributes = result.attributes if sampled else attributes
@@ -424,21 +417,11 @@ class MeshTracerProvider(trace.TracerProvider):
     ) -> None:
         self.resource = resource
         self.sink = sink
+        # Replaceable at any time (None: the mesh's default): every tracer reads it as a span starts.
+        # Spans begun keep their decision; `bench/tracing_overhead.py --toggle` switches it.
         self.sampler = sampler
         self.limits = limits or SpanLimits()  # SpanLimits() reads OTEL_SPAN_*_LIMIT and OTEL_ATTRIBUTE_*_LIMIT
         self._tracers: dict[tuple[str, str | None, str | None], MeshTracer] = {}
-        self._handed_out: weakref.WeakSet[MeshTracer] = weakref.WeakSet()
-
-    def set_sampler(self, sampler: Sampler | None) -> None:
-        """Sample with `sampler` from now on (None: the mesh's default), in every tracer handed out.
-
-        Spans already begun keep their decision; their children get the new sampler's (a
-        `ParentBased` one follows the parent). `bench/tracing_overhead.py --toggle` uses it to turn
-        recording off and on in one process tree.
-        """
-        self.sampler = sampler
-        for tracer in self._handed_out:
-            tracer.sampler = sampler
 
     def get_tracer(
         self,
@@ -454,8 +437,7 @@ class MeshTracerProvider(trace.TracerProvider):
             scope = InstrumentationScope(
                 instrumenting_module_name, instrumenting_library_version, schema_url, attributes
             )
-            tracer = MeshTracer(self.resource, scope, self.sink, self.sampler, self.limits)
-            self._handed_out.add(tracer)
+            tracer = MeshTracer(self, scope)
             if not attributes:
                 self._tracers[key] = tracer
         return tracer

@@ -178,18 +178,18 @@ def test_an_sdk_sampler_is_obeyed() -> None:
     assert sink.spans == []
 
 
-def test_a_sampler_set_later_reaches_every_tracer_handed_out() -> None:
+def test_a_sampler_replaced_later_reaches_every_tracer_handed_out() -> None:
     sink = RecordingSink()
     provider = MeshTracerProvider(RESOURCE, sink)
     plain, scoped = provider.get_tracer("t"), provider.get_tracer("t", attributes={"team": "a"})
     with plain.start_as_current_span("before"):
-        provider.set_sampler(ParentBased(ALWAYS_OFF))
+        provider.sampler = ParentBased(ALWAYS_OFF)
         with plain.start_as_current_span("child of a sampled span"):
             pass
     for tracer in (plain, scoped):
         with tracer.start_as_current_span("off"):
             pass
-    provider.set_sampler(None)
+    provider.sampler = None
     with scoped.start_as_current_span("on again"):
         pass
     assert [s.name for s in sink.spans] == ["child of a sampled span", "before", "on again"]
