@@ -58,9 +58,12 @@ class TraceQueries:
         return Response("[" + ",".join(summary.model_dump_json() for summary in found) + "]", media_type=_JSON)
 
     async def show_trace(self, request: Request) -> Response:
-        """GET /api/traces/{trace_id}: the stitched tree, 404 if unknown."""
+        """GET /api/traces/{trace_id}: the stitched tree (the id may be shortened), 404 if unknown, 400 if ambiguous."""
         trace_id = str(request.path_params["trace_id"])
-        tree = await self.tree(trace_id)
+        try:
+            tree = await self.tree(trace_id)
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, 400)
         if tree is None:
             return JSONResponse({"error": f"no trace {trace_id}"}, 404)
         return Response(tree.model_dump_json(), media_type=_JSON)
@@ -90,10 +93,22 @@ class TraceQueries:
         )
 
     async def tree(self, trace_id: str) -> TraceTree | None:
-        """The stitched tree of one trace, or None if no span of it is stored."""
+        """The stitched tree of one trace, or None if no span of it is stored.
+
+        `trace_id` may be the start of an id, as `mesh traces ls` shows it in a narrow terminal;
+        raises ValueError when that start is shared by more than one stored trace.
+        """
         return await anyio.to_thread.run_sync(self._tree, trace_id.lower())
 
     def _tree(self, trace_id: str) -> TraceTree | None:
+        if len(trace_id) < _FULL_ID:
+            found = self.store.trace_ids_starting(trace_id, limit=3)
+            if len(found) > 1:
+                shown = ", ".join(found[:2]) + (", ..." if len(found) > 2 else "")
+                raise ValueError(f"trace id {trace_id} is the start of more than one trace ({shown}): give more of it")
+            if not found:
+                return None
+            trace_id = found[0]
         spans = self.store.get_trace(trace_id)
         return stitch(trace_id, spans) if spans else None
 
@@ -119,19 +134,22 @@ def install_trace_api(server: MCPServer, store: TraceStore, counters: Callable[[
         except ValueError as exc:
             raise ToolError(str(exc)) from None
 
-    async def get_trace(trace_id: str) -> TraceTree:
-        """The stitched decision trace: who called which tool, when, with what outcome and decisions."""
-        tree = await queries.tree(trace_id)
+    async def found_tree(trace_id: str) -> TraceTree:
+        try:
+            tree = await queries.tree(trace_id)
+        except ValueError as exc:
+            raise ToolError(str(exc)) from None
         if tree is None:
             raise ToolError(f"no trace {trace_id}")
         return tree
 
+    async def get_trace(trace_id: str) -> TraceTree:
+        """The stitched decision trace: who called which tool, when, with what outcome and decisions."""
+        return await found_tree(trace_id)
+
     async def explain_decision(trace_id: str, span_id: str | None = None) -> str:
         """Why agents did what they did in a trace: each decision, who made it, why, alternatives, confidence."""
-        tree = await queries.tree(trace_id)
-        if tree is None:
-            raise ToolError(f"no trace {trace_id}")
-        return explain(tree, span_id)
+        return explain(await found_tree(trace_id), span_id)
 
     for tool in (search_traces, get_trace, explain_decision):
         server.add_tool(tool, name=tool.__name__, annotations=read_only)
@@ -156,6 +174,7 @@ def parse_since(text: str, now: float) -> float:
 
 # -- private helpers ---------------------------------------------------------------------------
 
+_FULL_ID: Final = 32  # hex digits in a trace id
 _AGO: Final = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)")
 _UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 

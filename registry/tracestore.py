@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
+import re
 import sqlite3
 import threading
 from collections.abc import Callable, Generator, Iterable, Sequence
@@ -100,6 +101,21 @@ class TraceStore:
             rows = self._reader.execute(_GET_TRACE, (key,)).fetchall()
         hex_id = key.hex()
         return [span_record(hex_id, agent, instance or None, body) for agent, instance, body in rows]
+
+    def trace_ids_starting(self, prefix: str, limit: int = 2) -> list[str]:
+        """The ids (hex) of up to `limit` stored traces whose id begins with the hex `prefix`, in id order.
+
+        One range of the trace id index, so a short id from `mesh traces ls` finds its trace
+        at once; [] for a prefix that is not 1 to 32 hex digits.
+        """
+        if not 1 <= len(prefix) <= 32 or not _HEX.fullmatch(prefix):
+            return []
+        # Ids are stored as 16-byte blobs, compared byte by byte: the prefix's range runs from
+        # the prefix padded with 0s to the prefix padded with fs (a nibble included).
+        low, high = bytes.fromhex(prefix.ljust(32, "0")), bytes.fromhex(prefix.ljust(32, "f"))
+        with self._read_lock:
+            found = self._reader.execute(_STARTING, (low, high, max(0, limit))).fetchall()
+        return [trace_id.hex() for (trace_id,) in found]
 
     def list_traces(
         self,
@@ -383,6 +399,8 @@ SELECT t.trace_id, t.seq, t.span_count, t.start_ns, t.end_ns, t.error,
     t.agents
 FROM traces t WHERE {where} ORDER BY t.start_ns DESC LIMIT ?
 """
+_STARTING: Final = "SELECT trace_id FROM traces WHERE trace_id BETWEEN ? AND ? ORDER BY trace_id LIMIT ?"
+_HEX: Final = re.compile("[0-9a-fA-F]+")
 _ROOTS: Final = "SELECT rowid, agent, tool FROM spans WHERE rowid IN ({marks})"
 _FIRST_TOOL: Final = "SELECT tool FROM spans WHERE trace_seq = ? AND tool != '' ORDER BY start_ns, span_id LIMIT 1"
 

@@ -54,14 +54,14 @@ def ls(
     if json_:
         print_json(found)
     elif found:
-        out.print(render_summaries(found))
+        out.print(render_summaries(found, width=out.width))
     else:
         out.print("no traces")
 
 
 @traces_app.command("show")
 def show(
-    trace_id: Annotated[str, typer.Argument(help="The trace id (see `mesh traces ls`).")],
+    trace_id: Annotated[str, typer.Argument(help="The trace id, or its start (see `mesh traces ls`).")],
     json_: JsonOpt = False,
     tracer: TracerOpt = None,
     registry: RegistryOpt = None,

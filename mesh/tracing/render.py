@@ -7,7 +7,7 @@ detection are the caller's. Owns no stitching (see `mesh.tracing.stitch`) and no
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from datetime import datetime
+from datetime import date, datetime
 from typing import Final
 
 from rich.console import JustifyMethod
@@ -18,7 +18,16 @@ from rich.tree import Tree
 
 from mesh.wire import Decision, SpanStatus, TraceNode, TraceSummary, TraceTree
 
-__all__ = ["decision_line", "explain", "render_summaries", "render_tree"]
+__all__ = ["AGENTS_FROM", "SHORT_ID", "WHOLE_IDS_FROM", "decision_line", "explain", "render_summaries", "render_tree"]
+
+SHORT_ID: Final = 16
+"""Hex digits of a trace id shown in a narrow terminal: the mesh's ids begin with the second they
+were made (`mesh.tracing.spans.trace_id_at`), so 16 digits leave 32 random bits to tell apart the
+traces of one second."""
+WHOLE_IDS_FROM: Final = 160
+"""Terminal columns from which `render_summaries` shows whole trace ids and start times."""
+AGENTS_FROM: Final = 110
+"""Terminal columns from which `render_summaries` lists each trace's agents."""
 
 
 def render_tree(tree: TraceTree) -> Tree:
@@ -40,22 +49,34 @@ def render_tree(tree: TraceTree) -> Tree:
     return top
 
 
-def render_summaries(summaries: Sequence[TraceSummary]) -> Table:
-    """`mesh traces ls` as a table, one trace per row."""
+def render_summaries(
+    summaries: Sequence[TraceSummary], *, width: int | None = None, today: date | None = None
+) -> Table:
+    """`mesh traces ls` as a table, one trace per row, laid out for a terminal `width` columns wide.
+
+    Narrower than `WHOLE_IDS_FROM`, ids are cut to their first `SHORT_ID` hex digits (which
+    `mesh traces show` takes) and start times to the clock for `today` (default: the local date
+    now), to day and minute before; narrower than `AGENTS_FROM`, the agents column is left out
+    (`traces show` has them) so that the root keeps its room. No width: everything, in full.
+    """
+    narrow = width is not None and width < WHOLE_IDS_FROM
+    agents = width is None or width >= AGENTS_FROM
+    columns: list[tuple[str, JustifyMethod]] = [column for column in _COLUMNS if agents or column[0] != "agents"]
     table = Table(show_edge=False, header_style="bold")
-    for column, justify in _COLUMNS:
-        table.add_column(column, justify=justify, no_wrap=column in ("trace", "started"))
+    for name, justify in columns:
+        table.add_column(name, justify=justify, no_wrap=name not in ("root", "agents"))
+    today = (today or date.today()) if narrow else None
     for summary in summaries:
-        root = summary.root.agent + (f".{summary.root.tool}" if summary.root.tool else "")
-        table.add_row(
-            summary.trace_id,
-            datetime.fromtimestamp(summary.start).strftime("%Y-%m-%d %H:%M:%S"),
-            escape(root),
-            escape(", ".join(summary.agents)),
-            str(summary.span_count),
-            f"{summary.duration_ms:.1f}",
-            f"[{_STATUS_STYLE[summary.status]}]{summary.status}[/]",
-        )
+        cells = {
+            "trace": summary.trace_id[:SHORT_ID] if narrow else summary.trace_id,
+            "started": _started(summary.start, today),
+            "root": escape(f"{summary.root.agent} {summary.root.tool or ''}".rstrip()),  # as `mesh call` takes them
+            "agents": escape(", ".join(summary.agents)),
+            "spans": str(summary.span_count),
+            "ms": f"{summary.duration_ms:.1f}",
+            "status": f"[{_STATUS_STYLE[summary.status]}]{summary.status}[/]",
+        }
+        table.add_row(*(cells[name] for name, _ in columns))
     return table
 
 
@@ -129,6 +150,14 @@ def _node_label(node: TraceNode, origin: float) -> str:
     if node.skew_ms:
         label += f"  [dim](clock skew {node.skew_ms:+.1f} ms corrected)[/]"
     return label
+
+
+def _started(epoch: float, today: date | None) -> str:
+    # In full; or, given the day it is (a narrow table), the clock alone for today, no seconds before.
+    started = datetime.fromtimestamp(epoch)
+    if today is None:
+        return started.strftime("%Y-%m-%d %H:%M:%S")
+    return started.strftime("%H:%M:%S" if started.date() == today else "%m-%d %H:%M")
 
 
 def _trace_line(tree: TraceTree) -> str:

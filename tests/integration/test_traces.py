@@ -64,14 +64,18 @@ async def test_a_chain_becomes_one_complete_trace_with_its_decisions(mesh_env: d
         listed = await anyio.to_thread.run_sync(
             lambda: mesh_cli("traces", "ls", "--agent", "c", "--json", "--registry", registry.base_url)
         )
-        shown = await anyio.to_thread.run_sync(
-            lambda: mesh_cli("traces", "show", summary["trace_id"], "--registry", registry.base_url)
+        table = await anyio.to_thread.run_sync(lambda: mesh_cli("traces", "ls", "--registry", registry.base_url))
+        shown = await anyio.to_thread.run_sync(  # by the start of its id, as a narrow `ls` shows it
+            lambda: mesh_cli("traces", "show", summary["trace_id"][:16], "--registry", registry.base_url)
         )
         unknown = await anyio.to_thread.run_sync(
             lambda: mesh_cli("traces", "show", "0" * 32, "--registry", registry.base_url)
         )
     assert [t["trace_id"] for t in json.loads(listed.stdout)] == [summary["trace_id"]]
+    assert summary["trace_id"][:16] in table.stdout  # not a terminal: 80 columns
+    assert summary["trace_id"] not in table.stdout
     assert shown.returncode == 0, shown.stderr
+    assert f"trace {summary['trace_id']}" in shown.stdout
     assert "decision route → b" in shown.stdout
     assert unknown.returncode != 0
     assert unknown.stderr.startswith("mesh: error: ")

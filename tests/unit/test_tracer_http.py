@@ -257,6 +257,23 @@ async def test_queries_filter_and_refuse_bad_parameters() -> None:
 
 
 @pytest.mark.anyio
+async def test_a_trace_is_shown_by_the_start_of_its_id_unless_two_share_it() -> None:
+    twin = [span.model_copy(update={"trace_id": TRACE[:16] + "0" * 16}) for span in spans()]
+    async with running() as (client, _):
+        await client.post("/v1/traces", content=encode_spans(spans()), headers=PROTOBUF)
+        shown = await client.get(f"/api/traces/{TRACE[:16].upper()}")
+        assert TraceTree.model_validate_json(shown.content).trace_id == TRACE
+        await client.post("/v1/traces", content=encode_spans(twin), headers=PROTOBUF)
+        ambiguous = await client.get(f"/api/traces/{TRACE[:12]}")
+        assert ambiguous.status_code == 400
+        assert ambiguous.json()["error"] == (
+            f"trace id {TRACE[:12]} is the start of more than one trace ({twin[0].trace_id}, {TRACE}): give more of it"
+        )
+        assert (await client.get(f"/api/traces/{TRACE[:17]}")).json()["trace_id"] == TRACE
+        assert (await client.get(f"/api/traces/{TRACE[:16]}1")).status_code == 404
+
+
+@pytest.mark.anyio
 async def test_batches_are_forwarded_after_they_are_stored(lanes: Lanes) -> None:
     target_store = TraceStore(":memory:")
     target = MCPServer("target")
@@ -357,6 +374,13 @@ async def test_mcp_tools_search_show_and_explain_decisions() -> None:
 
         missing = await client.call_tool("get_trace", {"trace_id": "f" * 32})
         assert missing.is_error
+
+        shortened = await client.call_tool("explain_decision", {"trace_id": TRACE[:8]})
+        assert "Agent support-triage decided route" in shortened.content[0].text  # type: ignore[union-attr]
+        store.ingest(decode_protobuf(encode_spans([spans()[0].model_copy(update={"trace_id": TRACE[:8] + "0" * 24})])))
+        ambiguous = await client.call_tool("get_trace", {"trace_id": TRACE[:8]})
+        assert ambiguous.is_error
+        assert "is the start of more than one trace" in ambiguous.content[0].text  # type: ignore[union-attr]
 
 
 def test_since_reads_durations_epoch_seconds_and_iso_times() -> None:

@@ -94,6 +94,22 @@ def test_unknown_and_malformed_trace_ids_have_no_spans(store: TraceStore) -> Non
     assert store.get_trace("abcd") == []
 
 
+def test_trace_ids_are_found_by_their_start(store: TraceStore) -> None:
+    full = [f"{trace:032x}" for trace in (0xAB12 << 112 | 1, 0xAB12 << 112 | 2, 0xAB13 << 112, 0xFF << 120)]
+    for trace, trace_id in enumerate(full, 1):
+        store.ingest(rows([span.model_copy(update={"trace_id": trace_id}) for span in chain(trace, ["a"])]))
+    assert store.trace_ids_starting("ab12") == full[:2]
+    assert store.trace_ids_starting("AB12", limit=1) == full[:1]
+    assert store.trace_ids_starting("ab1") == full[:2]  # an odd digit narrows by a nibble
+    assert store.trace_ids_starting("ab1", limit=3) == full[:3]
+    assert store.trace_ids_starting("ab13") == [full[2]]
+    assert store.trace_ids_starting(full[1]) == [full[1]]
+    assert store.trace_ids_starting("f") == [full[3]]
+    assert store.trace_ids_starting("ab14") == []
+    for bad in ("", "xyz", "ab 1", "0" * 33):
+        assert store.trace_ids_starting(bad) == [], bad
+
+
 def test_listing_filters_by_agent_tool_status_start_and_duration(store: TraceStore) -> None:
     store.ingest(rows(chain(1, ["a", "b"], start_ms=0)))
     store.ingest(rows(chain(2, ["a", "c"], start_ms=1_000, status="error")))
