@@ -20,9 +20,12 @@ workers) spent per call, read from /proc: where the overhead goes, not just how 
 with tracing on and switches recording off and on between its slices (the caller's sampler,
 `ParentBased(ALWAYS_OFF)` against the default, so the agent's spans follow): what recording,
 exporting and storing spans cost, free of any difference between trees, but not what carrying
-the context costs, which the toggled-off slices still pay.
+the context costs, which the toggled-off slices still pay. `--switch` runs one mesh and switches
+tracing off and on as a whole, in the caller and the agent (`MeshTracerProvider.enabled`, through
+`bench/switchable_echo.py`): off, no span is made and no context travels, as with tracing
+disabled; what it leaves out is only the idle exporter threads, which stay.
 
-    python bench/tracing_overhead.py [--trials 6] [--pairs 4] [--calls 1000] [--pause 1.2] [--aa | --toggle]
+    python bench/tracing_overhead.py [--trials 6] [--pairs 4] [--calls 1000] [--pause 1.2] [--aa | --toggle | --switch]
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ from typing import IO
 from proc_cpu import cpu_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
+ECHO = {False: ROOT / "agents" / "echo.py", True: ROOT / "bench" / "switchable_echo.py"}
+"""The agent: the built-in echo, or (--switch) the same with a tool that switches its tracing."""
 MODES = ("off", "on")
 PROCESSES = ("caller", "agent", "registry")
 
@@ -57,10 +62,10 @@ class Slice:
     cpu: dict[str, float]  # seconds per process, the pause included
 
 
-def child(pause: float) -> None:
+def child(pause: float, switch: bool) -> None:
     """One side: start a registry and echo, warm up, print "ready"; then for each line "N [off|on]"
-    on stdin, set recording (if named), make N sequential calls, pause, and print the latencies and
-    each process's CPU as JSON."""
+    on stdin, set recording (if named; `switch`: tracing as a whole, in the caller and the agent),
+    make N sequential calls, pause, and print the latencies and each process's CPU as JSON."""
     import anyio
     from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 
@@ -78,7 +83,7 @@ def child(pause: float) -> None:
                 tracer_base=lambda: registry.base_url,
             )
             async with (
-                AgentProcess(str(ROOT / "agents" / "echo.py"), "--registry", registry.base_url) as agent,
+                AgentProcess(str(ECHO[switch]), "--registry", registry.base_url) as agent,
                 MeshNode("bench", registry=registry.base_url) as node,
             ):
                 pids = {"caller": os.getpid(), "agent": agent.pid, "registry": registry.pid}
@@ -90,7 +95,13 @@ def child(pause: float) -> None:
                     count, *recording = line.split()
                     calls = int(count)
                     if recording and tracing.provider is not None:
-                        tracing.provider.sampler = ParentBased(ALWAYS_OFF) if recording == ["off"] else None
+                        on = recording == ["on"]
+                        if switch:
+                            if not await node.call("echo", "tracing", {"on": on}):
+                                raise RuntimeError("the agent has no tracing to switch")
+                            tracing.provider.enabled = on
+                        else:
+                            tracing.provider.sampler = None if on else ParentBased(ALWAYS_OFF)
                     cpu_before = {name: _cpu(name, pid) for name, pid in pids.items()}
                     latencies: list[float] = []
                     started = time.perf_counter()
@@ -112,7 +123,8 @@ def _cpu(name: str, pid: int) -> float:
     return cpu_seconds(pid, children=name == "registry")
 
 
-def main(trials: int, pairs: int, calls: int, pause: float, aa: bool, toggle: bool) -> None:
+def main(trials: int, pairs: int, calls: int, pause: float, aa: bool, toggle: bool, switch: bool) -> None:
+    one_mesh = toggle or switch
     runs: list[dict[str, list[Slice]]] = []
     with tempfile.TemporaryDirectory(prefix="mesh-bench-") as home:
         for trial in range(trials):
@@ -120,15 +132,15 @@ def main(trials: int, pairs: int, calls: int, pause: float, aa: bool, toggle: bo
             sides: dict[str, subprocess.Popen[str]] = {}
             order = MODES if trial % 2 == 0 else MODES[::-1]  # which tree starts first alternates too
             try:
-                if toggle:  # one mesh, tracing on; each slice says whether to record
-                    sides["on"] = _start("on", Path(home) / str(trial) / "on", pause, aa=False)
+                if one_mesh:  # tracing on; each slice says whether to record (or to trace at all)
+                    sides["on"] = _start("on", Path(home) / str(trial) / "on", pause, aa=False, switch=switch)
                 else:
                     for mode in order:
-                        sides[mode] = _start(mode, Path(home) / str(trial) / mode, pause, aa)
+                        sides[mode] = _start(mode, Path(home) / str(trial) / mode, pause, aa, switch=False)
                 for pair in range(pairs):
                     for mode in order if pair % 2 == 0 else order[::-1]:
-                        side = sides["on"] if toggle else sides[mode]
-                        slices[mode].append(_slice(side, f"{calls} {mode}" if toggle else str(calls)))
+                        side = sides["on"] if one_mesh else sides[mode]
+                        slices[mode].append(_slice(side, f"{calls} {mode}" if one_mesh else str(calls)))
             finally:
                 for side in sides.values():
                     _stop(side)
@@ -139,6 +151,8 @@ def main(trials: int, pairs: int, calls: int, pause: float, aa: bool, toggle: bo
         label = "A/A: tracing off on both sides"
     elif toggle:
         label = "toggle: recording off against on, one mesh"
+    elif switch:
+        label = "switch: tracing off against on, one mesh"
     else:
         label = "tracing off against on"
     _report(runs, calls, pause, label)
@@ -150,7 +164,7 @@ def _overhead(trial: dict[str, list[Slice]]) -> float:
     return (p50["on"] / p50["off"] - 1) * 100
 
 
-def _start(mode: str, home: Path, pause: float, aa: bool) -> subprocess.Popen[str]:
+def _start(mode: str, home: Path, pause: float, aa: bool, *, switch: bool) -> subprocess.Popen[str]:
     env = {
         **os.environ,
         "MESH_HOME": str(home),
@@ -158,7 +172,7 @@ def _start(mode: str, home: Path, pause: float, aa: bool) -> subprocess.Popen[st
         "OTEL_SDK_DISABLED": "true" if mode == "off" or aa else "false",
     }
     side = subprocess.Popen(
-        [sys.executable, __file__, "--child", "--pause", str(pause)],
+        [sys.executable, __file__, "--child", "--pause", str(pause), *(["--switch"] if switch else [])],
         env=env,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -247,9 +261,10 @@ if __name__ == "__main__":
     choice = parser.add_mutually_exclusive_group()
     choice.add_argument("--aa", action="store_true", help="tracing off on both sides: the noise floor")
     choice.add_argument("--toggle", action="store_true", help="one mesh, recording switched per slice")
+    choice.add_argument("--switch", action="store_true", help="one mesh, tracing switched as a whole per slice")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.pause)
+        child(args.pause, args.switch)
     else:
-        main(args.trials, args.pairs, args.calls, args.pause, args.aa, args.toggle)
+        main(args.trials, args.pairs, args.calls, args.pause, args.aa, args.toggle, args.switch)

@@ -322,7 +322,7 @@ class MeshTracer(trace.Tracer):
         self.scope = scope
         self.sink = provider.sink
         self.limits = provider.limits
-        self._provider = provider  # its sampler is read at each span's start: it may be replaced
+        self._provider = provider  # its switch and sampler are read at each span's start: they may change
 
     def start_span(
         self,
@@ -335,13 +335,19 @@ class MeshTracer(trace.Tracer):
         record_exception: bool = True,
         set_status_on_exception: bool = True,
     ) -> trace.Span:
-        """A recording span if sampled, else a non-recording one that still carries the ids."""
+        """A recording span if sampled, else a non-recording one that still carries the ids.
+
+        While the provider is switched off (`enabled` False), the invalid span: no ids to propagate.
+        """
+        provider = self._provider
+        if not provider.enabled:
+            return trace.INVALID_SPAN
         parent: SpanContext | None = trace.get_current_span(context).get_span_context()
         if not parent.is_valid:
             parent = None
         trace_id = parent.trace_id if parent is not None else new_trace_id()
         state = parent.trace_state if parent is not None else _EMPTY_STATE
-        sampler = self._provider.sampler
+        sampler = provider.sampler
         if sampler is None:
             if parent is not None:
                 sampled = parent.trace_flags.sampled
@@ -420,6 +426,10 @@ class MeshTracerProvider(trace.TracerProvider):
         # Replaceable at any time (None: the mesh's default): every tracer reads it as a span starts.
         # Spans begun keep their decision; `bench/tracing_overhead.py --toggle` switches it.
         self.sampler = sampler
+        # False: tracing off at run time, as OTEL_SDK_DISABLED turns it off at start (every tracer
+        # hands out the invalid span: nothing is made, recorded or propagated) until set back.
+        # `bench/tracing_overhead.py --switch` flips it.
+        self.enabled = True
         self.limits = limits or SpanLimits()  # SpanLimits() reads OTEL_SPAN_*_LIMIT and OTEL_ATTRIBUTE_*_LIMIT
         self._tracers: dict[tuple[str, str | None, str | None], MeshTracer] = {}
 

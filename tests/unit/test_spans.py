@@ -195,6 +195,24 @@ def test_a_sampler_replaced_later_reaches_every_tracer_handed_out() -> None:
     assert [s.name for s in sink.spans] == ["child of a sampled span", "before", "on again"]
 
 
+def test_a_provider_switched_off_makes_nothing_and_propagates_nothing_until_switched_back() -> None:
+    sink = RecordingSink()
+    provider = MeshTracerProvider(RESOURCE, sink)
+    tracer = provider.get_tracer("t")
+    provider.enabled = False
+    carrier: dict[str, str] = {}
+    with tracer.start_as_current_span("off") as span:
+        propagate.inject(carrier)
+        assert not span.get_span_context().is_valid
+        assert not span.is_recording()
+    assert carrier == {}
+    provider.enabled = True
+    with tracer.start_as_current_span("on again"):
+        propagate.inject(carrier)
+    assert [s.name for s in sink.spans] == ["on again"]
+    assert "traceparent" in carrier
+
+
 def test_the_decorator_form_traces_each_call_sync_and_async() -> None:
     sink = RecordingSink()
     tracer = MeshTracerProvider(RESOURCE, sink).get_tracer("t")
