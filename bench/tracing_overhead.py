@@ -23,9 +23,11 @@ exporting and storing spans cost, free of any difference between trees, but not 
 the context costs, which the toggled-off slices still pay. `--switch` runs one mesh and switches
 tracing off and on as a whole, in the caller and the agent (`MeshTracerProvider.enabled`, through
 `bench/switchable_echo.py`): off, no span is made and no context travels, as with tracing
-disabled; what it leaves out is only the idle exporter threads, which stay.
+disabled; what it leaves out is only the idle exporter threads, which stay. `--carry` switches
+the same way but never records: what making spans and carrying their context cost alone.
 
-    python bench/tracing_overhead.py [--trials 6] [--pairs 4] [--calls 1000] [--pause 1.2] [--aa | --toggle | --switch]
+    python bench/tracing_overhead.py [--trials 6] [--pairs 4] [--calls 1000] [--pause 1.2]
+        [--aa | --toggle | --switch | --carry]
 """
 
 from __future__ import annotations
@@ -48,7 +50,15 @@ from proc_cpu import cpu_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
 ECHO = {False: ROOT / "agents" / "echo.py", True: ROOT / "bench" / "switchable_echo.py"}
-"""The agent: the built-in echo, or (--switch) the same with a tool that switches its tracing."""
+"""The agent: the built-in echo, or (for SWITCHED) the same with a tool that switches its tracing."""
+WITHIN = {
+    "recording": "recording spans, exporting and storing them (--toggle)",
+    "tracing": "tracing as a whole (--switch)",
+    "context": "making spans and carrying the context, none recorded (--carry)",
+}
+"""What a one-mesh run switches off and on between slices; the rest stays on."""
+SWITCHED = ("tracing", "context")
+"""Modes that switch the tracer provider itself, in the caller and (bench/switchable_echo.py) the agent."""
 MODES = ("off", "on")
 PROCESSES = ("caller", "agent", "registry")
 
@@ -62,10 +72,10 @@ class Slice:
     cpu: dict[str, float]  # seconds per process, the pause included
 
 
-def child(pause: float, switch: bool) -> None:
+def child(pause: float, within: str | None) -> None:
     """One side: start a registry and echo, warm up, print "ready"; then for each line "N [off|on]"
-    on stdin, set recording (if named; `switch`: tracing as a whole, in the caller and the agent),
-    make N sequential calls, pause, and print the latencies and each process's CPU as JSON."""
+    on stdin, switch what `within` names off or on (`WITHIN`), make N sequential calls, pause, and
+    print the latencies and each process's CPU as JSON."""
     import anyio
     from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 
@@ -83,25 +93,26 @@ def child(pause: float, switch: bool) -> None:
                 tracer_base=lambda: registry.base_url,
             )
             async with (
-                AgentProcess(str(ECHO[switch]), "--registry", registry.base_url) as agent,
+                AgentProcess(str(ECHO[within in SWITCHED]), "--registry", registry.base_url) as agent,
                 MeshNode("bench", registry=registry.base_url) as node,
             ):
                 pids = {"caller": os.getpid(), "agent": agent.pid, "registry": registry.pid}
                 await node.settle()
                 for _ in range(300):
                     await node.call("echo", "echo", {"text": "warm"})
+                await anyio.sleep(pause)  # the warm-up's spans are exported and stored before the first slice
                 print("ready", flush=True)
                 while line := (await anyio.to_thread.run_sync(sys.stdin.readline)).strip():
                     count, *recording = line.split()
                     calls = int(count)
                     if recording and tracing.provider is not None:
                         on = recording == ["on"]
-                        if switch:
+                        if within in SWITCHED:  # the agent too: it makes spans only when its parent does
                             if not await node.call("echo", "tracing", {"on": on}):
                                 raise RuntimeError("the agent has no tracing to switch")
                             tracing.provider.enabled = on
-                        else:
-                            tracing.provider.sampler = None if on else ParentBased(ALWAYS_OFF)
+                        record = on and within != "context"
+                        tracing.provider.sampler = None if record else ParentBased(ALWAYS_OFF)
                     cpu_before = {name: _cpu(name, pid) for name, pid in pids.items()}
                     latencies: list[float] = []
                     started = time.perf_counter()
@@ -123,8 +134,7 @@ def _cpu(name: str, pid: int) -> float:
     return cpu_seconds(pid, children=name == "registry")
 
 
-def main(trials: int, pairs: int, calls: int, pause: float, aa: bool, toggle: bool, switch: bool) -> None:
-    one_mesh = toggle or switch
+def main(trials: int, pairs: int, calls: int, pause: float, aa: bool, within: str | None) -> None:
     runs: list[dict[str, list[Slice]]] = []
     with tempfile.TemporaryDirectory(prefix="mesh-bench-") as home:
         for trial in range(trials):
@@ -132,15 +142,15 @@ def main(trials: int, pairs: int, calls: int, pause: float, aa: bool, toggle: bo
             sides: dict[str, subprocess.Popen[str]] = {}
             order = MODES if trial % 2 == 0 else MODES[::-1]  # which tree starts first alternates too
             try:
-                if one_mesh:  # tracing on; each slice says whether to record (or to trace at all)
-                    sides["on"] = _start("on", Path(home) / str(trial) / "on", pause, aa=False, switch=switch)
+                if within:  # tracing on; each slice says whether what `within` names is on
+                    sides["on"] = _start("on", Path(home) / str(trial) / "on", pause, aa=False, within=within)
                 else:
                     for mode in order:
-                        sides[mode] = _start(mode, Path(home) / str(trial) / mode, pause, aa, switch=False)
+                        sides[mode] = _start(mode, Path(home) / str(trial) / mode, pause, aa, within=None)
                 for pair in range(pairs):
                     for mode in order if pair % 2 == 0 else order[::-1]:
-                        side = sides["on"] if one_mesh else sides[mode]
-                        slices[mode].append(_slice(side, f"{calls} {mode}" if one_mesh else str(calls)))
+                        side = sides["on"] if within else sides[mode]
+                        slices[mode].append(_slice(side, f"{calls} {mode}" if within else str(calls)))
             finally:
                 for side in sides.values():
                     _stop(side)
@@ -149,10 +159,8 @@ def main(trials: int, pairs: int, calls: int, pause: float, aa: bool, toggle: bo
             print(f"  trial {trial + 1}: p50 on/off {_overhead(slices):+.1f}%", flush=True)
     if aa:
         label = "A/A: tracing off on both sides"
-    elif toggle:
-        label = "toggle: recording off against on, one mesh"
-    elif switch:
-        label = "switch: tracing off against on, one mesh"
+    elif within:
+        label = f"{WITHIN[within]} off against on, in one mesh"
     else:
         label = "tracing off against on"
     _report(runs, calls, pause, label)
@@ -164,7 +172,7 @@ def _overhead(trial: dict[str, list[Slice]]) -> float:
     return (p50["on"] / p50["off"] - 1) * 100
 
 
-def _start(mode: str, home: Path, pause: float, aa: bool, *, switch: bool) -> subprocess.Popen[str]:
+def _start(mode: str, home: Path, pause: float, aa: bool, *, within: str | None) -> subprocess.Popen[str]:
     env = {
         **os.environ,
         "MESH_HOME": str(home),
@@ -172,7 +180,7 @@ def _start(mode: str, home: Path, pause: float, aa: bool, *, switch: bool) -> su
         "OTEL_SDK_DISABLED": "true" if mode == "off" or aa else "false",
     }
     side = subprocess.Popen(
-        [sys.executable, __file__, "--child", "--pause", str(pause), *(["--switch"] if switch else [])],
+        [sys.executable, __file__, "--child", "--pause", str(pause), *(["--within", within] if within else [])],
         env=env,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -260,11 +268,12 @@ if __name__ == "__main__":
     parser.add_argument("--pause", type=float, default=1.2, help="seconds of rest after each slice")
     choice = parser.add_mutually_exclusive_group()
     choice.add_argument("--aa", action="store_true", help="tracing off on both sides: the noise floor")
-    choice.add_argument("--toggle", action="store_true", help="one mesh, recording switched per slice")
-    choice.add_argument("--switch", action="store_true", help="one mesh, tracing switched as a whole per slice")
+    for flag, what in (("--toggle", "recording"), ("--switch", "tracing"), ("--carry", "context")):
+        choice.add_argument(flag, dest="within", action="store_const", const=what, help=f"one mesh: {WITHIN[what]}")
+    parser.add_argument("--within", choices=WITHIN, help=argparse.SUPPRESS)  # how the parent tells a child
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.pause, args.switch)
+        child(args.pause, args.within)
     else:
-        main(args.trials, args.pairs, args.calls, args.pause, args.aa, args.toggle, args.switch)
+        main(args.trials, args.pairs, args.calls, args.pause, args.aa, args.within)
