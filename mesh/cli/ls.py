@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Final
 
 import anyio
 import httpx2
@@ -14,7 +14,7 @@ from mesh.peers.directory import Instance
 from mesh.runtime.node import MeshNode
 from mesh.wire import PeerView
 
-__all__ = ["peer_views", "register", "span_health"]
+__all__ = ["ADDRESSES_FROM", "GOVERNANCE_FROM", "peer_table", "peer_views", "register", "span_health"]
 
 
 def register(app: typer.Typer) -> None:
@@ -29,29 +29,61 @@ def ls(
     mesh: MeshOpt = None,
     lan: LanOpt = False,
 ) -> None:
-    """List the agents of the mesh: name, instance, url, tools, sources, health."""
+    """List the agents of the mesh: name, instance, tools, health, spans; more columns as the width allows."""
     views = anyio.run(_collect, mesh, registry, wait, lan)
     if json_:
         print_json(views)
         return
-    table = Table(title=f"mesh {mesh or ''}".strip(), show_lines=False)
-    for column in ("agent", "instance", "url", "tools", "sources", "health", "spans", "owner", "jurisdiction", "data"):
-        table.add_column(column)
+    if not views:
+        out.print("no agents found (is anything running with this --mesh?)")
+        return
+    out.print(peer_table(views, f"mesh {mesh or ''}".strip(), width=out.width))
+
+
+GOVERNANCE_FROM: Final = 120
+"""Terminal columns from which `peer_table` shows each agent's owner, jurisdiction and data class."""
+ADDRESSES_FROM: Final = 170
+"""Terminal columns from which `peer_table` shows each instance's url and where it was learned of."""
+_PEER_COLUMNS: Final = (  # each with the terminal columns it needs to be shown
+    ("agent", 0),
+    ("instance", 0),
+    ("url", ADDRESSES_FROM),
+    ("tools", 0),
+    ("sources", ADDRESSES_FROM),
+    ("health", 0),
+    ("spans", 0),
+    ("owner", GOVERNANCE_FROM),
+    ("jurisdiction", GOVERNANCE_FROM),
+    ("data", GOVERNANCE_FROM),
+)
+
+
+def peer_table(views: list[PeerView], title: str, *, width: int | None = None) -> Table:
+    """`mesh ls` as a table laid out for a terminal `width` columns wide (None: every column).
+
+    Name, instance, tools, health and spans always; the governance columns from `GOVERNANCE_FROM`
+    columns and the url and sources from `ADDRESSES_FROM` (`--json` has everything), so that
+    a narrow terminal shows whole words instead of every column cut to a few letters.
+    """
+    shown = [name for name, room in _PEER_COLUMNS if width is None or width >= room]
+    table = Table(title=title, show_lines=False)
+    for name in shown:
+        table.add_column(name, no_wrap=name not in ("tools", "sources", "spans"))
     for v in views:
-        health = "[green]healthy[/]" if v.healthy else f"[red]{v.reason or 'down'}[/]"
-        table.add_row(
-            v.name,
-            v.instance,
-            v.url,
-            ", ".join(v.tools),
-            ", ".join(v.sources),
-            health,
-            span_health(v.spans),
-            str(v.metadata.get("owner", "")),
-            str(v.metadata.get("jurisdiction", "")),
-            str(v.metadata.get("data_class", "")),
-        )
-    out.print(table if views else "no agents found (is anything running with this --mesh?)")
+        cells = {
+            "agent": v.name,
+            "instance": v.instance,
+            "url": v.url,
+            "tools": ", ".join(v.tools),
+            "sources": ", ".join(v.sources),
+            "health": "[green]healthy[/]" if v.healthy else f"[red]{v.reason or 'down'}[/]",
+            "spans": span_health(v.spans),
+            "owner": str(v.metadata.get("owner", "")),
+            "jurisdiction": str(v.metadata.get("jurisdiction", "")),
+            "data": str(v.metadata.get("data_class", "")),
+        }
+        table.add_row(*(cells[name] for name in shown))
+    return table
 
 
 async def _collect(mesh: str | None, registry: str | None, wait: float, lan: bool) -> list[PeerView]:

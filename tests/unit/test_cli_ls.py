@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from mesh.cli.ls import span_health
+import io
+
+from rich.console import Console
+
+from mesh.cli.ls import ADDRESSES_FROM, GOVERNANCE_FROM, peer_table, span_health
+from mesh.wire import PeerView
 
 
 def test_the_spans_column_names_drops_and_spooled_batches() -> None:
@@ -17,3 +22,38 @@ def test_a_healthy_exporter_shows_what_it_sent_and_unknown_or_off_say_so() -> No
     assert "7 sent" in span_health({"exported_spans": 7, "dropped_spans": 0, "pending_batches": 0})
     assert "?" in span_health(None)
     assert "off" in span_health({})
+
+
+def rendered(width: int | None) -> str:
+    view = PeerView(
+        name="support-triage",
+        instance="339554dc",
+        url="http://127.0.0.1:40105/mcp",
+        tools=["handle", "escalate"],
+        sources=["mdns", "registry"],
+        healthy=True,
+        metadata={"owner": "support-team", "jurisdiction": "eu", "data_class": "confidential"},
+        verified=True,
+        spans={"exported_spans": 12, "dropped_spans": 0},
+    )
+    console = Console(width=width or 250, file=io.StringIO(), record=True)
+    console.print(peer_table([view], "mesh support-desk", width=width))
+    return console.export_text()
+
+
+def test_at_80_columns_the_essential_columns_keep_whole_words() -> None:
+    narrow = rendered(80)
+    for word in ("support-triage", "339554dc", "handle", "escalate", "healthy", "12 sent"):
+        assert word in narrow
+    for left_to_json in ("support-team", "confidential", "127.0.0.1", "registry"):
+        assert left_to_json not in narrow
+
+
+def test_wider_terminals_add_governance_then_addresses() -> None:
+    medium = rendered(GOVERNANCE_FROM)
+    assert "support-team" in medium
+    assert "confidential" in medium
+    assert "127.0.0.1" not in medium
+    for wide in (rendered(ADDRESSES_FROM), rendered(None)):
+        for word in ("support-team", "confidential", "http://127.0.0.1:40105/mcp", "mdns, registry"):
+            assert word in wide
