@@ -1,4 +1,4 @@
-"""The echo agent, with a tool that switches its process's tracing: for `bench/tracing_overhead.py --switch`.
+"""The built-in echo agent plus a tool that switches its process's tracing: for `bench/tracing_overhead.py --switch`.
 
 `tracing(on)` sets `MeshTracerProvider.enabled`, so the bench can turn the tracing of a whole
 mesh hop (its caller and this agent) off and on between slices, in the very same processes.
@@ -6,16 +6,10 @@ mesh hop (its caller and this agent) off and on between slices, in the very same
 
 from opentelemetry import trace
 
-from mesh import Agent
+from mesh.runtime.loader import load_agent
 from mesh.tracing.spans import MeshTracerProvider
 
-agent = Agent("echo", description="Returns what it is given; its tracing can be switched off and on")
-
-
-@agent.tool(read_only=True, idempotent=True)
-async def echo(text: str) -> str:
-    """Return `text` unchanged."""
-    return text
+agent = load_agent("echo")
 
 
 @agent.tool(idempotent=True)

@@ -49,8 +49,9 @@ from typing import IO
 from proc_cpu import cpu_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
-ECHO = {False: ROOT / "agents" / "echo.py", True: ROOT / "bench" / "switchable_echo.py"}
-"""The agent: the built-in echo, or (for SWITCHED) the same with a tool that switches its tracing."""
+ECHO = ROOT / "agents" / "echo.py"
+SWITCHABLE_ECHO = ROOT / "bench" / "switchable_echo.py"
+"""The built-in echo with a tool that switches its tracing: the agent of the SWITCHED modes."""
 WITHIN = {
     "recording": "recording spans, exporting and storing them (--toggle)",
     "tracing": "tracing as a whole (--switch)",
@@ -83,6 +84,8 @@ def child(pause: float, within: str | None) -> None:
     from mesh.testing import AgentProcess, RegistryProcess
     from mesh.tracing.provider import Tracing
 
+    echo = SWITCHABLE_ECHO if within in SWITCHED else ECHO
+
     async def main() -> None:
         async with RegistryProcess() as registry:
             tracing = Tracing(
@@ -93,7 +96,7 @@ def child(pause: float, within: str | None) -> None:
                 tracer_base=lambda: registry.base_url,
             )
             async with (
-                AgentProcess(str(ECHO[within in SWITCHED]), "--registry", registry.base_url) as agent,
+                AgentProcess(str(echo), "--registry", registry.base_url) as agent,
                 MeshNode("bench", registry=registry.base_url) as node,
             ):
                 pids = {"caller": os.getpid(), "agent": agent.pid, "registry": registry.pid}

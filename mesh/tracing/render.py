@@ -60,8 +60,9 @@ def render_summaries(
     (`traces show` has them) so that the root keeps its room. No width: everything, in full.
     """
     narrow = width is not None and width < WHOLE_IDS_FROM
-    agents = width is None or width >= AGENTS_FROM
-    columns: list[tuple[str, JustifyMethod]] = [column for column in _COLUMNS if agents or column[0] != "agents"]
+    columns: list[tuple[str, JustifyMethod]] = [
+        (name, justify) for name, justify, room in _COLUMNS if width is None or width >= room
+    ]
     table = Table(show_edge=False, header_style="bold")
     for name, justify in columns:
         table.add_column(name, justify=justify, no_wrap=name not in ("root", "agents"))
@@ -127,14 +128,14 @@ def explain(tree: TraceTree, span_id: str | None = None) -> str:
 # -- private helpers ---------------------------------------------------------------------------
 
 _STATUS_STYLE: Final[dict[SpanStatus, str]] = {"ok": "green", "error": "bold red", "unset": "dim"}
-_COLUMNS: Final[tuple[tuple[str, JustifyMethod], ...]] = (
-    ("trace", "left"),
-    ("started", "left"),
-    ("root", "left"),
-    ("agents", "left"),
-    ("spans", "right"),
-    ("ms", "right"),
-    ("status", "left"),
+_COLUMNS: Final[tuple[tuple[str, JustifyMethod, int], ...]] = (  # name, justify, terminal columns to be shown
+    ("trace", "left", 0),
+    ("started", "left", 0),
+    ("root", "left", 0),
+    ("agents", "left", AGENTS_FROM),
+    ("spans", "right", 0),
+    ("ms", "right", 0),
+    ("status", "left", 0),
 )
 
 
