@@ -2,7 +2,8 @@
 
 Honours the OpenTelemetry environment: OTEL_SDK_DISABLED; OTEL_RESOURCE_ATTRIBUTES (through the
 SDK's `Resource`; service.name is always the agent's name, which stitching relies on);
-OTEL_TRACES_SAMPLER(_ARG) (through the SDK's sampler); OTEL_SPAN_*_LIMIT; OTEL_BSP_*; and
+OTEL_TRACES_SAMPLER(_ARG) (through the SDK's sampler); OTEL_PROPAGATORS (unset, the default
+propagator is `MeshPropagator`, the same one read faster); OTEL_SPAN_*_LIMIT; OTEL_BSP_*; and
 OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT, which, when set, takes the place of the tracer found
 through the mesh. The provider itself is the mesh's lean one (`mesh.tracing.spans`): without a
 sampler variable, every root span is sampled except the mesh's own probes (`HOUSEKEEPING`), and
@@ -20,6 +21,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 
+from mesh.tracing import propagation
 from mesh.tracing.batch import SpanBatcher
 from mesh.tracing.export import SpoolingExporter
 from mesh.tracing.spans import HOUSEKEEPING, MeshTracerProvider
@@ -70,6 +72,7 @@ class Tracing:
         sampler = TracerProvider(shutdown_on_exit=False).sampler if os.environ.get("OTEL_TRACES_SAMPLER") else None
         self.provider = MeshTracerProvider(resource, self._batcher, sampler)
         trace.set_tracer_provider(self.provider)
+        propagation.install()
 
     def stats(self) -> dict[str, int]:
         """Export counters (empty when tracing is disabled)."""
