@@ -100,7 +100,7 @@ def install() -> bool:
         return True
     if os.environ.get("OTEL_PROPAGATORS") or not isinstance(current, CompositePropagator):
         return False
-    if current.fields != _DEFAULT_FIELDS:
+    if frozenset(current.fields) != _DEFAULT_FIELDS:
         return False
     propagate.set_global_textmap(MeshPropagator())
     return True
