@@ -1,0 +1,105 @@
+"""The SERVER span of every inbound MCP message, as the SDK's `OpenTelemetryMiddleware` makes it, made directly.
+
+The SDK's middleware opens its span through two generator context managers (its `otel_span`, then
+the `ProxyTracer` it got at import, before any provider was set) around the tracer's own: ~108k
+instructions a message with its `traceparent` extracted, on every agent's every call. `ServerSpans`
+makes the same span (name, kind, scope, attributes, parent, status, exception event) with one
+`start_span` and an attach, ~half of that; a unit test runs both on the same messages and compares
+what they record. `build_server` puts it in the SDK's place, the seam the SDK documents for
+opting out of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final, final
+
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+from mcp.shared.exceptions import MCPError
+from mcp_types import INVALID_PARAMS, CallToolResult
+from opentelemetry import context as context_api
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind, StatusCode
+from pydantic import ValidationError
+
+__all__ = ["SCOPE", "ServerSpans", "carried_context"]
+
+SCOPE: Final = "mcp-python-sdk"
+"""The instrumentation scope of the SDK's server spans, kept so that what reads them finds them alike."""
+
+
+def carried_context(meta: Mapping[str, Any] | None) -> context_api.Context | None:
+    """The trace context a request's `_meta` carries; None when it carries no valid one (the SDK's rule:
+    the span then nests under whatever is current instead of starting an orphan)."""
+    if not meta:
+        return None
+    try:
+        carried = propagate.extract(meta)
+    except (ValueError, TypeError):
+        return None
+    return carried if trace.get_current_span(carried).get_span_context().is_valid else None
+
+
+@final
+class ServerSpans:
+    """Context-tier middleware: each inbound message inside a SERVER span, current while it is handled."""
+
+    def __init__(self, provider: trace.TracerProvider | None = None) -> None:
+        self._provider = provider  # None: the process's, looked up at each message (it is set after import)
+
+    async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        params = ctx.params
+        name = params.get("name") if params else None
+        target = name if isinstance(name, str) else None
+        method = ctx.method
+        attributes: dict[str, Any] = {"mcp.method.name": method, "mcp.protocol.version": ctx.protocol_version}
+        if ctx.request_id is not None:
+            attributes["jsonrpc.request.id"] = str(ctx.request_id)
+        if method == "tools/call":
+            attributes["gen_ai.operation.name"] = "execute_tool"
+            if target is not None:
+                attributes["gen_ai.tool.name"] = target
+        elif method == "prompts/get" and target is not None:
+            attributes["gen_ai.prompt.name"] = target
+        span = (
+            (self._provider or trace.get_tracer_provider())
+            .get_tracer(SCOPE)
+            .start_span(
+                f"{method} {target}" if target else method,
+                carried_context(ctx.meta),
+                SpanKind.SERVER,
+                attributes,
+            )
+        )
+        token = context_api.attach(trace.set_span_in_context(span))
+        try:
+            result = await call_next(ctx)
+            if method == "tools/call":
+                # As the SDK: only shapes that reach the wire as an error count (the model, or the
+                # camelCase alias of a raw dict, as a literal bool).
+                match result:
+                    case CallToolResult(is_error=True) | {"isError": True}:
+                        span.set_attribute("error.type", "tool_error")
+                        span.set_status(StatusCode.ERROR)
+                    case _:
+                        pass
+            return result
+        except MCPError as exc:
+            code = str(exc.error.code)
+            span.set_attributes({"error.type": code, "rpc.response.status_code": code})
+            span.set_status(StatusCode.ERROR, exc.error.message)
+            raise
+        except ValidationError:
+            # As the SDK: the wire answer is sanitised, and pydantic's message carries client input.
+            code = str(INVALID_PARAMS)
+            span.set_attributes({"error.type": code, "rpc.response.status_code": code})
+            span.set_status(StatusCode.ERROR, "Invalid request parameters")
+            raise
+        except Exception as exc:
+            span.set_attribute("error.type", type(exc).__qualname__)
+            span.record_exception(exc)
+            span.set_status(StatusCode.ERROR, str(exc))
+            raise
+        finally:
+            context_api.detach(token)
+            span.end()
