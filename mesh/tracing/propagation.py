@@ -42,6 +42,7 @@ _BAGGAGE: Final = "baggage"
 _DEFAULT_FIELDS: Final = frozenset({_TRACEPARENT, _TRACESTATE, _BAGGAGE})
 _COMMON = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 """A version-00 traceparent exactly, as the mesh writes it; any other shape takes the generic path."""
+_FLAGS: Final = tuple(f"{flags:02x}" for flags in range(0x100))
 
 
 @final
@@ -84,13 +85,20 @@ class MeshPropagator(TextMapPropagator):
             return
         span_context = trace.get_current_span(context).get_span_context()
         if span_context != INVALID_SPAN_CONTEXT:
-            carrier[_TRACEPARENT] = (  # pyright: ignore[reportIndexIssue]
-                f"00-{span_context.trace_id:032x}-{span_context.span_id:016x}-{span_context.trace_flags:02x}"
-            )
+            carrier[_TRACEPARENT] = _traceparent(span_context)  # pyright: ignore[reportIndexIssue]
             if span_context.trace_state:
                 carrier[_TRACESTATE] = span_context.trace_state.to_header()  # pyright: ignore[reportIndexIssue]
         if baggage.get_all(context):
             self._baggage.inject(carrier, context, setter)
+
+
+def _traceparent(span_context: SpanContext) -> str:
+    """The header the default writes: with bytes' `hex()`, which costs half what `:032x` does on a 128-bit int."""
+    flags = span_context.trace_flags
+    if span_context.is_valid and 0 <= flags < 0x100:
+        trace_id, span_id = span_context.trace_id.to_bytes(16, "big"), span_context.span_id.to_bytes(8, "big")
+        return f"00-{trace_id.hex()}-{span_id.hex()}-{_FLAGS[flags]}"
+    return f"00-{span_context.trace_id:032x}-{span_context.span_id:016x}-{flags:02x}"
 
 
 def install() -> bool:
