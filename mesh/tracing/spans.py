@@ -49,6 +49,7 @@ HOUSEKEEPING = frozenset({"tools/list", "server/discover", "initialize", "ping",
 """MCP methods that, as the root of a trace, are the mesh keeping itself informed (probes), not work."""
 
 _SIMPLE = (str, bool, int, float)
+_SIMPLE_TYPES = frozenset(_SIMPLE)
 _SEQUENCES = (list, tuple)
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _UNSAMPLED = TraceFlags(TraceFlags.DEFAULT)
@@ -221,7 +222,7 @@ class MeshSpan(trace.Span):
 def _put(target: dict[str, AttributeValue], key: str, value: Any, limit: int | None, limits: SpanLimits) -> int:
     """Store one attribute as BoundedAttributes would; returns how many were dropped to make room."""
     kind = type(value)
-    if kind in _SEQUENCES and limits.max_attribute_length is None and all(type(v) in _SIMPLE for v in value):
+    if kind in _SEQUENCES and limits.max_attribute_length is None and _SIMPLE_TYPES.issuperset(map(type, value)):
         value = tuple(value)
     elif kind not in _SIMPLE or (limits.max_attribute_length is not None and kind is str):
         cleaned = BoundedAttributes(attributes={key: value}, immutable=False, max_value_len=limits.max_attribute_length)
@@ -248,7 +249,7 @@ def _clean_all(
             kind = type(value)
             if kind in _SIMPLE:
                 out[key] = value
-            elif kind in _SEQUENCES and all(type(v) in _SIMPLE for v in value):
+            elif kind in _SEQUENCES and _SIMPLE_TYPES.issuperset(map(type, value)):
                 out[key] = tuple(value)
             else:
                 break
