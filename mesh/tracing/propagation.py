@@ -1,10 +1,11 @@
 """W3C trace context and baggage in `_meta`, as OpenTelemetry's default propagator carries them, read and
 written directly in the common case.
 
-Every mesh hop injects a `traceparent` into the request's `_meta` and the callee's SDK middleware
-extracts it. Through OpenTelemetry's default (a `CompositePropagator` of `TraceContextTextMapPropagator`
-and `W3CBaggagePropagator`) that is ~100 Python calls a hop, most of them generic: getters, setters,
-a regular expression compiled on each look-up, a context copied once per propagator. `MeshPropagator`
+Every mesh hop injects a `traceparent` into the request's `_meta` and the callee extracts it.
+Through OpenTelemetry's default (a `CompositePropagator` of `TraceContextTextMapPropagator` and
+`W3CBaggagePropagator`) extracting costs a hop ~20k instructions more than this does, and injecting
+~6k (callgrind), nearly all of it generic: getters and setters, a pattern looked up in `re`'s cache
+on each call, a context copied once per propagator, a 128-bit int formatted with `:032x`. `MeshPropagator`
 handles the carrier a hop actually has (a dict with a version-00 `traceparent` and no `tracestate` or
 `baggage`) in a few lines, and hands everything else to that very composite, so what it extracts and
 injects is what the default would, value for value (a property test compares the two).

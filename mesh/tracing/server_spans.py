@@ -1,12 +1,12 @@
 """The SERVER span of every inbound MCP message, as the SDK's `OpenTelemetryMiddleware` makes it, made directly.
 
 The SDK's middleware opens its span through two generator context managers (its `otel_span`, then
-the `ProxyTracer` it got at import, before any provider was set) around the tracer's own: ~108k
-instructions a message with its `traceparent` extracted, on every agent's every call. `ServerSpans`
-makes the same span (name, kind, scope, attributes, parent, status, exception event) with one
-`start_span` and an attach, ~half of that; a unit test runs both on the same messages and compares
-what they record. `build_server` puts it in the SDK's place, the seam the SDK documents for
-opting out of its own.
+the `ProxyTracer` it got at import, before any provider was set) around the tracer's own: ~120k
+instructions a `tools/call` with its `traceparent` extracted (callgrind), on every agent's every
+call, and the layers run with tracing off too. `ServerSpans` makes the same span (name, kind,
+scope, attributes, parent, status, exception event) with one `start_span` and an attach, ~79k;
+a unit test runs both on the same messages and compares what they record. `build_server` puts it
+in the SDK's place, the seam the SDK documents for opting out of its own.
 """
 
 from __future__ import annotations
@@ -22,13 +22,13 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, StatusCode
 from pydantic import ValidationError
 
-__all__ = ["SCOPE", "ServerSpans", "carried_context"]
+__all__ = ["SCOPE", "ServerSpans"]
 
 SCOPE: Final = "mcp-python-sdk"
 """The instrumentation scope of the SDK's server spans, kept so that what reads them finds them alike."""
 
 
-def carried_context(meta: Mapping[str, Any] | None) -> context_api.Context | None:
+def _carried(meta: Mapping[str, Any] | None) -> context_api.Context | None:
     """The trace context a request's `_meta` carries; None when it carries no valid one (the SDK's rule:
     the span then nests under whatever is current instead of starting an orphan)."""
     if not meta:
@@ -66,7 +66,7 @@ class ServerSpans:
             .get_tracer(SCOPE)
             .start_span(
                 f"{method} {target}" if target else method,
-                carried_context(ctx.meta),
+                _carried(ctx.meta),
                 SpanKind.SERVER,
                 attributes,
             )
