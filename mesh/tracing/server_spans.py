@@ -11,14 +11,14 @@ in the SDK's place, the seam the SDK documents for opting out of its own.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any, Final, final
 
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+from mcp.shared._otel import extract_trace_context
 from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS, CallToolResult
 from opentelemetry import context as context_api
-from opentelemetry import propagate, trace
+from opentelemetry import trace
 from opentelemetry.trace import SpanKind, StatusCode
 from pydantic import ValidationError
 
@@ -26,18 +26,6 @@ __all__ = ["SCOPE", "ServerSpans"]
 
 SCOPE: Final = "mcp-python-sdk"
 """The instrumentation scope of the SDK's server spans, kept so that what reads them finds them alike."""
-
-
-def _carried(meta: Mapping[str, Any] | None) -> context_api.Context | None:
-    """The trace context a request's `_meta` carries; None when it carries no valid one (the SDK's rule:
-    the span then nests under whatever is current instead of starting an orphan)."""
-    if not meta:
-        return None
-    try:
-        carried = propagate.extract(meta)
-    except (ValueError, TypeError):
-        return None
-    return carried if trace.get_current_span(carried).get_span_context().is_valid else None
 
 
 @final
@@ -66,7 +54,7 @@ class ServerSpans:
             .get_tracer(SCOPE)
             .start_span(
                 f"{method} {target}" if target else method,
-                _carried(ctx.meta),
+                extract_trace_context(ctx.meta),  # the SDK's own rule for a carried parent
                 SpanKind.SERVER,
                 attributes,
             )

@@ -48,8 +48,7 @@ log = logging.getLogger(__name__)
 HOUSEKEEPING = frozenset({"tools/list", "server/discover", "initialize", "ping", "notifications/initialized"})
 """MCP methods that, as the root of a trace, are the mesh keeping itself informed (probes), not work."""
 
-_SIMPLE = (str, bool, int, float)
-_SIMPLE_TYPES = frozenset(_SIMPLE)
+_SIMPLE = frozenset({str, bool, int, float})
 _SEQUENCES = (list, tuple)
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _UNSAMPLED = TraceFlags(TraceFlags.DEFAULT)
@@ -222,7 +221,7 @@ class MeshSpan(trace.Span):
 def _put(target: dict[str, AttributeValue], key: str, value: Any, limit: int | None, limits: SpanLimits) -> int:
     """Store one attribute as BoundedAttributes would; returns how many were dropped to make room."""
     kind = type(value)
-    if kind in _SEQUENCES and limits.max_attribute_length is None and _SIMPLE_TYPES.issuperset(map(type, value)):
+    if kind in _SEQUENCES and limits.max_attribute_length is None and _SIMPLE.issuperset(map(type, value)):
         value = tuple(value)
     elif kind not in _SIMPLE or (limits.max_attribute_length is not None and kind is str):
         cleaned = BoundedAttributes(attributes={key: value}, immutable=False, max_value_len=limits.max_attribute_length)
@@ -249,7 +248,7 @@ def _clean_all(
             kind = type(value)
             if kind in _SIMPLE:
                 out[key] = value
-            elif kind in _SEQUENCES and _SIMPLE_TYPES.issuperset(map(type, value)):
+            elif kind in _SEQUENCES and _SIMPLE.issuperset(map(type, value)):
                 out[key] = tuple(value)
             else:
                 break
