@@ -4,10 +4,10 @@ Owns the schema, ingestion and the two queries (one trace by id; the trace listi
 gets a sequence number (its rowid in `traces`) on first sight and spans are unique by (sequence,
 span_id), so a batch appends rather than scattering writes and a trace is one index range. Each
 batch's spans are summarised per trace before the write lock is taken, and the summaries folded
-into `traces` (figures and agents), `trace_agents` and `trace_tools` (the listing's filters) under
-it, so listing never scans spans. A batch holding spans already stored (a redelivery) is rolled
-back and written again without them. The layout's version is the file's user_version, and an
-older layout is brought up to date on open. Owns no decoding (`registry.otlp`), stitching or HTTP.
+into `traces` (figures, agents and tools: the listing's filters) under it, so listing never scans
+spans. A batch holding spans already stored (a redelivery) is rolled back and written again
+without them. The layout's version is the file's user_version, and an older layout is brought up
+to date on open. Owns no decoding (`registry.otlp`), stitching or HTTP.
 """
 
 from __future__ import annotations
@@ -130,11 +130,11 @@ class TraceStore:
         where: list[str] = []
         params: list[object] = []
         if agent is not None:
-            where.append("EXISTS (SELECT 1 FROM trace_agents WHERE agent = ? AND trace_seq = t.seq)")
-            params.append(agent)
+            where.append("instr(char(31) || t.agents || char(31), ?)")
+            params.append(_token(agent))
         if tool is not None:
-            where.append("EXISTS (SELECT 1 FROM trace_tools WHERE tool = ? AND trace_seq = t.seq)")
-            params.append(tool)
+            where.append("instr(char(31) || t.tools || char(31), ?)")
+            params.append(_token(tool))
         if status is not None:
             if status not in ("ok", "error"):
                 raise ValueError(f"status must be 'ok' or 'error', not {status!r}")
@@ -215,13 +215,10 @@ class TraceStore:
 
 # -- private helpers ---------------------------------------------------------------------------
 
-_VERSION: Final = 1
-"""The layout `_SCHEMA` makes, kept in the file's user_version: 0 was the first (agents listed in
-`trace_agents` only, keyed by trace first, with a second index by agent)."""
-_TRACE_AGENTS: Final = """CREATE TABLE IF NOT EXISTS trace_agents (
-    agent TEXT NOT NULL, trace_seq INTEGER NOT NULL, PRIMARY KEY (agent, trace_seq)
-) WITHOUT ROWID"""
-_SET_VERSION: Final = f"PRAGMA user_version = {_VERSION}"
+_VERSION: Final = 2
+"""The layout `_SCHEMA` makes, kept in the file's user_version. Before, a trace's agents and tools
+were also rows of `trace_agents` and `trace_tools` (0: agents there only), one B-tree entry per
+span or so at ingest; the listing only ever probed them row by row, as it now reads the columns."""
 _SCHEMA: Final = (
     """CREATE TABLE IF NOT EXISTS traces (
         seq INTEGER PRIMARY KEY,  -- rowid: the order traces were first seen
@@ -230,7 +227,8 @@ _SCHEMA: Final = (
         start_ns INTEGER,
         end_ns INTEGER,
         error INTEGER NOT NULL DEFAULT 0,
-        agents TEXT NOT NULL DEFAULT ''  -- sorted, joined by _SEPARATOR
+        agents TEXT NOT NULL DEFAULT '',  -- sorted, joined by _SEPARATOR
+        tools TEXT NOT NULL DEFAULT ''  -- the tools its spans name, likewise
     )""",
     "CREATE INDEX IF NOT EXISTS traces_by_start ON traces (start_ns)",
     "CREATE INDEX IF NOT EXISTS traces_errors_by_start ON traces (start_ns) WHERE error = 1",
@@ -248,25 +246,25 @@ _SCHEMA: Final = (
         UNIQUE (trace_seq, span_id)
     )""",
     "CREATE INDEX IF NOT EXISTS spans_roots ON spans (trace_seq, start_ns, span_id) WHERE root = 1",
-    # Which traces an agent or a tool took part in (the listing's filters), one B-tree each.
-    _TRACE_AGENTS,
-    """CREATE TABLE IF NOT EXISTS trace_tools (
-        tool TEXT NOT NULL, trace_seq INTEGER NOT NULL, PRIMARY KEY (tool, trace_seq)
-    ) WITHOUT ROWID""",
-    _SET_VERSION,
 )
-_FROM_VERSION_0: Final = (
-    "ALTER TABLE traces ADD COLUMN agents TEXT NOT NULL DEFAULT ''",
-    """UPDATE traces SET agents = coalesce(
-        (SELECT group_concat(agent, char(31)) FROM trace_agents WHERE trace_seq = traces.seq), ''
-    )""",  # the primary key (trace_seq, agent) hands them over sorted
-    "DROP INDEX trace_agents_by_agent",
-    "ALTER TABLE trace_agents RENAME TO trace_agents_0",
-    _TRACE_AGENTS,
-    "INSERT INTO trace_agents SELECT agent, trace_seq FROM trace_agents_0",
-    "DROP TABLE trace_agents_0",
-    _SET_VERSION,
-)
+_UPGRADES: Final = {
+    # From each older layout, the statements that bring it to the next.
+    0: (
+        "ALTER TABLE traces ADD COLUMN agents TEXT NOT NULL DEFAULT ''",
+        """UPDATE traces SET agents = coalesce(
+            (SELECT group_concat(agent, char(31)) FROM trace_agents WHERE trace_seq = traces.seq), ''
+        )""",  # the primary key (trace_seq, agent) hands them over sorted
+    ),
+    1: (
+        "ALTER TABLE traces ADD COLUMN tools TEXT NOT NULL DEFAULT ''",
+        """UPDATE traces SET tools = named.tools FROM (
+            SELECT trace_seq, group_concat(tool, char(31)) AS tools
+            FROM (SELECT trace_seq, tool FROM trace_tools ORDER BY trace_seq, tool) GROUP BY trace_seq
+        ) AS named WHERE traces.seq = named.trace_seq""",
+        "DROP TABLE trace_agents",
+        "DROP TABLE trace_tools",
+    ),
+}
 _SPAN_COLUMNS: Final = 10
 _CHUNK_SIZES: Final = (256, 128, 64, 32, 16, 8, 4, 2, 1)
 
@@ -317,7 +315,7 @@ def _summarize(rows: Sequence[SpanRow]) -> dict[bytes, _Trace]:
 def _write(conn: sqlite3.Connection, flat: list[object], summary: dict[bytes, _Trace]) -> int:
     """Insert the spans and fold the summary in; raises _Repeated (before any fold) unless every span is new."""
     known = _stored_traces(conn, summary)
-    seqs = {trace_id: seq for trace_id, (seq, _) in known.items()}
+    seqs = {trace_id: seq for trace_id, (seq, _, _) in known.items()}
     if len(known) < len(summary):
         last = conn.execute("SELECT coalesce(max(seq), 0) FROM traces").fetchone()[0]
         seqs.update((trace_id, seq) for seq, trace_id in enumerate((t for t in summary if t not in known), last + 1))
@@ -329,32 +327,35 @@ def _write(conn: sqlite3.Connection, flat: list[object], summary: dict[bytes, _T
         raise _Repeated
     created: list[object] = []  # new traces, whole: one INSERT each instead of an INSERT and an UPDATE
     folded: list[object] = []  # traces stored before: their figures folded in
-    agent_pairs: list[object] = []
-    tool_pairs: list[object] = []
     for trace_id, (figures, agents, tools) in summary.items():
         seq = seqs[trace_id]
         before = known.get(trace_id)
         if before is None:
-            created += (seq, bytearray(trace_id), *figures, _SEPARATOR.join(sorted(agents)))
+            created += (seq, bytearray(trace_id), *figures, _joined(agents), _joined(tools))
         else:
-            stored = set(before[1].split(_SEPARATOR)) if before[1] else set()
-            agents -= stored
-            folded += (seq, *figures, _SEPARATOR.join(sorted(agents | stored)))
-        for agent in agents:
-            agent_pairs += (agent, seq)
-        for tool in tools:
-            tool_pairs += (tool, seq)
-    _chunked(conn, functools.partial(_insert_values, _NEW_TRACE, 7), created, 7)
-    _chunked(conn, functools.partial(_insert_values, "trace_agents", 2), agent_pairs, 2)
-    _chunked(conn, functools.partial(_insert_values, "trace_tools", 2), tool_pairs, 2)
-    _chunked(conn, _fold_values, folded, 6)
+            _, stored_agents, stored_tools = before
+            folded += (seq, *figures, _joined(agents, stored_agents), _joined(tools, stored_tools))
+    _chunked(conn, functools.partial(_insert_values, _NEW_TRACE, 8), created, 8)
+    _chunked(conn, _fold_values, folded, 7)
     return spans
 
 
-def _stored_traces(conn: sqlite3.Connection, trace_ids: Iterable[bytes]) -> dict[bytes, tuple[int, str]]:
-    """Trace id -> (seq, agents) of those among `trace_ids` stored before."""
+def _joined(names: set[str], stored: str = "") -> str:
+    """The names as a `traces` column keeps them (with those it holds already): sorted, separated."""
+    if stored:
+        names = names.union(stored.split(_SEPARATOR))
+    return _SEPARATOR.join(sorted(names))
+
+
+def _token(name: str) -> str:
+    """What `instr` looks for in a `traces` names column, framed by separators, to find one name."""
+    return f"{_SEPARATOR}{name}{_SEPARATOR}"
+
+
+def _stored_traces(conn: sqlite3.Connection, trace_ids: Iterable[bytes]) -> dict[bytes, tuple[int, str, str]]:
+    """Trace id -> (seq, agents, tools) of those among `trace_ids` stored before."""
     keys = [bytearray(trace_id) for trace_id in trace_ids]  # bytearray: bound without adapter lookups
-    return {trace_id: (seq, agents) for trace_id, seq, agents in _chunked(conn, _known, keys, 1)}
+    return {trace_id: (seq, agents, tools) for trace_id, seq, agents, tools in _chunked(conn, _known, keys, 1)}
 
 
 def _unstored(conn: sqlite3.Connection, rows: Sequence[SpanRow]) -> list[SpanRow]:
@@ -362,7 +363,7 @@ def _unstored(conn: sqlite3.Connection, rows: Sequence[SpanRow]) -> list[SpanRow
     firsts: dict[tuple[bytes, int], SpanRow] = {}
     for row in rows:
         firsts.setdefault((row[0], row[1]), row)
-    seqs = {trace_id: seq for trace_id, (seq, _) in _stored_traces(conn, {t for t, _ in firsts}).items()}
+    seqs = {trace_id: seq for trace_id, (seq, _, _) in _stored_traces(conn, {t for t, _ in firsts}).items()}
     probes = [value for trace_id, span in firsts if trace_id in seqs for value in (seqs[trace_id], span)]
     by_seq = {seq: trace_id for trace_id, seq in seqs.items()}
     for seq, span in _chunked(conn, _stored_spans, probes, 2):
@@ -370,19 +371,20 @@ def _unstored(conn: sqlite3.Connection, rows: Sequence[SpanRow]) -> list[SpanRow
     return list(firsts.values())
 
 
-_SEPARATOR: Final = "\x1f"  # between the names in traces.agents
-_NEW_TRACE: Final = "traces (seq, trace_id, span_count, start_ns, end_ns, error, agents)"
+_SEPARATOR: Final = "\x1f"  # between the names in traces.agents and traces.tools
+_NEW_TRACE: Final = "traces (seq, trace_id, span_count, start_ns, end_ns, error, agents, tools)"
 _FOLD_TRACES: Final = """
 UPDATE traces SET
     span_count = traces.span_count + f.column2,
     start_ns = min(traces.start_ns, f.column3),
     end_ns = max(traces.end_ns, f.column4),
     error = max(traces.error, f.column5),
-    agents = f.column6
+    agents = f.column6,
+    tools = f.column7
 FROM (VALUES {values}) AS f
 WHERE traces.seq = f.column1
 """
-"""Fold a batch's figures (seq, spans, start_ns, end_ns, error, agents) into traces stored before."""
+"""Fold a batch's figures (seq, spans, start_ns, end_ns, error, agents, tools) into traces stored before."""
 _GET_TRACE: Final = (
     "SELECT s.agent, s.instance, s.body FROM traces t JOIN spans s ON s.trace_seq = t.seq WHERE t.trace_id = ?"
 )
@@ -417,8 +419,10 @@ def _prepare(conn: sqlite3.Connection, target: str) -> None:
             )
         made = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'traces'").fetchone() is not None
         if version < _VERSION:
-            for statement in _FROM_VERSION_0 if made else _SCHEMA:
+            upgrades = (statement for older in range(version, _VERSION) for statement in _UPGRADES[older])
+            for statement in upgrades if made else _SCHEMA:
                 conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {_VERSION}")
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
@@ -463,12 +467,12 @@ def _insert_values(table: str, columns: int, rows: int) -> str:
 
 @functools.cache
 def _fold_values(rows: int) -> str:
-    return _FOLD_TRACES.format(values=", ".join(["(?, ?, ?, ?, ?, ?)"] * rows))
+    return _FOLD_TRACES.format(values=", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * rows))
 
 
 @functools.cache
 def _known(rows: int) -> str:
-    return f"SELECT trace_id, seq, agents FROM traces WHERE trace_id IN ({', '.join('?' * rows)})"
+    return f"SELECT trace_id, seq, agents, tools FROM traces WHERE trace_id IN ({', '.join('?' * rows)})"
 
 
 @functools.cache

@@ -128,6 +128,11 @@ def test_listing_filters_by_agent_tool_status_start_and_duration(store: TraceSto
     assert ids(min_duration_ms=200) == [3]
     assert ids(limit=1) == [3]
     assert ids(agent="nobody") == []
+    store.ingest(rows(chain(4, ["ab", "a.b"], start_ms=3_000)))
+    assert ids(agent="a") == [2, 1]  # whole names only: not "ab", nor "a.b"
+    assert ids(agent="b") == [1]
+    assert ids(tool="b") == []
+    assert ids(agent="a.b") == [4]
     with pytest.raises(ValueError, match="status"):
         store.list_traces(status="fine")
 
@@ -215,6 +220,68 @@ CREATE TABLE trace_tools (
 """
 
 
+LAYOUT_1 = """
+CREATE TABLE traces (
+    seq INTEGER PRIMARY KEY, trace_id BLOB NOT NULL UNIQUE, span_count INTEGER NOT NULL DEFAULT 0,
+    start_ns INTEGER, end_ns INTEGER, error INTEGER NOT NULL DEFAULT 0, agents TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX traces_by_start ON traces (start_ns);
+CREATE INDEX traces_errors_by_start ON traces (start_ns) WHERE error = 1;
+CREATE TABLE spans (
+    trace_seq INTEGER NOT NULL, span_id INTEGER NOT NULL, root INTEGER NOT NULL, agent TEXT NOT NULL,
+    instance TEXT NOT NULL, start_ns INTEGER NOT NULL, end_ns INTEGER NOT NULL, status INTEGER NOT NULL,
+    tool TEXT NOT NULL, body BLOB NOT NULL, UNIQUE (trace_seq, span_id)
+);
+CREATE INDEX spans_roots ON spans (trace_seq, start_ns, span_id) WHERE root = 1;
+CREATE TABLE trace_agents (
+    agent TEXT NOT NULL, trace_seq INTEGER NOT NULL, PRIMARY KEY (agent, trace_seq)
+) WITHOUT ROWID;
+CREATE TABLE trace_tools (
+    tool TEXT NOT NULL, trace_seq INTEGER NOT NULL, PRIMARY KEY (tool, trace_seq)
+) WITHOUT ROWID;
+PRAGMA user_version = 1;
+"""
+
+
+def test_a_store_of_the_second_layout_is_brought_up_to_date_with_its_traces(tmp_path: Path) -> None:
+    path = tmp_path / "traces.sqlite3"
+    old = [chain(1, ["b", "a"], status="error"), chain(2, ["c"], start_ms=200)]
+    with sqlite3.connect(path) as conn:
+        conn.executescript(LAYOUT_1)
+        for seq, trace in enumerate(old, 1):
+            agents = sorted({span.agent for span in trace})
+            conn.execute(
+                "INSERT INTO traces VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (seq, bytes.fromhex(trace[0].trace_id), len(trace), trace[0].start_ns, trace[0].end_ns,
+                 int(any(span.status == "error" for span in trace)), "\x1f".join(agents)),
+            )  # fmt: skip
+            conn.executemany(
+                "INSERT INTO spans VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [(seq, *r[1:]) for r in rows(trace)]
+            )
+            conn.executemany("INSERT INTO trace_agents VALUES (?, ?)", [(agent, seq) for agent in agents])
+            conn.executemany("INSERT INTO trace_tools VALUES (?, ?)", [(f"{a}-tool", seq) for a in reversed(agents)])
+    conn.close()
+    store = TraceStore(path)
+    store.ingest(rows(chain(1, ["b", "a", "d"])[2:]))  # a late span of a trace stored before
+    assert [(t.agents, t.span_count, t.status) for t in store.list_traces()] == [
+        (["c"], 1, "ok"),
+        (["a", "b", "d"], 3, "error"),
+    ]
+    assert [t.trace_id for t in store.list_traces(tool="a-tool")] == [old[0][0].trace_id]
+    assert [t.trace_id for t in store.list_traces(tool="d-tool")] == [old[0][0].trace_id]
+    assert [t.trace_id for t in store.list_traces(tool="c-tool")] == [old[1][0].trace_id]
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (2,)
+        assert conn.execute("SELECT tools FROM traces ORDER BY seq").fetchall() == [
+            ("a-tool\x1fb-tool\x1fd-tool",),
+            ("c-tool",),
+        ]
+        tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    conn.close()
+    assert tables == {"traces", "spans"}
+    store.close()
+
+
 def test_a_store_of_the_first_layout_is_brought_up_to_date_with_its_traces(tmp_path: Path) -> None:
     path = tmp_path / "traces.sqlite3"
     old = chain(1, ["b", "a"], status="error")
@@ -234,6 +301,7 @@ def test_a_store_of_the_first_layout_is_brought_up_to_date_with_its_traces(tmp_p
         (["a", "b"], 2, "error"),
     ]
     assert [t.trace_id for t in store.list_traces(agent="a")] == [old[0].trace_id]
+    assert [t.trace_id for t in store.list_traces(tool="b-tool")] == [old[0].trace_id]
     assert len(store.get_trace(old[0].trace_id)) == 2
     store.close()
     again = TraceStore(path)  # nothing left to bring up to date
@@ -246,7 +314,7 @@ def test_a_store_written_by_a_newer_agentplex_is_refused_in_one_line(tmp_path: P
     with sqlite3.connect(path) as conn:
         conn.execute("PRAGMA user_version = 99")
     conn.close()
-    with pytest.raises(ConfigError, match=r"^trace store .* newer agentplex \(layout 99; this one reads up to 1\)"):
+    with pytest.raises(ConfigError, match=r"^trace store .* newer agentplex \(layout 99; this one reads up to 2\)"):
         TraceStore(path)
 
 
@@ -283,5 +351,9 @@ def test_summaries_match_summarize_however_spans_arrive(data: st.DataObject) -> 
         key=lambda summary: -summary.start,
     )
     assert store.list_traces() == expected
+    for name in ("a", "b", "c", "d"):  # a trace's agents and tools gathered from every batch
+        assert store.list_traces(agent=name) == [t for t in expected if name in t.agents]
+        named = {s.trace_id for s in spans if s.name == f"tools/call {name}-tool"}
+        assert store.list_traces(tool=f"{name}-tool") == [t for t in expected if t.trace_id in named]
     assert store.span_count() == len(spans)
     store.close()
