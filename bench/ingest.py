@@ -77,8 +77,8 @@ def main() -> None:
         return
     rng = random.Random(7)
     template = template_request()
-    seconds = trace_seconds(None if args.random_ids else int(time.time()))
-    batches = [batch_from(template, rng, next(seconds)) for _ in range(args.spans // BATCH)]
+    moments = trace_moments(None if args.random_ids else time.time_ns())
+    batches = [batch_from(template, rng, next(moments)) for _ in range(args.spans // BATCH)]
     print(f"batches of {BATCH} spans, {len(batches[0]) / BATCH:.0f} bytes/span, {os.cpu_count()} CPUs")
     loop: list[float] = []
     naive: list[tuple[float, float]] = []
@@ -90,7 +90,7 @@ def main() -> None:
             naive.append(ingest_over_http("naive", Path(tmp) / f"naive-{round_}.sqlite3", batches, args.concurrency))
             tracer.append(ingest_over_http("tracer", Path(tmp) / f"tracer-{round_}.sqlite3", batches, args.concurrency))
         if args.stored:
-            queries = query_timings(Path(tmp) / "million.sqlite3", template, rng, args.stored, seconds)
+            queries = query_timings(Path(tmp) / "million.sqlite3", template, rng, args.stored, moments)
         else:
             queries = []
     naive_rate, naive_cpu = (statistics.median(values) for values in zip(*naive, strict=True))
@@ -152,17 +152,17 @@ def template_request() -> ExportTraceServiceRequest:
     return encode_request(records)
 
 
-def trace_seconds(start: int | None) -> Iterator[int | None]:
-    """The second in each batch's trace ids: advancing as if the traces began at 100,000 spans/s; or None."""
+def trace_moments(start_ns: int | None) -> Iterator[int | None]:
+    """The time (ns) in each batch's trace ids: advancing as if the traces began at 100,000 spans/s; or None."""
     for index in itertools.count():
-        yield None if start is None else start + index * BATCH // 100_000
+        yield None if start_ns is None else start_ns + index * BATCH * 1_000_000_000 // 100_000
 
 
-def batch_from(template: ExportTraceServiceRequest, rng: random.Random, second: int | None = None) -> bytes:
+def batch_from(template: ExportTraceServiceRequest, rng: random.Random, moment_ns: int | None = None) -> bytes:
     """The template with fresh ids (parents kept consistent) and times moved to now.
 
-    Trace ids are made as agents make them (`mesh.tracing.spans.trace_id_at`: the time in
-    seconds, then random bits) for `second`; without one, all 16 bytes are random, as some
+    Trace ids are made as agents make them (`mesh.tracing.spans.trace_id_at`: the time in 256ths
+    of a second, then random bits) for `moment_ns`; without one, all 16 bytes are random, as some
     other OpenTelemetry SDKs send them.
     """
     request = ExportTraceServiceRequest()
@@ -176,10 +176,10 @@ def batch_from(template: ExportTraceServiceRequest, rng: random.Random, second: 
                 old = span.trace_id
                 new = trace_ids.get(old)
                 if new is None:
-                    if second is None:
+                    if moment_ns is None:
                         bits = rng.getrandbits(128)
                     else:
-                        bits = trace_id_at(second, rng.getrandbits(TRACE_ID_RANDOM_BITS))
+                        bits = trace_id_at(moment_ns, rng.getrandbits(TRACE_ID_RANDOM_BITS))
                     new = trace_ids[old] = bits.to_bytes(16, "big")
                 span.span_id = span_ids.setdefault((old, span.span_id), rng.randbytes(8))
                 if span.parent_span_id:
@@ -375,14 +375,14 @@ def naive_loop(db: Path, batches: Sequence[bytes]) -> float:
 
 
 def query_timings(
-    db: Path, template: ExportTraceServiceRequest, rng: random.Random, spans: int, seconds: Iterator[int | None]
+    db: Path, template: ExportTraceServiceRequest, rng: random.Random, spans: int, moments: Iterator[int | None]
 ) -> list[tuple[str, float, float]]:
     """Fill a store with `spans` spans, then time show/ls the way the HTTP handlers run them."""
     store = TraceStore(db)
     started = time.perf_counter()
     trace_ids: list[str] = []
     for _ in range(spans // BATCH):
-        rows = decode_protobuf(batch_from(template, rng, next(seconds)))
+        rows = decode_protobuf(batch_from(template, rng, next(moments)))
         store.ingest(rows)
         trace_ids.append(rows[rng.randrange(len(rows))][0].hex())
     store.checkpoint()

@@ -3,8 +3,8 @@
 Each tool call reaches the store as two spans in two batches: the caller's client span, then,
 from the agent's exporter, its server span. This stores such pairs of batches into two stores
 side by side, each first filled with `--stored` traces the same way: one with ids as agents
-make them (`mesh.tracing.spans.trace_id_at`: the time in seconds, then 96 random bits), one
-with fully random ids (as some other SDKs send). Slices alternate between the two; reported
+make them (`mesh.tracing.spans.trace_id_at`: the time in 256ths of a second, then 88 random
+bits), one with fully random ids (as some other SDKs send). Slices alternate between the two; reported
 per trace: CPU (user and system, from getrusage) and the bytes this process wrote (the WAL
 frames, from /proc/self/io), which do not depend on the host's speed.
 
@@ -54,7 +54,7 @@ class Side:
         for index in range(traces):
             start = self.clock_ns + index * CALL_NS
             if self.timed:
-                trace_id = trace_id_at(start // 10**9, self.rng.getrandbits(TRACE_ID_RANDOM_BITS))
+                trace_id = trace_id_at(start, self.rng.getrandbits(TRACE_ID_RANDOM_BITS))
             else:
                 trace_id = self.rng.getrandbits(128)
             caller_span = f"{self.rng.getrandbits(64) | 1:016x}"

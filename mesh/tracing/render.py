@@ -21,9 +21,9 @@ from mesh.wire import Decision, SpanStatus, TraceNode, TraceSummary, TraceTree
 __all__ = ["AGENTS_FROM", "SHORT_ID", "WHOLE_IDS_FROM", "decision_line", "explain", "render_summaries", "render_tree"]
 
 SHORT_ID: Final = 16
-"""Hex digits of a trace id shown in a narrow terminal: the mesh's ids begin with the second they
-were made (`mesh.tracing.spans.trace_id_at`), so 16 digits leave 32 random bits to tell apart the
-traces of one second."""
+"""Hex digits of a trace id shown in a narrow terminal: the mesh's ids begin with the 256th of a
+second they were made in (`mesh.tracing.spans.trace_id_at`), so 16 digits leave 24 random bits to
+tell apart the traces of one such moment (as many as 32 bits did for a whole second)."""
 WHOLE_IDS_FROM: Final = 160
 """Terminal columns from which `render_summaries` shows whole trace ids and start times."""
 AGENTS_FROM: Final = 110

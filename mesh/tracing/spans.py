@@ -396,22 +396,25 @@ class MeshTracer(trace.Tracer):
 
 def new_trace_id() -> int:
     """The id of a new trace, made now (`trace_id_at`)."""
-    return trace_id_at(int(time.time()), random.getrandbits(TRACE_ID_RANDOM_BITS))
+    return trace_id_at(time.time_ns(), random.getrandbits(TRACE_ID_RANDOM_BITS))
 
 
-TRACE_ID_RANDOM_BITS = 96
-"""How many of a trace id's 128 bits are random; the time takes the other 32."""
+TRACE_ID_RANDOM_BITS = 88
+"""How many of a trace id's 128 bits are random; the time takes the other 40."""
 
 
-def trace_id_at(second: int, random_bits: int) -> int:
-    """A trace id: `second` (the Unix time, 4 bytes, as AWS X-Ray's ids carry it), then 96 random bits.
+def trace_id_at(time_ns: int, random_bits: int) -> int:
+    """A trace id: the Unix time in 256ths of a second (5 bytes), then 88 random bits.
 
-    W3C Trace Context asks only that an id's rightmost 7 bytes be random, and ratio samplers read
-    the low 8. The time in front makes the ids of one moment sort together, so the trace store's
-    index on them grows at its end: with random ids each new trace wrote its own index page
-    (3.8 times the bytes written a trace with 200,000 traces stored, `bench/trace_ids.py`).
+    The first 4 bytes are the second, as AWS X-Ray's ids carry it. W3C Trace Context asks only
+    that an id's rightmost 7 bytes be random, and ratio samplers read the low 8. The time in
+    front makes the ids of one moment sort together, so the trace store's index on them grows at
+    its end: with random ids each new trace wrote its own index page (3.8 times the bytes written
+    a trace with 200,000 traces stored, `bench/trace_ids.py`), and with whole seconds a busy
+    tracer's batch still wrote into the many pages of the current second's ids (74 WAL frames a
+    512-span commit at 100,000 spans/s, against 61 with 256ths).
     """
-    return (second & 0xFFFFFFFF) << TRACE_ID_RANDOM_BITS | random_bits
+    return (time_ns * 256 // 1_000_000_000 & 0xFFFFFFFFFF) << TRACE_ID_RANDOM_BITS | random_bits
 
 
 @final

@@ -144,11 +144,12 @@ def test_a_child_joins_its_parents_trace_across_a_traceparent() -> None:
 
 def test_a_new_trace_id_starts_with_the_time_and_ends_random() -> None:
     tracer = MeshTracerProvider(RESOURCE, RecordingSink()).get_tracer("t")
-    before = int(time.time())
+    before = time.time_ns()
     ids = [tracer.start_span("root").get_span_context().trace_id for _ in range(64)]
-    after = int(time.time())
-    assert all(before <= trace_id >> 96 <= after for trace_id in ids)
-    assert len({trace_id & (2**96 - 1) for trace_id in ids}) == len(ids)  # 96 random bits each
+    after = time.time_ns()
+    assert all(before // 10**9 <= trace_id >> 96 <= after // 10**9 for trace_id in ids)  # the second
+    assert all(before * 256 // 10**9 <= trace_id >> 88 <= after * 256 // 10**9 for trace_id in ids)  # its 256ths
+    assert len({trace_id & (2**88 - 1) for trace_id in ids}) == len(ids)  # 88 random bits each
     assert len({trace_id & 0xFF for trace_id in ids}) > 1  # the low byte too (W3C: the last 7 are random)
 
 
