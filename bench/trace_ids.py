@@ -4,9 +4,9 @@ Each tool call reaches the store as two spans in two batches: the caller's clien
 from the agent's exporter, its server span. This stores such pairs of batches into two stores
 side by side, each first filled with `--stored` traces the same way: one with ids as agents
 make them (`mesh.tracing.spans.trace_id_at`: the time in 256ths of a second, then 88 random
-bits), one with fully random ids (as some other SDKs send). Slices alternate between the two; reported
-per trace: CPU (user and system, from getrusage) and the bytes this process wrote (the WAL
-frames, from /proc/self/io), which do not depend on the host's speed.
+bits), one with fully random ids (as some other SDKs send). Slices alternate between the two;
+reported per trace: CPU (user and system, from getrusage) and the bytes this process wrote (the
+WAL frames, from /proc/self/io), which do not depend on the host's speed.
 
     python bench/trace_ids.py [--stored 200000] [--traces 320] [--slices 6] [--pairs 10]
 """
