@@ -197,11 +197,8 @@ def test_stores_sharing_a_file_take_turns_and_agree_on_every_trace(tmp_path: Pat
         store.close()
 
 
-LAYOUT_0 = """
-CREATE TABLE traces (
-    seq INTEGER PRIMARY KEY, trace_id BLOB NOT NULL UNIQUE, span_count INTEGER NOT NULL DEFAULT 0,
-    start_ns INTEGER, end_ns INTEGER, error INTEGER NOT NULL DEFAULT 0
-);
+# What layouts 0 and 1 have in common: all but the traces table and trace_agents.
+SHARED_BY_LAYOUTS_0_AND_1 = """
 CREATE INDEX traces_by_start ON traces (start_ns);
 CREATE INDEX traces_errors_by_start ON traces (start_ns) WHERE error = 1;
 CREATE TABLE spans (
@@ -210,37 +207,38 @@ CREATE TABLE spans (
     tool TEXT NOT NULL, body BLOB NOT NULL, UNIQUE (trace_seq, span_id)
 );
 CREATE INDEX spans_roots ON spans (trace_seq, start_ns, span_id) WHERE root = 1;
+CREATE TABLE trace_tools (
+    tool TEXT NOT NULL, trace_seq INTEGER NOT NULL, PRIMARY KEY (tool, trace_seq)
+) WITHOUT ROWID;
+"""
+LAYOUT_0 = (
+    """
+CREATE TABLE traces (
+    seq INTEGER PRIMARY KEY, trace_id BLOB NOT NULL UNIQUE, span_count INTEGER NOT NULL DEFAULT 0,
+    start_ns INTEGER, end_ns INTEGER, error INTEGER NOT NULL DEFAULT 0
+);"""
+    + SHARED_BY_LAYOUTS_0_AND_1
+    + """
 CREATE TABLE trace_agents (
     trace_seq INTEGER NOT NULL, agent TEXT NOT NULL, PRIMARY KEY (trace_seq, agent)
 ) WITHOUT ROWID;
 CREATE INDEX trace_agents_by_agent ON trace_agents (agent, trace_seq);
-CREATE TABLE trace_tools (
-    tool TEXT NOT NULL, trace_seq INTEGER NOT NULL, PRIMARY KEY (tool, trace_seq)
-) WITHOUT ROWID;
 """
-
-
-LAYOUT_1 = """
+)
+LAYOUT_1 = (
+    """
 CREATE TABLE traces (
     seq INTEGER PRIMARY KEY, trace_id BLOB NOT NULL UNIQUE, span_count INTEGER NOT NULL DEFAULT 0,
     start_ns INTEGER, end_ns INTEGER, error INTEGER NOT NULL DEFAULT 0, agents TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX traces_by_start ON traces (start_ns);
-CREATE INDEX traces_errors_by_start ON traces (start_ns) WHERE error = 1;
-CREATE TABLE spans (
-    trace_seq INTEGER NOT NULL, span_id INTEGER NOT NULL, root INTEGER NOT NULL, agent TEXT NOT NULL,
-    instance TEXT NOT NULL, start_ns INTEGER NOT NULL, end_ns INTEGER NOT NULL, status INTEGER NOT NULL,
-    tool TEXT NOT NULL, body BLOB NOT NULL, UNIQUE (trace_seq, span_id)
-);
-CREATE INDEX spans_roots ON spans (trace_seq, start_ns, span_id) WHERE root = 1;
+);"""
+    + SHARED_BY_LAYOUTS_0_AND_1
+    + """
 CREATE TABLE trace_agents (
     agent TEXT NOT NULL, trace_seq INTEGER NOT NULL, PRIMARY KEY (agent, trace_seq)
 ) WITHOUT ROWID;
-CREATE TABLE trace_tools (
-    tool TEXT NOT NULL, trace_seq INTEGER NOT NULL, PRIMARY KEY (tool, trace_seq)
-) WITHOUT ROWID;
 PRAGMA user_version = 1;
 """
+)
 
 
 def test_a_store_of_the_second_layout_is_brought_up_to_date_with_its_traces(tmp_path: Path) -> None:
