@@ -341,15 +341,21 @@ def _write(conn: sqlite3.Connection, flat: list[object], summary: dict[bytes, _T
 
 
 def _joined(names: set[str], stored: str = "") -> str:
-    """The names as a `traces` column keeps them (with those it holds already): sorted, separated."""
+    """The names as a `traces` column keeps them (with those it holds already): sorted, separated.
+
+    A name holding the separator itself (OTLP allows any service name) keeps it as a space.
+    """
     if stored:
         names = names.union(stored.split(_SEPARATOR))
-    return _SEPARATOR.join(sorted(names))
+    joined = _SEPARATOR.join(sorted(names))
+    if joined.count(_SEPARATOR) >= len(names):
+        joined = _SEPARATOR.join(sorted({name.replace(_SEPARATOR, " ") for name in names}))
+    return joined
 
 
 def _token(name: str) -> str:
     """What `instr` looks for in a `traces` names column, framed by separators, to find one name."""
-    return f"{_SEPARATOR}{name}{_SEPARATOR}"
+    return f"{_SEPARATOR}{name.replace(_SEPARATOR, ' ')}{_SEPARATOR}"
 
 
 def _stored_traces(conn: sqlite3.Connection, trace_ids: Iterable[bytes]) -> dict[bytes, tuple[int, str, str]]:

@@ -133,6 +133,10 @@ def test_listing_filters_by_agent_tool_status_start_and_duration(store: TraceSto
     assert ids(agent="b") == [1]
     assert ids(tool="b") == []
     assert ids(agent="a.b") == [4]
+    store.ingest(rows(chain(5, ["x\x1fy"], start_ms=4_000)))  # OTLP allows any service name
+    assert store.list_traces(limit=1)[0].agents == ["x y"]
+    assert ids(agent="x\x1fy") == [5]
+    assert ids(agent="x") == []
     with pytest.raises(ValueError, match="status"):
         store.list_traces(status="fine")
 
