@@ -348,14 +348,19 @@ def _joined(names: set[str], stored: str = "") -> str:
     if stored:
         names = names.union(stored.split(_SEPARATOR))
     joined = _SEPARATOR.join(sorted(names))
-    if joined.count(_SEPARATOR) >= len(names):
-        joined = _SEPARATOR.join(sorted({name.replace(_SEPARATOR, " ") for name in names}))
+    if names and joined.count(_SEPARATOR) >= len(names):  # one more than joining put there
+        joined = _SEPARATOR.join(sorted(set(map(_plain, names))))
     return joined
 
 
 def _token(name: str) -> str:
     """What `instr` looks for in a `traces` names column, framed by separators, to find one name."""
-    return f"{_SEPARATOR}{name.replace(_SEPARATOR, ' ')}{_SEPARATOR}"
+    return f"{_SEPARATOR}{_plain(name)}{_SEPARATOR}"
+
+
+def _plain(name: str) -> str:
+    """The name as a `traces` names column can hold it: the separator in it made a space."""
+    return name.replace(_SEPARATOR, " ")
 
 
 def _stored_traces(conn: sqlite3.Connection, trace_ids: Iterable[bytes]) -> dict[bytes, tuple[int, str, str]]:
