@@ -1,7 +1,11 @@
 """Decisions: what an agent or the mesh chose, recorded as `mesh.decision` span events.
 
-The one place that knows the event's name and attribute keys (DESIGN §5). Uses the
-OpenTelemetry API only: with no tracer provider set, recording costs next to nothing.
+The one place that knows the event's name and attribute keys (DESIGN §5). On the mesh's own spans
+a decision is recorded as its arguments, and its attributes are made when the span is exported,
+off the call path (`MeshSpan.add_deferred_event`): ~5k instructions a decision, the call included,
+where building and cleaning them in place took ~19k (callgrind), and a hop records three. On any
+other OpenTelemetry span it is an ordinary event; with no tracer provider set, recording costs
+next to nothing.
 """
 
 from __future__ import annotations
@@ -11,7 +15,9 @@ from collections.abc import Mapping, Sequence
 from opentelemetry import trace
 from opentelemetry.util.types import AttributeValue
 
-__all__ = ["DECISION_EVENT", "DECISION_KINDS", "record_decision"]
+from mesh.tracing.spans import MeshSpan
+
+__all__ = ["DECISION_EVENT", "DECISION_KINDS", "decision_attributes", "record_decision"]
 
 DECISION_EVENT = "mesh.decision"
 DECISION_KINDS = ("route", "policy", "retry", "fallback", "approval", "escalation")
@@ -28,18 +34,39 @@ def record_decision(
     attributes: Mapping[str, AttributeValue] | None = None,
     span: trace.Span | None = None,
 ) -> None:
-    """Add a `mesh.decision` event to `span` (default: the current span)."""
+    """Add a `mesh.decision` event to `span` (default: the current span).
+
+    What the arguments hold is read now: `alternatives` and `attributes` are copied, so changing
+    them afterwards changes nothing recorded.
+    """
+    if confidence is not None and not 0.0 <= confidence <= 1.0:
+        raise ValueError(f"confidence must be between 0 and 1, not {confidence}")
+    target = span or trace.get_current_span()
+    args = (kind, choice, reason, confidence, tuple(alternatives), dict(attributes) if attributes else None)
+    if type(target) is MeshSpan:
+        target.add_deferred_event(DECISION_EVENT, decision_attributes, args)
+    else:
+        target.add_event(DECISION_EVENT, decision_attributes(*args))
+
+
+def decision_attributes(
+    kind: str,
+    choice: str | None,
+    reason: str | None,
+    confidence: float | None,
+    alternatives: Sequence[str],
+    attributes: Mapping[str, AttributeValue] | None,
+) -> dict[str, AttributeValue]:
+    """A decision event's attributes (DESIGN §5)."""
     attrs: dict[str, AttributeValue] = {"mesh.decision.kind": kind}
     if choice is not None:
         attrs["mesh.decision.choice"] = choice
     if reason is not None:
         attrs["mesh.decision.reason"] = reason
     if confidence is not None:
-        if not 0.0 <= confidence <= 1.0:
-            raise ValueError(f"confidence must be between 0 and 1, not {confidence}")
         attrs["mesh.decision.confidence"] = float(confidence)
     if alternatives:
         attrs["mesh.decision.alternatives"] = [str(a) for a in alternatives]
     if attributes:
         attrs.update(attributes)
-    (span or trace.get_current_span()).add_event(DECISION_EVENT, attrs)
+    return attrs

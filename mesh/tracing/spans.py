@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import wraps
 from inspect import iscoroutinefunction
 from types import TracebackType
-from typing import Any, NamedTuple, Protocol, final
+from typing import Any, NamedTuple, Protocol, TypeAlias, cast, final
 
 from opentelemetry import context as context_api
 from opentelemetry import trace
@@ -34,6 +34,7 @@ from opentelemetry.util.types import Attributes, AttributeValue
 __all__ = [
     "HOUSEKEEPING",
     "TRACE_ID_RANDOM_BITS",
+    "AttributeMaker",
     "MeshSpan",
     "MeshTracer",
     "MeshTracerProvider",
@@ -71,12 +72,20 @@ class SpanEvent(NamedTuple):
     dropped_attributes: int = 0
 
 
+AttributeMaker: TypeAlias = Callable[..., Mapping[str, AttributeValue]]
+"""Builds a deferred event's attributes from the arguments it was recorded with."""
+_Deferred: TypeAlias = tuple[str, AttributeMaker, tuple[Any, ...], int]
+"""An event recorded as (name, maker, its arguments, time): made into a `SpanEvent` when read."""
+
+
 @final
 class MeshSpan(trace.Span):
     """A recording span: plain fields, no lock (a span belongs to the task that started it)."""
 
     __slots__ = (
         "_context",
+        "_deferred",
+        "_events",
         "_limits",
         "_sink",
         "attributes",
@@ -84,7 +93,6 @@ class MeshSpan(trace.Span):
         "dropped_events",
         "dropped_links",
         "end_time",
-        "events",
         "instrumentation_scope",
         "kind",
         "links",
@@ -115,7 +123,8 @@ class MeshSpan(trace.Span):
         self._sink = tracer.sink
         self._limits = tracer.limits
         self.attributes: dict[str, AttributeValue] = {}
-        self.events: list[SpanEvent] = []
+        self._events: list[SpanEvent | _Deferred] = []
+        self._deferred = 0  # how many of them are still to be made
         self.links: list[Link] = []
         self.status = _UNSET
         self.dropped_attributes = 0
@@ -148,13 +157,46 @@ class MeshSpan(trace.Span):
             log.warning("Tried calling add_event on an ended span.")
             return
         limit = self._limits.max_events
-        if limit is not None and len(self.events) >= limit:
-            self.events.pop(0)
-            self.dropped_events += 1
+        if limit is not None and len(self._events) >= limit:
+            self._drop_oldest_event()
         clean, dropped = (
             _clean_all(attributes, self._limits.max_event_attributes, self._limits) if attributes else ({}, 0)
         )
-        self.events.append(SpanEvent(name, clean, timestamp or time.time_ns(), dropped))
+        self._events.append(SpanEvent(name, clean, timestamp or time.time_ns(), dropped))
+
+    def add_deferred_event(self, name: str, make: AttributeMaker, args: tuple[Any, ...]) -> None:
+        """Add an event now whose attributes `make(*args)` builds, and the span's limits clean, when
+        they are first read: on the exporter's thread, off the call path. `args` must not change
+        after the call. What is recorded is what `add_event(name, make(*args))` would record.
+        """
+        if self.end_time is not None:
+            log.warning("Tried calling add_event on an ended span.")
+            return
+        events = self._events
+        limit = self._limits.max_events
+        if limit is not None and len(events) >= limit:
+            self._drop_oldest_event()
+        events.append((name, make, args, time.time_ns()))
+        self._deferred += 1
+
+    @property
+    def events(self) -> list[SpanEvent]:
+        """The span's events, oldest first (deferred ones are made here, once)."""
+        events = self._events
+        if self._deferred:
+            limits = self._limits
+            for i, event in enumerate(events):
+                if type(event) is tuple:
+                    name, make, args, timestamp = event
+                    clean, dropped = _clean_all(make(*args), limits.max_event_attributes, limits)
+                    events[i] = SpanEvent(name, clean, timestamp, dropped)
+            self._deferred = 0
+        return cast("list[SpanEvent]", events)
+
+    def _drop_oldest_event(self) -> None:
+        if type(self._events.pop(0)) is tuple:
+            self._deferred -= 1
+        self.dropped_events += 1
 
     def add_link(self, context: SpanContext, attributes: Attributes = None) -> None:
         """Link another span (ignored for an invalid context, as in the SDK)."""

@@ -46,7 +46,7 @@ span_plan = st.fixed_dictionaries(
         "kind": st.sampled_from(list(trace.SpanKind)),
         "attributes": attributes,
         "later": attributes,
-        "events": st.lists(st.tuples(text, attributes), max_size=4),
+        "events": st.lists(st.tuples(text, attributes, st.booleans()), max_size=4),  # True: as a decision
         "links": st.lists(attributes, max_size=3),
         "error": st.one_of(st.none(), text),
         "ok_first": st.booleans(),
@@ -77,8 +77,11 @@ def _run(tracer: trace.Tracer, plans: list[dict[str, Any]]) -> None:
                 plan["name"], kind=plan["kind"], attributes=plan["attributes"], links=links
             ) as span:
                 span.set_attributes(plan["later"])
-                for name, attrs in plan["events"]:
-                    span.add_event(name, attrs)
+                for name, attrs, decided in plan["events"]:
+                    if decided:  # on the mesh's spans, deferred: made when the exporter reads them
+                        record_decision(name, reason=name, alternatives=[name], attributes=attrs, span=span)
+                    else:
+                        span.add_event(name, attrs)
                 if plan["ok_first"]:
                     span.set_status(trace.StatusCode.OK)
                 if plan["error"] is not None:
@@ -269,3 +272,44 @@ def test_the_recording_sink_lists_decisions() -> None:
     with tracer.start_as_current_span("work"):
         record_decision("route", choice="b", reason="nearest")
     assert sink.decisions() == [("work", "route", "b")]
+
+
+def test_a_decision_is_made_from_what_its_arguments_held_when_recorded() -> None:
+    sink = RecordingSink()
+    tracer = MeshTracerProvider(RESOURCE, sink).get_tracer("t")
+    alternatives = ["b", "c"]
+    extra: dict[str, Any] = {"mesh.policy.ids": ["p1"]}
+    with tracer.start_as_current_span("work"):
+        record_decision("route", choice="b", alternatives=alternatives, attributes=extra)
+        alternatives.append("d")
+        extra["late"] = True
+    (event,) = sink.spans[0].events
+    assert event.attributes == {
+        "mesh.decision.kind": "route",
+        "mesh.decision.choice": "b",
+        "mesh.decision.alternatives": ("b", "c"),
+        "mesh.policy.ids": ("p1",),
+    }
+
+
+def test_deferred_and_direct_events_share_the_event_limit_in_order() -> None:
+    sink = RecordingSink()
+    tracer = MeshTracerProvider(RESOURCE, sink, limits=SpanLimits(max_events=2)).get_tracer("t")
+    with tracer.start_as_current_span("work") as span:
+        record_decision("route", choice="first")
+        span.add_event("second")
+        record_decision("retry", choice="third")
+        span.add_event("fourth")
+        record_decision("fallback", choice="fifth")
+    (recorded,) = sink.spans
+    assert recorded.dropped_events == 3
+    assert [(e.name, e.attributes.get("mesh.decision.choice")) for e in recorded.events] == [
+        ("fourth", None),
+        ("mesh.decision", "fifth"),
+    ]
+
+
+def test_a_decision_with_a_confidence_out_of_range_is_refused_at_once() -> None:
+    tracer = MeshTracerProvider(RESOURCE, RecordingSink()).get_tracer("t")
+    with tracer.start_as_current_span("work"), pytest.raises(ValueError, match="between 0 and 1"):
+        record_decision("route", choice="b", confidence=1.5)
