@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from opentelemetry import trace
 from opentelemetry.util.types import AttributeValue
 
-from mesh.tracing.spans import MeshSpan
+from mesh.tracing.spans import MeshSpan, current_span
 
 __all__ = ["DECISION_EVENT", "DECISION_KINDS", "decision_attributes", "record_decision"]
 
@@ -41,7 +41,7 @@ def record_decision(
     """
     if confidence is not None and not 0.0 <= confidence <= 1.0:
         raise ValueError(f"confidence must be between 0 and 1, not {confidence}")
-    target = span or trace.get_current_span()
+    target = span or current_span()
     args = (kind, choice, reason, confidence, tuple(alternatives), dict(attributes) if attributes else None)
     if type(target) is MeshSpan:
         target.add_deferred_event(DECISION_EVENT, decision_attributes, args)

@@ -20,9 +20,10 @@ import os
 import re
 from typing import Final, final
 
-from opentelemetry import baggage, propagate, trace
+from opentelemetry import propagate
+from opentelemetry.baggage import _BAGGAGE_KEY  # pyright: ignore[reportPrivateUsage]  # as `baggage.get_all` reads it
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
-from opentelemetry.context import Context
+from opentelemetry.context import Context, get_current
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.propagators.textmap import (
     CarrierT,
@@ -32,8 +33,13 @@ from opentelemetry.propagators.textmap import (
     default_getter,
     default_setter,
 )
-from opentelemetry.trace import INVALID_SPAN_CONTEXT, NonRecordingSpan, SpanContext, TraceFlags
+from opentelemetry.trace import INVALID_SPAN_CONTEXT, NonRecordingSpan, TraceFlags, TraceState
+
+# The key the current span is kept under, as `set_span_in_context` writes it.
+from opentelemetry.trace.propagation import _SPAN_KEY  # pyright: ignore[reportPrivateUsage]
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from mesh.tracing.spans import current_span, valid_span_context
 
 __all__ = ["MeshPropagator", "install"]
 
@@ -43,6 +49,7 @@ _BAGGAGE: Final = "baggage"
 _DEFAULT_FIELDS: Final = frozenset({_TRACEPARENT, _TRACESTATE, _BAGGAGE})
 _COMMON = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 """A version-00 traceparent exactly, as the mesh writes it; any other shape takes the generic path."""
+_NO_STATE: Final = TraceState()
 _FLAGS: Final = tuple(f"{flags:02x}" for flags in range(0x100))
 
 
@@ -72,9 +79,12 @@ class MeshPropagator(TextMapPropagator):
                 and (match := _COMMON.fullmatch(found))
             ):
                 trace_id, span_id = int(match[1], 16), int(match[2], 16)
-                if trace_id and span_id:
-                    parent = NonRecordingSpan(SpanContext(trace_id, span_id, True, TraceFlags(int(match[3], 16))))
-                    return trace.set_span_in_context(parent, context if context is not None else Context())
+                if trace_id and span_id:  # and, at 32 and 16 hex digits, in range: valid
+                    flags = TraceFlags(int(match[3], 16))
+                    parent = NonRecordingSpan(valid_span_context((trace_id, span_id, True, flags, _NO_STATE, True)))
+                    values = dict(context) if context else {}  # what `set_span_in_context` makes, directly
+                    values[_SPAN_KEY] = parent
+                    return Context(values)
         return self._reference.extract(carrier, context, getter)
 
     def inject(
@@ -84,22 +94,22 @@ class MeshPropagator(TextMapPropagator):
         if setter is not default_setter or type(carrier) is not dict:
             self._reference.inject(carrier, context, setter)
             return
-        span_context = trace.get_current_span(context).get_span_context()
+        span_context = current_span(context).get_span_context()
         if span_context != INVALID_SPAN_CONTEXT:
-            carrier[_TRACEPARENT] = _traceparent(span_context)  # pyright: ignore[reportIndexIssue]
-            if span_context.trace_state:
-                carrier[_TRACESTATE] = span_context.trace_state.to_header()  # pyright: ignore[reportIndexIssue]
-        if baggage.get_all(context):
+            trace_id, span_id, _, flags, state, valid = span_context  # one unpacking, not five properties
+            carrier[_TRACEPARENT] = _traceparent(trace_id, span_id, flags, valid)  # pyright: ignore[reportIndexIssue]
+            if state:
+                carrier[_TRACESTATE] = state.to_header()  # pyright: ignore[reportIndexIssue]
+        entries = (context if context is not None else get_current()).get(_BAGGAGE_KEY)
+        if entries and isinstance(entries, dict):  # what `baggage.get_all` reads, without its copy
             self._baggage.inject(carrier, context, setter)
 
 
-def _traceparent(span_context: SpanContext) -> str:
+def _traceparent(trace_id: int, span_id: int, flags: int, valid: bool) -> str:
     """The header the default writes: with bytes' `hex()`, which costs half what `:032x` does on a 128-bit int."""
-    flags = span_context.trace_flags
-    if span_context.is_valid and 0 <= flags < 0x100:
-        trace_id, span_id = span_context.trace_id.to_bytes(16, "big"), span_context.span_id.to_bytes(8, "big")
-        return f"00-{trace_id.hex()}-{span_id.hex()}-{_FLAGS[flags]}"
-    return f"00-{span_context.trace_id:032x}-{span_context.span_id:016x}-{flags:02x}"
+    if valid and 0 <= flags < 0x100:
+        return f"00-{trace_id.to_bytes(16, 'big').hex()}-{span_id.to_bytes(8, 'big').hex()}-{_FLAGS[flags]}"
+    return f"00-{trace_id:032x}-{span_id:016x}-{flags:02x}"
 
 
 def install() -> bool:
