@@ -17,11 +17,12 @@ from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
+from opentelemetry.trace.propagation import _SPAN_KEY  # pyright: ignore[reportPrivateUsage]
 
 from mesh.decisions import record_decision
 from mesh.testing import RecordingSink
 from mesh.tracing.otlp_wire import encode_batch
-from mesh.tracing.spans import MeshSpan, MeshTracerProvider
+from mesh.tracing.spans import MeshSpan, MeshTracerProvider, current_span, valid_span_context
 
 RESOURCE = Resource.create({"service.name": "prop", "mesh.name": "m"})
 
@@ -313,3 +314,40 @@ def test_a_decision_with_a_confidence_out_of_range_is_refused_at_once() -> None:
     tracer = MeshTracerProvider(RESOURCE, RecordingSink()).get_tracer("t")
     with tracer.start_as_current_span("work"), pytest.raises(ValueError, match="between 0 and 1"):
         record_decision("route", choice="b", confidence=1.5)
+
+
+def test_current_span_reads_what_opentelemetry_reads() -> None:
+    tracer = MeshTracerProvider(RESOURCE, RecordingSink()).get_tracer("t")
+    sdk_span = TracerProvider(resource=RESOURCE, shutdown_on_exit=False).get_tracer("t").start_span("sdk")
+    remote = trace.NonRecordingSpan(LINKED)
+    contexts = [
+        None,
+        context.Context(),
+        trace.set_span_in_context(tracer.start_span("mesh")),
+        trace.set_span_in_context(remote),
+        trace.set_span_in_context(sdk_span),
+        context.set_value("current-span", remote),  # a key of that name, not OpenTelemetry's own
+        context.set_value(_SPAN_KEY, "not a span"),
+    ]
+    for carried in contexts:
+        assert current_span(carried) is trace.get_current_span(carried)
+    token = context.attach(trace.set_span_in_context(remote))
+    try:
+        assert current_span() is trace.get_current_span() is remote
+    finally:
+        context.detach(token)
+
+
+def test_a_valid_span_context_is_what_its_constructor_makes() -> None:
+    flags, state = trace.TraceFlags(1), trace.TraceState([("k", "v")])
+    made = valid_span_context((0xABC, 0xDEF, True, flags, state, True))
+    assert made == trace.SpanContext(0xABC, 0xDEF, True, flags, state)
+    assert type(made) is trace.SpanContext
+    assert (made.trace_id, made.span_id, made.is_remote, made.trace_flags, made.trace_state, made.is_valid) == (
+        0xABC,
+        0xDEF,
+        True,
+        flags,
+        state,
+        True,
+    )
