@@ -149,7 +149,13 @@ class MeshSpan(trace.Span):
         if self.end_time is not None:
             log.warning("Tried calling set_attribute on an ended span.")
             return
-        self.dropped_attributes += _put(self.attributes, key, value, self._limits.max_span_attributes, self._limits)
+        limits, attributes = self._limits, self.attributes
+        if type(value) in _SIMPLE and limits.max_attribute_length is None:  # nothing to clean: inlined
+            limit = limits.max_span_attributes
+            if limit is None or len(attributes) < limit or key in attributes:
+                attributes[key] = value
+                return
+        self.dropped_attributes += _put(attributes, key, value, limits.max_span_attributes, limits)
 
     def set_attributes(self, attributes: Mapping[str, AttributeValue]) -> None:
         """Set several attributes."""
