@@ -41,7 +41,8 @@ from mesh.tracing.stitch import SENT_ATTRIBUTE
 __all__ = ["CALLER_META_KEY", "DATA_CLASS_BAGGAGE", "ERROR_META_KEY", "PeerPool", "stricter"]
 
 log = logging.getLogger(__name__)
-_tracer = trace.get_tracer("agentplex")
+SCOPE = "agentplex"
+"""The instrumentation scope of the client spans a pool makes."""
 
 CALLER_META_KEY = "agentplex/caller"
 """`_meta` key with the caller's governance metadata (the callee prefers its own directory's)."""
@@ -140,7 +141,10 @@ class PeerPool:
             "gen_ai.tool.name": tool,
             "mesh.peer.agent": target,
         }
-        with _tracer.start_as_current_span(
+        # The process's tracer, looked up at each call: one taken at import would be OpenTelemetry's
+        # `ProxyTracer` (no provider is set that early), which costs a call ~16k instructions more.
+        tracer = trace.get_tracer_provider().get_tracer(SCOPE)
+        with tracer.start_as_current_span(
             f"tools/call {target}.{tool}", kind=trace.SpanKind.CLIENT, attributes=attributes
         ) as span:
             span.set_attribute(SENT_ATTRIBUTE, False)  # until a request actually goes out
