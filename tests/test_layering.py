@@ -23,7 +23,6 @@ LAYERS: list[tuple[str, ...]] = [
         "mesh.tracing.export",
         "mesh.tracing.otlp_wire",
         "mesh.tracing.provider",
-        "mesh.tracing.spans",
         "mesh.tracing.spool",
     ),
     ("mesh.runtime", "mesh.caller", "mesh.gateway"),
