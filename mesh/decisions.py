@@ -36,8 +36,8 @@ def record_decision(
 ) -> None:
     """Add a `mesh.decision` event to `span` (default: the current span).
 
-    What the arguments hold is read now: `alternatives` and `attributes` are copied, so changing
-    them afterwards changes nothing recorded.
+    `alternatives` and `attributes` are copied as they are now, so changing them afterwards
+    changes nothing recorded; a list held in `attributes` is not copied (pass a tuple).
     """
     if confidence is not None and not 0.0 <= confidence <= 1.0:
         raise ValueError(f"confidence must be between 0 and 1, not {confidence}")

@@ -196,7 +196,7 @@ class PeerPool:
             choice=verdict.verdict,
             reason=verdict.reason,
             alternatives=("allow", "deny", "approval"),
-            attributes={"mesh.policy.side": "caller", "mesh.policy.ids": list(verdict.policies)},
+            attributes={"mesh.policy.side": "caller", "mesh.policy.ids": verdict.policies},
             span=span,
         )
         if verdict.verdict == "deny":

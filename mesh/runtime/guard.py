@@ -131,7 +131,7 @@ class CallGuard:
             choice=decision.verdict,
             reason=decision.reason,
             alternatives=("allow", "deny", "approval"),
-            attributes={"mesh.policy.side": "callee", "mesh.policy.ids": list(decision.policies)},
+            attributes={"mesh.policy.side": "callee", "mesh.policy.ids": decision.policies},
         )
         return decision
 

@@ -21,7 +21,10 @@ import re
 from typing import Final, final
 
 from opentelemetry import propagate
-from opentelemetry.baggage import _BAGGAGE_KEY  # pyright: ignore[reportPrivateUsage]  # as `baggage.get_all` reads it
+
+# The keys the baggage and the current span are kept under, read as `baggage.get_all` and
+# `set_span_in_context` read and write them.
+from opentelemetry.baggage import _BAGGAGE_KEY  # pyright: ignore[reportPrivateUsage]
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context, get_current
 from opentelemetry.propagators.composite import CompositePropagator
@@ -34,8 +37,6 @@ from opentelemetry.propagators.textmap import (
     default_setter,
 )
 from opentelemetry.trace import INVALID_SPAN_CONTEXT, NonRecordingSpan, TraceFlags, TraceState
-
-# The key the current span is kept under, as `set_span_in_context` writes it.
 from opentelemetry.trace.propagation import _SPAN_KEY  # pyright: ignore[reportPrivateUsage]
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
