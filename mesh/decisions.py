@@ -42,11 +42,12 @@ def record_decision(
     if confidence is not None and not 0.0 <= confidence <= 1.0:
         raise ValueError(f"confidence must be between 0 and 1, not {confidence}")
     target = span or current_span()
-    args = (kind, choice, reason, confidence, tuple(alternatives), dict(attributes) if attributes else None)
     if type(target) is MeshSpan:
+        args = (kind, choice, reason, confidence, tuple(alternatives), dict(attributes) if attributes else None)
         target.add_deferred_event(DECISION_EVENT, decision_attributes, args)
-    else:
-        target.add_event(DECISION_EVENT, decision_attributes(*args))
+    elif type(target) is not trace.NonRecordingSpan:  # whose add_event does nothing: nothing to build
+        attrs = decision_attributes(kind, choice, reason, confidence, alternatives, attributes)
+        target.add_event(DECISION_EVENT, attrs)
 
 
 def decision_attributes(

@@ -36,9 +36,10 @@ from opentelemetry.propagators.textmap import (
     default_getter,
     default_setter,
 )
-from opentelemetry.trace import INVALID_SPAN_CONTEXT, NonRecordingSpan, TraceFlags, TraceState
+from opentelemetry.trace import INVALID_SPAN_CONTEXT, NonRecordingSpan, TraceFlags
 from opentelemetry.trace.propagation import _SPAN_KEY  # pyright: ignore[reportPrivateUsage]
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
 from mesh.tracing.spans import current_span, valid_span_context
 
@@ -50,7 +51,6 @@ _BAGGAGE: Final = "baggage"
 _DEFAULT_FIELDS: Final = frozenset({_TRACEPARENT, _TRACESTATE, _BAGGAGE})
 _COMMON = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 """A version-00 traceparent exactly, as the mesh writes it; any other shape takes the generic path."""
-_NO_STATE: Final = TraceState()
 _FLAGS: Final = tuple(f"{flags:02x}" for flags in range(0x100))
 
 
@@ -82,7 +82,8 @@ class MeshPropagator(TextMapPropagator):
                 trace_id, span_id = int(match[1], 16), int(match[2], 16)
                 if trace_id and span_id:  # and, at 32 and 16 hex digits, in range: valid
                     flags = TraceFlags(int(match[3], 16))
-                    parent = NonRecordingSpan(valid_span_context((trace_id, span_id, True, flags, _NO_STATE, True)))
+                    carried = valid_span_context((trace_id, span_id, True, flags, DEFAULT_TRACE_STATE, True))
+                    parent = NonRecordingSpan(carried)
                     values = dict(context) if context else {}  # what `set_span_in_context` makes, directly
                     values[_SPAN_KEY] = parent
                     return Context(values)

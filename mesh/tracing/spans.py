@@ -28,10 +28,11 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanLimits
 from opentelemetry.sdk.trace.sampling import Decision, Sampler
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 # The key OpenTelemetry keeps the current span under: `current_span` reads it as `get_current_span` does.
 from opentelemetry.trace.propagation import _SPAN_KEY  # pyright: ignore[reportPrivateUsage]
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 from opentelemetry.util.types import Attributes, AttributeValue
 
 __all__ = [
@@ -59,7 +60,6 @@ _SEQUENCES = (list, tuple)
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _UNSAMPLED = TraceFlags(TraceFlags.DEFAULT)
 _UNSET = Status(StatusCode.UNSET)
-_EMPTY_STATE = TraceState()
 
 
 class SpanSink(Protocol):
@@ -400,7 +400,7 @@ class MeshTracer(trace.Tracer):
         parent: SpanContext | None = current_span(context).get_span_context()
         trace_id, _, _, flags, state, valid = parent  # one unpacking, not four properties
         if not valid:
-            parent, trace_id, state = None, new_trace_id(), _EMPTY_STATE
+            parent, trace_id, state = None, new_trace_id(), DEFAULT_TRACE_STATE
         sampler = provider.sampler
         if sampler is None:
             if parent is not None:
