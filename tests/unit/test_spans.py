@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import anyio.lowlevel
@@ -351,3 +351,14 @@ def test_a_valid_span_context_is_what_its_constructor_makes() -> None:
         state,
         True,
     )
+
+
+def test_a_decision_on_a_non_recording_span_builds_nothing() -> None:
+    class Unprintable:
+        def __str__(self) -> str:
+            raise AssertionError("the decision's attributes were built")
+
+    alternatives = cast("list[str]", [Unprintable()])
+    record_decision("route", choice="b", alternatives=alternatives, span=trace.INVALID_SPAN)
+    with pytest.raises(ValueError, match="between 0 and 1"):  # its arguments are still checked
+        record_decision("route", choice="b", confidence=2.0, span=trace.INVALID_SPAN)
