@@ -38,7 +38,9 @@ from opentelemetry.util.types import Attributes, AttributeValue
 __all__ = [
     "HOUSEKEEPING",
     "TRACE_ID_RANDOM_BITS",
+    "UNSET_STATUS",
     "AttributeMaker",
+    "DeferredEvent",
     "MeshSpan",
     "MeshTracer",
     "MeshTracerProvider",
@@ -59,7 +61,8 @@ _SIMPLE = frozenset({str, bool, int, float})
 _SEQUENCES = (list, tuple)
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _UNSAMPLED = TraceFlags(TraceFlags.DEFAULT)
-_UNSET = Status(StatusCode.UNSET)
+UNSET_STATUS: Final = Status(StatusCode.UNSET)
+"""The status every span starts with (one object, so a reader can test it by identity)."""
 
 
 class SpanSink(Protocol):
@@ -79,7 +82,7 @@ class SpanEvent(NamedTuple):
 
 AttributeMaker: TypeAlias = Callable[..., Mapping[str, AttributeValue]]
 """Builds a deferred event's attributes from the arguments it was recorded with."""
-_Deferred: TypeAlias = tuple[str, AttributeMaker, tuple[Any, ...], int]
+DeferredEvent: TypeAlias = tuple[str, AttributeMaker, tuple[Any, ...], int]
 """An event recorded as (name, maker, its arguments, time): made into a `SpanEvent` when read."""
 
 
@@ -128,10 +131,10 @@ class MeshSpan(trace.Span):
         self._sink = tracer.sink
         self._limits = tracer.limits
         self.attributes: dict[str, AttributeValue] = {}
-        self._events: list[SpanEvent | _Deferred] = []
+        self._events: list[SpanEvent | DeferredEvent] = []
         self._deferred = 0  # how many of them are still to be made
         self.links: list[Link] = []
-        self.status = _UNSET
+        self.status = UNSET_STATUS
         self.dropped_attributes = 0
         self.dropped_events = 0
         self.dropped_links = 0
@@ -195,14 +198,29 @@ class MeshSpan(trace.Span):
         """The span's events, oldest first (deferred ones are made here, once)."""
         events = self._events
         if self._deferred:
-            limits = self._limits
             for i, event in enumerate(events):
                 if type(event) is tuple:
-                    name, make, args, timestamp = event
-                    clean, dropped = _clean_all(make(*args), limits.max_event_attributes, limits)
-                    events[i] = SpanEvent(name, clean, timestamp, dropped)
+                    events[i] = self.make_event(event)
             self._deferred = 0
         return cast("list[SpanEvent]", events)
+
+    @property
+    def event_records(self) -> Sequence[SpanEvent | DeferredEvent]:
+        """The events as recorded, oldest first: a deferred one is still a plain `DeferredEvent` tuple
+        (`type(record) is tuple`), for a reader that can use its arguments without making it."""
+        return self._events
+
+    @property
+    def limits(self) -> SpanLimits:
+        """The limits this span's attributes and events are cleaned under."""
+        return self._limits
+
+    def make_event(self, record: DeferredEvent) -> SpanEvent:
+        """The event a deferred record stands for: made, and cleaned under the span's limits."""
+        name, make, args, timestamp = record
+        limits = self._limits
+        clean, dropped = _clean_all(make(*args), limits.max_event_attributes, limits)
+        return SpanEvent(name, clean, timestamp, dropped)
 
     def _drop_oldest_event(self) -> None:
         if type(self._events.pop(0)) is tuple:

@@ -11,10 +11,11 @@ from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from mesh.decisions import record_decision
 from mesh.testing import RecordingSink
 from mesh.tracing.otlp_wire import encode_batch
 from mesh.tracing.spans import MeshTracerProvider
@@ -113,3 +114,37 @@ def test_spans_of_several_resources_and_scopes_are_grouped_as_the_reference_grou
     request = ExportTraceServiceRequest.FromString(encode_batch(spans))
     assert request == encode_spans(spans)
     assert [len(scope.spans) for resource in request.resource_spans for scope in resource.scope_spans] == [2, 1, 2, 1]
+
+
+def _decisions(request: ExportTraceServiceRequest) -> list[list[tuple[str, AnyValue]]]:
+    spans = [span for resource in request.resource_spans for scope in resource.scope_spans for span in scope.spans]
+    return [[(kv.key, kv.value) for kv in event.attributes] for span in spans for event in span.events]
+
+
+def test_a_decision_is_encoded_from_its_arguments_as_its_made_event_would_be() -> None:
+    # The encoder keys a deferred decision on its arguments: equal values of other types, other
+    # limits, and arguments marshal cannot write must each still encode as their own made event.
+    class Opaque:
+        def __str__(self) -> str:
+            return "opaque"
+
+    arguments: list[dict[str, Any]] = [
+        {"choice": "b", "attributes": {"n": 1}},
+        {"choice": "b", "attributes": {"n": True}},
+        {"choice": "b", "attributes": {"n": 1.0}},
+        {"choice": "b", "alternatives": ("x", "y")},
+        {"choice": "b", "alternatives": [Opaque()]},  # marshal cannot write it
+        {"choice": "a much longer choice", "reason": "why", "confidence": 0.5},
+    ]
+    for limits in (SpanLimits(), SpanLimits(max_attribute_length=4), SpanLimits(max_event_attributes=2)):
+        sink = RecordingSink()
+        tracer = MeshTracerProvider(Resource.create({"service.name": "t"}), sink, limits=limits).get_tracer("t")
+        for kwargs in arguments * 2:  # the second round is served from the cache
+            with tracer.start_as_current_span("s") as span:
+                record_decision("route", span=span, **kwargs)
+        deferred = ExportTraceServiceRequest.FromString(encode_batch(sink.spans))
+        for span in sink.spans:
+            assert span.events  # made now, so the encoder reads them as ordinary events
+        made = ExportTraceServiceRequest.FromString(encode_batch(sink.spans))
+        assert _decisions(deferred) == _decisions(made)
+        assert len(set(map(str, _decisions(made)))) == len(arguments)  # 1, True and 1.0 each their own
