@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Final, final
+from collections.abc import Mapping
+from typing import Any, Final, final
 
+from mcp.shared._otel import extract_trace_context
 from opentelemetry import propagate
 
 # The keys the baggage and the current span are kept under, read as `baggage.get_all` and
@@ -36,14 +38,14 @@ from opentelemetry.propagators.textmap import (
     default_getter,
     default_setter,
 )
-from opentelemetry.trace import INVALID_SPAN_CONTEXT, NonRecordingSpan, TraceFlags
+from opentelemetry.trace import INVALID_SPAN_CONTEXT, NonRecordingSpan, SpanContext, TraceFlags
 from opentelemetry.trace.propagation import _SPAN_KEY  # pyright: ignore[reportPrivateUsage]
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
 from mesh.tracing.spans import current_span, valid_span_context
 
-__all__ = ["MeshPropagator", "install"]
+__all__ = ["MeshPropagator", "carried_context", "install"]
 
 _TRACEPARENT: Final = "traceparent"
 _TRACESTATE: Final = "tracestate"
@@ -52,6 +54,7 @@ _DEFAULT_FIELDS: Final = frozenset({_TRACEPARENT, _TRACESTATE, _BAGGAGE})
 _COMMON = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 """A version-00 traceparent exactly, as the mesh writes it; any other shape takes the generic path."""
 _FLAGS: Final = tuple(f"{flags:02x}" for flags in range(0x100))
+_FLAG_VALUES: Final = {text: TraceFlags(flags) for flags, text in enumerate(_FLAGS)}
 
 
 @final
@@ -72,21 +75,11 @@ class MeshPropagator(TextMapPropagator):
     ) -> Context:
         """The context the carrier holds, on top of `context` (an empty one when None)."""
         if getter is default_getter and type(carrier) is dict:
-            found = carrier.get(_TRACEPARENT)  # pyright: ignore[reportUnknownMemberType]
-            if (
-                type(found) is str
-                and _TRACESTATE not in carrier
-                and _BAGGAGE not in carrier
-                and (match := _COMMON.fullmatch(found))
-            ):
-                trace_id, span_id = int(match[1], 16), int(match[2], 16)
-                if trace_id and span_id:  # and, at 32 and 16 hex digits, in range: valid
-                    flags = TraceFlags(int(match[3], 16))
-                    carried = valid_span_context((trace_id, span_id, True, flags, DEFAULT_TRACE_STATE, True))
-                    parent = NonRecordingSpan(carried)
-                    values = dict(context) if context else {}  # what `set_span_in_context` makes, directly
-                    values[_SPAN_KEY] = parent
-                    return Context(values)
+            carried = _plain_parent(carrier)  # pyright: ignore[reportUnknownArgumentType]
+            if carried is not None:
+                values = dict(context) if context else {}  # what `set_span_in_context` makes, directly
+                values[_SPAN_KEY] = NonRecordingSpan(carried)
+                return Context(values)
         return self._reference.extract(carrier, context, getter)
 
     def inject(
@@ -105,6 +98,34 @@ class MeshPropagator(TextMapPropagator):
         entries = (context if context is not None else get_current()).get(_BAGGAGE_KEY)
         if entries and isinstance(entries, dict):  # what `baggage.get_all` reads, without its copy
             self._baggage.inject(carrier, context, setter)
+
+
+def carried_context(meta: Mapping[str, Any] | None) -> Context | None:
+    """`mcp.shared._otel.extract_trace_context`: the context a request's `_meta` carries, or None when
+    it carries no valid parent (the span is then parented by the ambient context). A plain
+    `traceparent` is read here directly when `MeshPropagator` is the global propagator: the SDK's
+    path through `propagate.extract` and its validity check costs ~6k instructions more (callgrind),
+    on every inbound call."""
+    if meta and type(meta) is dict and type(propagate.get_global_textmap()) is MeshPropagator:
+        carried = _plain_parent(meta)  # pyright: ignore[reportUnknownArgumentType]
+        if carried is not None:
+            return Context({_SPAN_KEY: NonRecordingSpan(carried)})
+    return extract_trace_context(meta)
+
+
+def _plain_parent(carrier: dict[str, Any]) -> SpanContext | None:
+    """The remote parent of a carrier holding a valid version-00 `traceparent` and no `tracestate` or
+    `baggage`, as the default propagator reads it; None for any other carrier."""
+    found = carrier.get(_TRACEPARENT)
+    if type(found) is not str or _TRACESTATE in carrier or _BAGGAGE in carrier:
+        return None
+    match = _COMMON.fullmatch(found)
+    if match is None:
+        return None
+    trace_id, span_id = int(match[1], 16), int(match[2], 16)
+    if not (trace_id and span_id):  # else, at 32 and 16 hex digits, in range: valid
+        return None
+    return valid_span_context((trace_id, span_id, True, _FLAG_VALUES[match[3]], DEFAULT_TRACE_STATE, True))
 
 
 def _traceparent(trace_id: int, span_id: int, flags: int, valid: bool) -> str:

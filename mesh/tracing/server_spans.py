@@ -14,13 +14,14 @@ from __future__ import annotations
 from typing import Any, Final, final
 
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
-from mcp.shared._otel import extract_trace_context
 from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS, CallToolResult
-from opentelemetry import context as context_api
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, StatusCode
 from pydantic import ValidationError
+
+from mesh.tracing.propagation import carried_context
+from mesh.tracing.spans import attach_span, detach
 
 __all__ = ["SCOPE", "ServerSpans"]
 
@@ -54,12 +55,12 @@ class ServerSpans:
             .get_tracer(SCOPE)
             .start_span(
                 f"{method} {target}" if target else method,
-                extract_trace_context(ctx.meta),  # the SDK's own rule for a carried parent
+                carried_context(ctx.meta),  # the SDK's own rule for a carried parent
                 SpanKind.SERVER,
                 attributes,
             )
         )
-        token = context_api.attach(trace.set_span_in_context(span))
+        token = attach_span(span)
         try:
             result = await call_next(ctx)
             if method == "tools/call":
@@ -89,5 +90,5 @@ class ServerSpans:
             span.set_status(StatusCode.ERROR, str(exc))
             raise
         finally:
-            context_api.detach(token)
+            detach(token)
             span.end()

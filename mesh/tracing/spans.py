@@ -16,6 +16,7 @@ import random
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextvars import Token
 from functools import partial, wraps
 from inspect import iscoroutinefunction
 from types import TracebackType
@@ -24,13 +25,17 @@ from typing import Any, Final, NamedTuple, Protocol, TypeAlias, cast, final
 from opentelemetry import context as context_api
 from opentelemetry import trace
 from opentelemetry.attributes import BoundedAttributes
+
+# The process's runtime context, and the key OpenTelemetry keeps the current span under: `current_span`,
+# `attach_span` and `detach` read and write them as the context API and `get_current_span` do.
+from opentelemetry.context import _RUNTIME_CONTEXT  # pyright: ignore[reportPrivateUsage]
+from opentelemetry.context.context import Context
+from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanLimits
 from opentelemetry.sdk.trace.sampling import Decision, Sampler
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
-
-# The key OpenTelemetry keeps the current span under: `current_span` reads it as `get_current_span` does.
 from opentelemetry.trace.propagation import _SPAN_KEY  # pyright: ignore[reportPrivateUsage]
 from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 from opentelemetry.util.types import Attributes, AttributeValue
@@ -46,7 +51,9 @@ __all__ = [
     "MeshTracerProvider",
     "SpanEvent",
     "SpanSink",
+    "attach_span",
     "current_span",
+    "detach",
     "new_trace_id",
     "trace_id_at",
     "valid_span_context",
@@ -339,21 +346,21 @@ class _Activation:
     """`start_as_current_span` without a generator: attach, run, record a failure, detach, end."""
 
     __slots__ = ("_end", "_record", "_set_status", "_start", "_token", "span")
+    _token: Token[Context]  # set by __enter__
 
     def __init__(self, start: Callable[[], trace.Span], end: bool, record: bool, set_status: bool) -> None:
         self._start = start
         self._end = end
         self._record = record
         self._set_status = set_status
-        self._token: object = None
 
     def __enter__(self) -> trace.Span:
         self.span = self._start()
-        self._token = context_api.attach(trace.set_span_in_context(self.span))
+        self._token = attach_span(self.span)
         return self.span
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        context_api.detach(self._token)  # pyright: ignore[reportArgumentType]
+        detach(self._token)
         span = self.span
         if isinstance(exc, Exception) and span.is_recording():
             if self._record:
@@ -471,10 +478,44 @@ valid_span_context: Final = partial(tuple.__new__, SpanContext)
 flags, state, True), for ids known to be valid: `__new__` checks them in Python, for every span."""
 
 
+_CONTEXT_VAR: Final = (
+    _RUNTIME_CONTEXT._current_context  # pyright: ignore[reportPrivateUsage]
+    if type(_RUNTIME_CONTEXT) is ContextVarsRuntimeContext
+    else None
+)
+"""The contextvar OpenTelemetry's default runtime context keeps the current context in (None under
+another runtime context, chosen with OTEL_PYTHON_CONTEXT: then the context API is called)."""
+
+
+def attach_span(span: trace.Span) -> Token[Context]:
+    """`context_api.attach(trace.set_span_in_context(span))`: the current context with `span` in it
+    becomes current. Directly on the contextvar: ~2.6k instructions fewer an attach and detach
+    (callgrind), twice a hop."""
+    var = _CONTEXT_VAR
+    if var is None:
+        return context_api.attach(trace.set_span_in_context(span))
+    return var.set(Context({**var.get(), _SPAN_KEY: span}))
+
+
+def detach(token: Token[Context]) -> None:
+    """`context_api.detach`: the context before `attach_span` is current again (logged, not
+    raised, if the token is not this context's, as the context API does)."""
+    var = _CONTEXT_VAR
+    if var is None:
+        context_api.detach(token)
+        return
+    try:
+        var.reset(token)
+    except (ValueError, RuntimeError):  # another context's token, or one used before
+        log.exception("Failed to detach context")
+
+
 def current_span(context: context_api.Context | None = None) -> trace.Span:
     """`trace.get_current_span`, without its abstract-class check for the two kinds of span the mesh
     makes: ~4k instructions become ~1.5k (callgrind), and a hop asks several times."""
-    span = (context if context is not None else context_api.get_current()).get(_SPAN_KEY)
+    if context is None:
+        context = _CONTEXT_VAR.get() if _CONTEXT_VAR is not None else context_api.get_current()
+    span = context.get(_SPAN_KEY)
     kind = type(span)
     if kind is MeshSpan or kind is trace.NonRecordingSpan:
         return cast("trace.Span", span)

@@ -13,14 +13,20 @@ from mcp.server._otel import OpenTelemetryMiddleware
 from mcp.server.context import ServerRequestContext
 from mcp.shared.exceptions import MCPError
 from mcp_types import CallToolResult, TextContent
-from opentelemetry import trace
+from opentelemetry import propagate, trace
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
+from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.sdk.resources import Resource
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from pydantic import BaseModel, ValidationError
 
 from mesh.testing import RecordingSink
+from mesh.tracing.propagation import MeshPropagator
 from mesh.tracing.server_spans import SCOPE, ServerSpans
 from mesh.tracing.spans import HOUSEKEEPING, MeshSpan, MeshTracerProvider
 
+DEFAULT_PROPAGATOR = CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()])
 PARENT = trace.SpanContext(0x6B0FA219 << 96 | 0xABC, 0x1234, True, trace.TraceFlags(1))
 TRACEPARENT = f"00-{PARENT.trace_id:032x}-{PARENT.span_id:016x}-01"
 
@@ -131,14 +137,20 @@ def _record(middleware: Any, sink: RecordingSink, provider: MeshTracerProvider, 
 
 
 @settings(max_examples=150, deadline=None)
-@given(messages)
-def test_the_same_spans_as_the_sdk_middleware(message: dict[str, Any]) -> None:
+@given(messages, st.sampled_from([DEFAULT_PROPAGATOR, MeshPropagator()]))
+def test_the_same_spans_as_the_sdk_middleware(message: dict[str, Any], propagator: TextMapPropagator) -> None:
+    # With the mesh's propagator global, `ServerSpans` reads a plain traceparent itself (`carried_context`).
     sink = RecordingSink()
     provider = MeshTracerProvider(Resource.create({"service.name": "echo"}), sink)
-    with pytest.MonkeyPatch.context() as patch:  # the SDK's middleware uses the tracer it took at import
-        patch.setattr(mcp.shared._otel, "_tracer", provider.get_tracer(SCOPE))
-        theirs = _record(OpenTelemetryMiddleware(), sink, provider, message)
-    mine = _record(ServerSpans(provider), sink, provider, message)
+    saved = propagate.get_global_textmap()
+    propagate.set_global_textmap(propagator)
+    try:
+        with pytest.MonkeyPatch.context() as patch:  # the SDK's middleware uses the tracer it took at import
+            patch.setattr(mcp.shared._otel, "_tracer", provider.get_tracer(SCOPE))
+            theirs = _record(OpenTelemetryMiddleware(), sink, provider, message)
+        mine = _record(ServerSpans(provider), sink, provider, message)
+    finally:
+        propagate.set_global_textmap(saved)
     assert mine == theirs
     meta = message["meta"]
     parented = message["ambient"] or (isinstance(meta, dict) and meta.get("traceparent") == TRACEPARENT)

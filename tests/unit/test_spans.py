@@ -22,7 +22,7 @@ from opentelemetry.trace.propagation import _SPAN_KEY  # pyright: ignore[reportP
 from mesh.decisions import record_decision
 from mesh.testing import RecordingSink
 from mesh.tracing.otlp_wire import encode_batch
-from mesh.tracing.spans import MeshSpan, MeshTracerProvider, current_span, valid_span_context
+from mesh.tracing.spans import MeshSpan, MeshTracerProvider, attach_span, current_span, detach, valid_span_context
 
 RESOURCE = Resource.create({"service.name": "prop", "mesh.name": "m"})
 
@@ -336,6 +336,26 @@ def test_current_span_reads_what_opentelemetry_reads() -> None:
         assert current_span() is trace.get_current_span() is remote
     finally:
         context.detach(token)
+
+
+def test_attach_span_and_detach_do_what_the_context_api_does(caplog: pytest.LogCaptureFixture) -> None:
+    span = MeshTracerProvider(RESOURCE, RecordingSink()).get_tracer("t").start_span("mesh")
+    outer = context.attach(context.set_value("k", "v"))  # what was current stays, with the span added
+    try:
+        before = context.get_current()
+        token = attach_span(span)
+        assert context.get_current() == trace.set_span_in_context(span, before)
+        assert trace.get_current_span() is span
+        detach(token)
+        assert context.get_current() is before
+        stale = attach_span(span)
+        detach(stale)
+        with caplog.at_level("ERROR"):
+            detach(stale)  # used twice: logged as the context API logs it, not raised
+        assert "Failed to detach context" in caplog.text
+        assert context.get_current() is before
+    finally:
+        context.detach(outer)
 
 
 def test_a_valid_span_context_is_what_its_constructor_makes() -> None:
