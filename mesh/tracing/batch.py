@@ -4,10 +4,11 @@
 has queued since its last look into the request being built (~35 spans at 350 spans a second), and
 sends the request once it holds `max_batch` spans or is `schedule_delay` old. Encoding where a span
 ends would put ~15-25 µs on every traced call; encoding a whole batch at once holds the GIL for
-milliseconds and stalls the event loop; slices keep both costs small. Within a slice the thread
-offers the GIL every `YIELD_EVERY` spans: a call whose answer arrives during a slice (~1 ms for the
-~90 spans of a busy tenth of a second) otherwise waits for its end, and nearly half of the slowest
-1% of 8,000 calls did (their p99 2.2 ms → 1.9-2.0 ms, three alternating runs). The tick is 100 ms,
+milliseconds and stalls the event loop; slices keep both costs small. A slice is ~0.4 ms for the
+~90 spans of a busy tenth of a second (~4.5 µs a span). The thread used to offer the GIL every 8
+spans (`time.sleep(0)`), when a span took twice that to encode; with the faster encoder the same
+code without it read better on every count (`bench/tracing_overhead.py --switch`: p50 overhead
++3.5% against +5.1%, pooled p90 +4.7% against +11.6%, p99 +21.7% against +23.3%). The tick is 100 ms,
 not less, because waking costs more than it looks: a timed wait's return costs this project's VM
 50-150 µs of CPU (bench/wakeups.py), and at 20 ms ticks the thread spent ~1.9 times what it does at
 100 ms (bench/exporter.py). A request goes out once a second, or sooner when it is full: each
@@ -37,8 +38,6 @@ log = logging.getLogger(__name__)
 
 TICK = 0.1
 """Seconds between the thread's looks at the queue (less when the schedule delay is shorter)."""
-YIELD_EVERY = 8
-"""Spans encoded (~100 µs) between the thread's offers of the GIL to a waiting event loop."""
 
 
 class SpanExport(Protocol):
@@ -138,8 +137,6 @@ class SpanBatcher:
                 self.dropped_spans += 1
             if builder.spans >= self.max_batch:
                 self._ship()
-            elif builder.spans % YIELD_EVERY == 0:
-                time.sleep(0)  # lets a waiting event loop take the GIL
 
     def _ship(self) -> None:
         spans = self._builder.spans
