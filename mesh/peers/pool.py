@@ -140,6 +140,7 @@ class PeerPool:
             "gen_ai.operation.name": "execute_tool",
             "gen_ai.tool.name": tool,
             "mesh.peer.agent": target,
+            SENT_ATTRIBUTE: False,  # until a request actually goes out
         }
         # The process's tracer, looked up at each call: one taken at import would be OpenTelemetry's
         # `ProxyTracer` (no provider is set that early), which costs a call ~16k instructions more.
@@ -147,7 +148,6 @@ class PeerPool:
         with tracer.start_as_current_span(
             f"tools/call {target}.{tool}", kind=trace.SpanKind.CLIENT, attributes=attributes
         ) as span:
-            span.set_attribute(SENT_ATTRIBUTE, False)  # until a request actually goes out
             candidates = self.directory.offering(tool) if by_tool else self.directory.instances(target)
             if not candidates and self._refresh is not None:
                 # Announced but not yet vouched for: ask the instances directly before giving up.

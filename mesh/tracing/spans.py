@@ -341,23 +341,30 @@ def _clean_all(
     return out, dropped
 
 
+_StartArgs: TypeAlias = tuple[
+    str, "context_api.Context | None", SpanKind, Attributes, "Sequence[Link] | None", "int | None"
+]
+"""`MeshTracer.start_span`'s positional arguments: name, context, kind, attributes, links, start time."""
+
+
 @final
 class _Activation:
     """`start_as_current_span` without a generator: attach, run, record a failure, detach, end."""
 
-    __slots__ = ("_end", "_record", "_set_status", "_start", "_token", "span")
+    __slots__ = ("_end", "_record", "_set_status", "_start", "_token", "_tracer", "span")
     _token: Token[Context]  # set by __enter__
 
-    def __init__(self, start: Callable[[], trace.Span], end: bool, record: bool, set_status: bool) -> None:
-        self._start = start
+    def __init__(self, tracer: MeshTracer, start: _StartArgs, end: bool, record: bool, set_status: bool) -> None:
+        self._tracer = tracer
+        self._start = start  # `start_span`'s arguments, kept as they came: no closure to make
         self._end = end
         self._record = record
         self._set_status = set_status
 
     def __enter__(self) -> trace.Span:
-        self.span = self._start()
-        self._token = attach_span(self.span)
-        return self.span
+        self.span = span = self._tracer.start_span(*self._start)
+        self._token = attach_span(span)
+        return span
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         detach(self._token)
@@ -374,7 +381,7 @@ class _Activation:
         """Used as a decorator: a fresh span around every call, sync or async."""
 
         def fresh() -> _Activation:
-            return _Activation(self._start, self._end, self._record, self._set_status)
+            return _Activation(self._tracer, self._start, self._end, self._record, self._set_status)
 
         if iscoroutinefunction(func):
 
@@ -466,11 +473,8 @@ class MeshTracer(trace.Tracer):
         end_on_exit: bool = True,
     ) -> Iterator[trace.Span]:
         """Start a span and make it current for the `with` block (or, as a decorator, for each call)."""
-
-        def start() -> trace.Span:
-            return self.start_span(name, context, kind, attributes, links, start_time)
-
-        return _Activation(start, end_on_exit, record_exception, set_status_on_exception)  # pyright: ignore[reportReturnType]
+        start = (name, context, kind, attributes, links, start_time)
+        return _Activation(self, start, end_on_exit, record_exception, set_status_on_exception)  # pyright: ignore[reportReturnType]
 
 
 valid_span_context: Final = partial(tuple.__new__, SpanContext)
