@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextvars import Token
 from typing import Any, cast
 
 import anyio
@@ -19,6 +20,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 from opentelemetry.trace.propagation import _SPAN_KEY  # pyright: ignore[reportPrivateUsage]
 
+import mesh.tracing.spans
 from mesh.decisions import record_decision
 from mesh.testing import RecordingSink
 from mesh.tracing.otlp_wire import encode_batch
@@ -356,6 +358,30 @@ def test_attach_span_and_detach_do_what_the_context_api_does(caplog: pytest.LogC
         assert context.get_current() is before
     finally:
         context.detach(outer)
+
+
+def test_under_another_runtime_context_the_context_api_is_called(monkeypatch: pytest.MonkeyPatch) -> None:
+    # With OTEL_PYTHON_CONTEXT naming another runtime context there is no contextvar to use directly.
+    monkeypatch.setattr(mesh.tracing.spans, "_CONTEXT_VAR", None)
+    calls: list[str] = []
+    attach, detach_api = context.attach, context.detach
+
+    def counted_attach(ctx: context.Context) -> Token[context.Context]:
+        calls.append("attach")
+        return attach(ctx)
+
+    def counted_detach(token: Token[context.Context]) -> None:
+        calls.append("detach")
+        detach_api(token)
+
+    monkeypatch.setattr(context, "attach", counted_attach)
+    monkeypatch.setattr(context, "detach", counted_detach)
+    span = MeshTracerProvider(RESOURCE, RecordingSink()).get_tracer("t").start_span("mesh")
+    token = attach_span(span)
+    assert current_span() is trace.get_current_span() is span
+    detach(token)
+    assert current_span() is trace.INVALID_SPAN
+    assert calls == ["attach", "detach"]
 
 
 def test_a_valid_span_context_is_what_its_constructor_makes() -> None:
