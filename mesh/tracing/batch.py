@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 from collections import deque
@@ -39,6 +40,11 @@ log = logging.getLogger(__name__)
 
 TICK = 0.1
 """Seconds between the thread's looks at the queue (less when the schedule delay is shorter)."""
+NICENESS = 10
+"""How much lower than its process's the thread's CPU priority is, on Linux (where a thread has its
+own): when both cores are busy, an event loop serving a call goes before encoding. With this and
+the tracer's ingest workers at +10, the p99 of 6,000 traced calls read 2.022, 1.985 and 2.010 ms
+against 2.151, 2.055 and 2.216 (p99.5 2.32-2.38 against 2.50-2.98), the p50 unchanged."""
 
 
 class SpanExport(Protocol):
@@ -117,6 +123,7 @@ class SpanBatcher:
         return {"dropped_spans": self.dropped_spans, "queued_spans": len(self._queue) + self._builder.spans}
 
     def _run(self) -> None:
+        _lower_priority(NICENESS)
         while not self._stopping:
             self._wake.wait(self._tick)
             self._wake.clear()
@@ -149,3 +156,15 @@ class SpanBatcher:
         except Exception:  # the exporter never raises by contract; a bug there must not kill the thread
             log.exception("span export failed; %d spans lost", spans)
             self.dropped_spans += spans
+
+
+def _lower_priority(by: int) -> None:
+    """Lower the calling thread's CPU priority (raise its niceness) by `by`, on Linux only: there a
+    thread id names one thread, elsewhere it could name another process. Failing leaves it as is."""
+    if sys.platform != "linux":
+        return
+    thread = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, thread, min(os.getpriority(os.PRIO_PROCESS, thread) + by, 19))
+    except OSError as exc:
+        log.debug("the span batcher keeps its priority: %s", exc)

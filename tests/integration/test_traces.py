@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -231,3 +232,18 @@ async def test_a_tracer_killed_mid_ingest_keeps_what_it_acknowledged_and_leaves_
         for batch in acknowledged:
             stored = (await http.get(f"/api/traces/{batch + 1:032x}")).json()
             assert stored["span_count"] == 200, batch
+
+
+async def test_a_tracers_ingest_workers_run_at_a_lower_priority_than_it(tmp_path: Path) -> None:
+    # Agents on the same host serve calls first; storing spans takes what is left of the cores.
+    from registry.ingest_worker import NICENESS
+
+    port = free_port()
+    async with MeshProcess(["tracer", "--port", str(port), "--db", str(tmp_path / "t.sqlite3"), "--no-mdns"]) as tracer:
+        workers = await _until(lambda: anyio.to_thread.run_sync(child_pids, tracer.pid), lambda found: len(found) == 2)
+        expected = [min(os.getpriority(os.PRIO_PROCESS, tracer.pid) + NICENESS, 19)] * 2
+
+        async def priorities() -> list[int]:  # a worker lowers its own as it starts
+            return [os.getpriority(os.PRIO_PROCESS, pid) for pid in workers]
+
+        assert await _until(priorities, lambda found: found == expected, timeout=10) == expected

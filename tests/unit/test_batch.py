@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
 
@@ -9,7 +11,7 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
 
-from mesh.tracing.batch import SpanBatcher
+from mesh.tracing.batch import NICENESS, SpanBatcher
 from mesh.tracing.spans import MeshTracerProvider
 
 RESOURCE = Resource.create({"service.name": "batch"})
@@ -137,5 +139,21 @@ def test_without_variables_a_request_goes_out_once_a_second_with_up_to_512_spans
     batcher = SpanBatcher(Collecting())
     try:
         assert (batcher.schedule_delay, batcher.max_queue, batcher.max_batch) == (1.0, 8192, 512)
+    finally:
+        batcher.shutdown()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="only Linux gives a thread a priority of its own")
+def test_the_batcher_thread_runs_at_a_lower_priority_than_its_process() -> None:
+    batcher = SpanBatcher(Collecting())
+    try:
+        thread = batcher._thread.native_id  # pyright: ignore[reportPrivateUsage]
+        assert thread is not None
+        expected = min(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) + NICENESS, 19)
+        deadline = time.monotonic() + 5
+        while os.getpriority(os.PRIO_PROCESS, thread) != expected and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert os.getpriority(os.PRIO_PROCESS, thread) == expected
+        assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == expected - NICENESS or expected == 19
     finally:
         batcher.shutdown()
