@@ -1,8 +1,9 @@
-"""Identity: the mesh secret, the short-lived call tokens minted from it, and signed announcements.
+"""Identity: the mesh secret, the role-bearing tokens minted from it, and signed announcements.
 
 Owns key derivation (one HMAC key per purpose, so a token signature never passes as an
-announcement signature), the token format and its checks, and the secret file. It does not
-read HTTP headers or TXT records (the server middleware and the discovery adapter do).
+announcement signature or a registry's proof), the token format and its checks (role, person,
+groups, a capped lifetime), and the secret file. It does not read HTTP headers or TXT records
+(the server middleware and the discovery adapter do). docs/security.md says who holds what.
 """
 
 from __future__ import annotations
@@ -19,31 +20,71 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, final
+from typing import Final, Literal, Protocol, TypeAlias, TypeGuard, final, get_args
 
 from mesh.config import MeshPaths, mesh_name, mesh_paths
 from mesh.errors import ConfigError, IdentityError
 
-__all__ = ["ANY_AGENT", "Claims", "MeshKeys", "TokenSource", "load_secret", "parse_duration"]
+__all__ = [
+    "ANY_AGENT",
+    "CLOCK_SKEW",
+    "MAX_TOKEN_TTL",
+    "ROLES",
+    "Claims",
+    "Credential",
+    "MeshKeys",
+    "Principal",
+    "Role",
+    "StaticToken",
+    "TokenSource",
+    "load_secret",
+    "parse_duration",
+]
 
 ANY_AGENT: Final = "*"
 """The audience of a token any agent of the mesh (and its registry) accepts."""
 
-_CLOCK_SKEW: Final = 30.0  # seconds of clock difference between hosts that verify() forgives
+Role: TypeAlias = Literal["agent", "client", "approver", "admin"]
+"""What a token may do: serve and register itself, call tools, decide its groups' approvals, or all of it."""
+ROLES: Final[tuple[Role, ...]] = get_args(Role)
+
+CLOCK_SKEW: Final = 30.0
+"""Seconds of clock difference between hosts that `verify` forgives, at both ends of a token's life."""
+
+MAX_TOKEN_TTL: Final = 30 * 86400.0
+"""The longest a token may live (30 days): a leaked token stops working within that, whatever it says."""
 
 _CACHE_SIZE: Final = 1024
 _MAX_TOKEN_LENGTH: Final = 1024
 
 
 @dataclass(frozen=True, slots=True)
+class Principal:
+    """Who a process acts as: its caller name, its role, and for people their name and groups."""
+
+    name: str
+    role: Role
+    person: str | None = None
+    groups: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Claims:
-    """What a verified token says: who calls whom, in which mesh, and until when."""
+    """What a verified token says: who calls whom, in which mesh, as what, and until when."""
 
     mesh: str
     caller: str
     audience: str
     issued_at: float
     expires_at: float
+    role: Role = "agent"
+    person: str | None = None
+    groups: tuple[str, ...] = ()
+
+    @property
+    def principal(self) -> Principal:
+        """The principal the token speaks for."""
+        return Principal(self.caller, self.role, self.person, self.groups)
 
 
 def load_secret(paths: MeshPaths) -> bytes:
@@ -74,7 +115,7 @@ def load_secret(paths: MeshPaths) -> bytes:
 class MeshKeys:
     """The keys one mesh derives from its secret: mint and verify tokens, sign announcements."""
 
-    __slots__ = ("_announce_key", "_token_key", "_verified", "fingerprint", "mesh")
+    __slots__ = ("_announce_key", "_audit_key", "_proof_key", "_token_key", "_verified", "fingerprint", "mesh")
 
     def __init__(self, secret: bytes, mesh: str) -> None:
         if not secret:
@@ -82,6 +123,8 @@ class MeshKeys:
         self.mesh = mesh
         self._token_key = _derive(secret, b"agentplex/token/v1")
         self._announce_key = _derive(secret, b"agentplex/announce/v1")
+        self._proof_key = _derive(secret, b"agentplex/service-proof/v1")
+        self._audit_key = _derive(secret, b"agentplex/audit/v1")
         self.fingerprint = hashlib.sha256(_derive(secret, b"agentplex/fingerprint/v1")).hexdigest()[:8]
         self._verified: dict[str, Claims] = {}
 
@@ -94,13 +137,32 @@ class MeshKeys:
     def __repr__(self) -> str:
         return f"MeshKeys(mesh={self.mesh!r}, fingerprint={self.fingerprint!r})"
 
-    def mint(self, caller: str, audience: str = ANY_AGENT, ttl: float = 600.0, *, now: float | None = None) -> str:
-        """A token saying `caller` may call `audience` ("*": any agent) for `ttl` seconds."""
+    def mint(
+        self,
+        caller: str,
+        audience: str = ANY_AGENT,
+        ttl: float = 600.0,
+        *,
+        role: Role = "agent",
+        person: str | None = None,
+        groups: tuple[str, ...] | list[str] = (),
+        now: float | None = None,
+    ) -> str:
+        """A token saying `caller` may call `audience` ("*": any agent) as `role` for `ttl` seconds."""
         if not ttl > 0:
             raise ConfigError(f"a token's lifetime must be positive, not {ttl}")
+        if ttl > MAX_TOKEN_TTL:
+            raise ConfigError(f"a token lives at most 30d, not {ttl / 86400:.0f}d: mint a new one when it expires")
+        if role not in ROLES:
+            raise ConfigError(f"unknown role {role!r}: use one of {', '.join(ROLES)}")
         issued = time.time() if now is None else now
         expires = round(issued + ttl, 3)
-        claims = {"m": self.mesh, "c": caller, "a": audience, "i": round(issued, 3), "e": expires}
+        claims: dict[str, object] = {"m": self.mesh, "c": caller, "a": audience, "i": round(issued, 3), "e": expires}
+        claims["r"] = role
+        if person:
+            claims["p"] = person
+        if groups:
+            claims["g"] = sorted(set(groups))
         payload = _b64encode(json.dumps(claims, separators=(",", ":")).encode())
         return f"{payload}.{_b64encode(self._token_mac(payload))}"
 
@@ -116,10 +178,10 @@ class MeshKeys:
                 self._verified.pop(next(iter(self._verified)), None)
             self._verified[token] = claims
         at = time.time() if now is None else now
-        if at > claims.expires_at + _CLOCK_SKEW:
+        if at > claims.expires_at + CLOCK_SKEW:
             self._verified.pop(token, None)
             raise IdentityError(f"token expired {at - claims.expires_at:.0f}s ago")
-        if claims.issued_at > at + _CLOCK_SKEW:
+        if claims.issued_at > at + CLOCK_SKEW:
             raise IdentityError(f"token is issued {claims.issued_at - at:.0f}s in the future; check clocks")
         if claims.audience not in (audience, ANY_AGENT):
             raise IdentityError(f"token is for {_whom(claims.audience)}, not '{audience}'")
@@ -138,6 +200,19 @@ class MeshKeys:
             return hmac.compare_digest(self.sign(fields), signature)
         except (TypeError, ValueError, AttributeError):
             return False
+
+    def prove(self, challenge: str, kind: str) -> str:
+        """Proof that a `kind` service ("registry", "tracer") holds this mesh's secret, for `challenge`."""
+        message = f"{self.mesh}\0{kind}\0{challenge}".encode()
+        return _b64encode(hmac.digest(self._proof_key, message, "sha256"))
+
+    def check_proof(self, challenge: str, kind: str, proof: object) -> bool:
+        """True when `proof` is `prove(challenge, kind)`; never raises."""
+        return isinstance(proof, str) and proof.isascii() and hmac.compare_digest(self.prove(challenge, kind), proof)
+
+    def audit_mac(self, message: bytes) -> str:
+        """The hex HMAC of `message` (an entry of the governance record) under this mesh's audit key."""
+        return hmac.new(self._audit_key, self.mesh.encode() + b"\0" + message, "sha256").hexdigest()
 
     def _token_mac(self, payload: str) -> bytes:
         return hmac.digest(self._token_key, payload.encode("ascii"), "sha256")
@@ -159,6 +234,8 @@ class MeshKeys:
         except (ValueError, RecursionError) as exc:  # binascii.Error and JSONDecodeError are ValueErrors
             raise IdentityError("malformed token: its claims are not base64url JSON") from exc
         claims = _claims_of(raw)
+        if claims.expires_at - claims.issued_at > MAX_TOKEN_TTL + 1:
+            raise IdentityError("token lives longer than 30d, which no token of this mesh may")
         if claims.mesh != self.mesh:
             raise IdentityError(f"token is for mesh '{claims.mesh}', not '{self.mesh}'")
         # Compare the text, not decoded bytes: base64 decoding skips stray characters.
@@ -168,30 +245,61 @@ class MeshKeys:
         return claims
 
 
+class Credential(Protocol):
+    """Where a caller's bearer tokens come from, one per audience."""
+
+    @property
+    def principal(self) -> Principal:
+        """Who the tokens speak for."""
+        ...
+
+    def token(self, audience: str) -> str:
+        """A live token for `audience`."""
+        ...
+
+
 @final
 class TokenSource:
-    """Caches one token per (caller, audience); mints a new one when less than a third of its TTL remains."""
+    """Mints `principal`'s tokens, one cached per audience, anew when less than a third of the TTL remains."""
 
-    __slots__ = ("_keys", "_tokens", "_ttl")
+    __slots__ = ("_keys", "_tokens", "_ttl", "principal")
 
-    def __init__(self, keys: MeshKeys, *, ttl: float = 300.0) -> None:
+    def __init__(self, keys: MeshKeys, principal: Principal, *, ttl: float = 300.0) -> None:
         if not ttl > 0:
             raise ConfigError(f"a token's lifetime must be positive, not {ttl}")
         self._keys = keys
         self._ttl = ttl
-        self._tokens: dict[tuple[str, str], tuple[str, float]] = {}
+        self.principal = principal
+        self._tokens: dict[str, tuple[str, float]] = {}
 
-    def token(self, caller: str, audience: str, *, now: float | None = None) -> str:
-        """A live token for `caller` to call `audience`, reused while more than a third of its TTL remains."""
+    def token(self, audience: str, *, now: float | None = None) -> str:
+        """A live token for `audience`, reused while more than a third of its TTL remains."""
         at = time.time() if now is None else now
-        cached = self._tokens.get((caller, audience))
+        cached = self._tokens.get(audience)
         if cached is not None and cached[1] - at > self._ttl / 3:
             return cached[0]
         if len(self._tokens) >= _CACHE_SIZE:
             self._tokens.clear()
-        token = self._keys.mint(caller, audience, self._ttl, now=at)
-        self._tokens[caller, audience] = (token, at + self._ttl)
+        p = self.principal
+        token = self._keys.mint(p.name, audience, self._ttl, role=p.role, person=p.person, groups=p.groups, now=at)
+        self._tokens[audience] = (token, at + self._ttl)
         return token
+
+
+@final
+class StaticToken:
+    """A token given from outside (`MESH_TOKEN`, `mesh login`): the same one for every audience."""
+
+    __slots__ = ("principal", "value")
+
+    def __init__(self, value: str, claims: Claims) -> None:
+        self.value = value
+        self.principal = claims.principal
+
+    def token(self, audience: str) -> str:
+        """The given token, whatever the audience (it names its own)."""
+        del audience
+        return self.value
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d)?\s*$")
@@ -222,18 +330,34 @@ def _b64decode(text: str) -> bytes:
 def _claims_of(raw: object) -> Claims:
     if isinstance(raw, dict):
         mesh, caller, audience = raw.get("m"), raw.get("c"), raw.get("a")
-        issued, expires = raw.get("i"), raw.get("e")
+        issued, expires, role = raw.get("i"), raw.get("e"), raw.get("r")
+        person, groups = raw.get("p"), raw.get("g", [])
         if (
             isinstance(mesh, str)
             and isinstance(caller, str)
             and isinstance(audience, str)
-            and isinstance(issued, int | float)
-            and isinstance(expires, int | float)
-            and not isinstance(issued, bool)
-            and not isinstance(expires, bool)
+            and _is_time(issued)
+            and _is_time(expires)
+            and role in ROLES
+            and (person is None or isinstance(person, str))
+            and isinstance(groups, list)
+            and all(isinstance(g, str) for g in groups)  # pyright: ignore[reportUnknownVariableType]
         ):
-            return Claims(mesh, caller, audience, float(issued), float(expires))
-    raise IdentityError("malformed token: the claims lack mesh, caller, audience or times")
+            return Claims(
+                mesh,
+                caller,
+                audience,
+                float(issued),
+                float(expires),
+                role,
+                person or None,
+                tuple(groups),  # pyright: ignore[reportArgumentType]
+            )
+    raise IdentityError("malformed token: the claims lack mesh, caller, audience, role or times")
+
+
+def _is_time(value: object) -> TypeGuard[float]:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _whom(audience: str) -> str:

@@ -2,10 +2,12 @@
 
 The Cedar model: principal `Agent::"<caller>"` and resource `Agent::"<callee>"`, each with its
 metadata as string attributes (`name`, `owner`, `jurisdiction`, `data_class` always present, ""
-when unknown); action `Action::"call"`; context `{tool, data_class}` (the call's classification).
-Allow -> "allow"; a deny whose determining policies all carry `@approval` -> "approval"; any other
-deny (no permit matched included) -> "deny". Owns evaluation only; enforcing a verdict, asking a
-human and recording the decision event belong to the runtime. See docs/policy.md.
+when unknown); action `Action::"call"`; context `{tool, data_class, person, groups}` (the call's
+classification, and the person it runs for with their groups). Allow -> "allow"; a deny whose
+determining policies all carry `@approval` -> "approval" (`@approval("finance")` names the group
+whose members decide); any other deny (no permit matched included) -> "deny". Owns evaluation
+only; enforcing a verdict, asking a human and recording the decision event belong to the runtime.
+See docs/policy.md.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ class CallFacts:
     callee_meta: tuple[tuple[str, str], ...]
     tool: str
     data_class: str = ""
+    person: str = ""
+    groups: tuple[str, ...] = ()
 
     @classmethod
     def of(
@@ -56,9 +60,12 @@ class CallFacts:
         callee_meta: Mapping[str, object],
         tool: str,
         data_class: str | None = None,
+        *,
+        person: str | None = None,
+        groups: tuple[str, ...] = (),
     ) -> CallFacts:
         """Facts from raw metadata, keeping str, int and bool values as strings (bools as "true"/"false")."""
-        return cls(caller, _meta(caller_meta), callee, _meta(callee_meta), tool, data_class or "")
+        return cls(caller, _meta(caller_meta), callee, _meta(callee_meta), tool, data_class or "", person or "", groups)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +75,8 @@ class PolicyDecision:
     verdict: Verdict
     policies: tuple[str, ...]
     reason: str
+    approvers: tuple[str, ...] = ()
+    """For "approval": the groups whose members may decide (empty: any approver, or the origin's person)."""
 
 
 @final
@@ -75,6 +84,7 @@ class Policy:
     """A parsed Cedar policy set with a bounded decision cache; or allow-all; or broken (denies all)."""
 
     __slots__ = ("_approval", "_cache", "_names", "_policies", "broken", "source")
+    _approval: dict[str, str]
 
     def __init__(
         self,
@@ -82,7 +92,7 @@ class Policy:
         source: str,
         policies: cedarpy.PolicySet | None = None,
         names: Mapping[str, str] | None = None,
-        approval: frozenset[str] = frozenset(),
+        approval: Mapping[str, str] | None = None,
         broken: str | None = None,
     ) -> None:
         """Use allow_all(), from_text() or load()."""
@@ -90,7 +100,7 @@ class Policy:
         self.broken = broken
         self._policies = policies
         self._names = dict(names or {})
-        self._approval = approval
+        self._approval = dict(approval or {})
         self._cache: dict[CallFacts, PolicyDecision] = {}
 
     @classmethod
@@ -107,13 +117,13 @@ class Policy:
         except ValueError as exc:
             raise PolicyError(f"{source}: {_one_line(str(exc))}") from exc
         names: dict[str, str] = {}
-        approval: set[str] = set()
+        approval: dict[str, str] = {}
         for policy_id, policy in parsed.get("staticPolicies", {}).items():
             annotations = policy.get("annotations") or {}
             names[policy_id] = annotations.get("id") or policy_id
             if _APPROVAL in annotations:
-                approval.add(policy_id)
-        return cls(source=source, policies=policies, names=names, approval=frozenset(approval))
+                approval[policy_id] = str(annotations[_APPROVAL] or "").strip()
+        return cls(source=source, policies=policies, names=names, approval=approval)
 
     @classmethod
     def load(cls, path: str | Path) -> Policy:
@@ -151,7 +161,12 @@ class Policy:
             "principal": {"type": "Agent", "id": facts.caller},
             "action": _CALL,
             "resource": {"type": "Agent", "id": facts.callee},
-            "context": {"tool": facts.tool, "data_class": facts.data_class},
+            "context": {
+                "tool": facts.tool,
+                "data_class": facts.data_class,
+                "person": facts.person,
+                "groups": list(facts.groups),
+            },
         }
         entities = {facts.callee: _entity(facts.callee, facts.callee_meta)}
         entities[facts.caller] = _entity(facts.caller, facts.caller_meta)
@@ -161,6 +176,7 @@ class Policy:
             return PolicyDecision("deny", (), f"policy evaluation failed: {_one_line(str(exc))}")
         determining = [str(policy_id) for policy_id in result.diagnostics.reasons]
         named = tuple(self._names.get(policy_id, policy_id) for policy_id in determining)
+        approvers: tuple[str, ...] = ()
         if result.allowed:
             verdict: Verdict = "allow"
             reason = f"allowed by {_listing(named)}"
@@ -169,7 +185,9 @@ class Policy:
             reason = f"no policy permits '{facts.caller}' to call '{facts.tool}' on '{facts.callee}'"
         elif all(policy_id in self._approval for policy_id in determining):
             verdict = "approval"
-            reason = f"needs a human's approval by {_listing(named)}"
+            approvers = tuple(sorted({self._approval[p] for p in determining} - {""}))
+            who = f"a member of {' or '.join(approvers)}" if approvers else "a human"
+            reason = f"needs {who}'s approval by {_listing(named)}"
         else:
             verdict = "deny"
             hard = [self._names.get(p, p) for p in determining if p not in self._approval]
@@ -177,7 +195,7 @@ class Policy:
         errors = [str(error) for error in result.diagnostics.errors]
         if errors:
             reason += f" ({len(errors)} policy evaluation error(s), first: {_one_line(errors[0])})"
-        return PolicyDecision(verdict, named, reason)
+        return PolicyDecision(verdict, named, reason, approvers if verdict == "approval" else ())
 
 
 def policy_from_env(explicit: str | Path | None = None) -> Policy:

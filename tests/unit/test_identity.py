@@ -15,10 +15,20 @@ from hypothesis import strategies as st
 from mesh import identity
 from mesh.config import mesh_paths
 from mesh.errors import ConfigError, IdentityError
-from mesh.identity import Claims, MeshKeys, TokenSource, load_secret, parse_duration
+from mesh.identity import (
+    MAX_TOKEN_TTL,
+    Claims,
+    MeshKeys,
+    Principal,
+    StaticToken,
+    TokenSource,
+    load_secret,
+    parse_duration,
+)
 
 NOW = 1_700_000_000.0
 SECRET = b"correct horse battery staple"
+CRM = Principal("crm", "agent")
 
 
 def keys(mesh: str = "acme", secret: bytes = SECRET) -> MeshKeys:
@@ -225,22 +235,22 @@ def test_a_token_needs_a_positive_lifetime() -> None:
     with pytest.raises(ConfigError, match="positive"):
         keys().mint("crm", ttl=0)
     with pytest.raises(ConfigError, match="positive"):
-        TokenSource(keys(), ttl=-1)
+        TokenSource(keys(), CRM, ttl=-1)
 
 
 def test_a_token_source_stays_correct_past_its_cache_size() -> None:
-    source = TokenSource(keys())
-    tokens = [source.token("crm", f"agent-{i}", now=NOW) for i in range(1100)]
+    source = TokenSource(keys(), CRM)
+    tokens = [source.token(f"agent-{i}", now=NOW) for i in range(1100)]
     assert keys().verify(tokens[-1], audience="agent-1099", now=NOW).caller == "crm"
-    assert keys().verify(source.token("crm", "agent-0", now=NOW), audience="agent-0", now=NOW).caller == "crm"
+    assert keys().verify(source.token("agent-0", now=NOW), audience="agent-0", now=NOW).caller == "crm"
 
 
 def test_a_token_source_reuses_its_token_then_mints_anew_near_expiry() -> None:
-    source = TokenSource(keys(), ttl=300)
-    first = source.token("crm", "kb", now=NOW)
-    assert source.token("crm", "kb", now=NOW + 150) == first  # 150 s of 300 left
-    assert source.token("crm", "billing", now=NOW + 150) != first
-    fresh = source.token("crm", "kb", now=NOW + 201)  # 99 s left: under a third
+    source = TokenSource(keys(), CRM, ttl=300)
+    first = source.token("kb", now=NOW)
+    assert source.token("kb", now=NOW + 150) == first  # 150 s of 300 left
+    assert source.token("billing", now=NOW + 150) != first
+    fresh = source.token("kb", now=NOW + 201)  # 99 s left: under a third
     assert fresh != first
     assert keys().verify(fresh, audience="kb", now=NOW + 201).expires_at == NOW + 501
 
@@ -315,3 +325,66 @@ def test_a_duration_reads_in_seconds(text: str, seconds: float) -> None:
 def test_a_junk_duration_is_a_config_error(text: str) -> None:
     with pytest.raises(ConfigError, match="invalid duration"):
         parse_duration(text)
+
+
+# --- roles, people and lifetimes ---
+
+
+def test_a_person_token_carries_its_role_person_and_groups() -> None:
+    token = keys().mint("alice", role="approver", person="alice", groups=["finance", "ops", "finance"], now=NOW)
+    claims = keys().verify(token, audience="registry", now=NOW)
+    assert (claims.role, claims.person, claims.groups) == ("approver", "alice", ("finance", "ops"))
+    assert claims.principal == Principal("alice", "approver", "alice", ("finance", "ops"))
+
+
+def test_a_token_minted_without_a_role_is_an_agents() -> None:
+    assert keys().verify(keys().mint("crm", now=NOW), audience="kb", now=NOW).role == "agent"
+
+
+def test_an_unknown_role_is_refused_when_minting_and_when_verifying() -> None:
+    with pytest.raises(ConfigError, match="unknown role"):
+        keys().mint("crm", role="root", now=NOW)  # pyright: ignore[reportArgumentType]
+    forged = _resigned({"m": "acme", "c": "crm", "a": "*", "i": NOW, "e": NOW + 60, "r": "root"})
+    with pytest.raises(IdentityError, match="malformed"):
+        keys().verify(forged, audience="kb", now=NOW)
+
+
+def test_a_token_lives_thirty_days_at_most() -> None:
+    keys().mint("crm", ttl=MAX_TOKEN_TTL, now=NOW)
+    with pytest.raises(ConfigError, match="at most 30d"):
+        keys().mint("crm", ttl=36500 * 86400.0, now=NOW)
+    # Even one signed with the secret by other means is refused.
+    forged = _resigned({"m": "acme", "c": "crm", "a": "*", "i": NOW, "e": NOW + 365 * 86400, "r": "agent"})
+    with pytest.raises(IdentityError, match="longer than 30d"):
+        keys().verify(forged, audience="kb", now=NOW)
+
+
+def test_a_token_source_mints_for_its_principal() -> None:
+    source = TokenSource(keys(), Principal("mesh-cli", "admin", "root"))
+    claims = keys().verify(source.token("registry", now=NOW), audience="registry", now=NOW)
+    assert (claims.caller, claims.role, claims.person) == ("mesh-cli", "admin", "root")
+
+
+def test_a_static_token_is_sent_as_given_and_speaks_for_its_claims() -> None:
+    token = keys().mint("alice", role="client", person="alice", now=NOW)
+    static = StaticToken(token, keys().verify(token, audience="*", now=NOW))
+    assert static.token("kb") == static.token("registry") == token
+    assert static.principal.person == "alice"
+
+
+def test_a_service_proof_holds_only_for_its_mesh_kind_and_challenge() -> None:
+    proof = keys().prove("c" * 24, "registry")
+    assert keys().check_proof("c" * 24, "registry", proof)
+    assert not keys().check_proof("c" * 24, "tracer", proof)
+    assert not keys().check_proof("d" * 24, "registry", proof)
+    assert not keys(mesh="other").check_proof("c" * 24, "registry", proof)
+    assert not keys(secret=b"impostor").check_proof("c" * 24, "registry", proof)
+    assert not keys().check_proof("c" * 24, "registry", None)
+    assert not keys().check_proof("c" * 24, "registry", "é")
+
+
+def _resigned(claims: dict[str, object]) -> str:
+    """A token with these raw claims and a good signature: what a secret holder could make."""
+    payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    mac = keys()._token_mac(payload)  # pyright: ignore[reportPrivateUsage]
+    return f"{payload}.{base64.urlsafe_b64encode(mac).rstrip(b'=').decode()}"
