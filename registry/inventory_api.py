@@ -254,6 +254,8 @@ def _json(status: int, body: bytes) -> Response:
 
 
 def _check_caller(claims: Claims, agent: str) -> None:
+    if claims.role != "agent":
+        raise _Refusal(403, f"a {claims.role} token may not register or renew agents; only an agent's own token may")
     if claims.caller != agent:
         raise _Refusal(401, f"a token of '{claims.caller}' may not act for agent '{agent}'")
 
@@ -349,6 +351,7 @@ def _operation(
 _REASONS: Final = {
     400: "malformed request",
     401: "missing, forged or expired token, or one of another caller",
+    403: "a token whose role is not agent",
     404: "unknown registration",
     413: "body over 1 MiB",
     422: "invalid registration",
@@ -374,7 +377,7 @@ _INVENTORY_PATHS: Final[dict[str, Any]] = {
         "post": _operation(
             "Register (or re-register) the calling agent; starts its lease",
             {"200": _answer("the stored record", _RECORD)},
-            *(400, 401, 413, 422),
+            *(400, 401, 403, 413, 422),
             body="Registration",
         ),
     },
@@ -382,12 +385,12 @@ _INVENTORY_PATHS: Final[dict[str, Any]] = {
         "put": _operation(
             "Renew a lease (heartbeat); 404 means register again",
             {"200": _answer("the renewed record", _RECORD)},
-            *(401, 404),
+            *(401, 403, 404),
             params=_AGENT,
         ),
     },
     "/api/agents/{name}/{instance}": {
-        "delete": _operation("Deregister (graceful exit)", {"204": _answer("removed")}, 401, 404, params=_AGENT),
+        "delete": _operation("Deregister (graceful exit)", {"204": _answer("removed")}, 401, 403, 404, params=_AGENT),
     },
     "/openapi.json": {"get": _operation("This document", {"200": _answer("OpenAPI 3.1", {"type": "object"})})},
 }

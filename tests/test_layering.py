@@ -12,7 +12,16 @@ ROOT = Path(__file__).resolve().parents[1]
 # Inside mesh, a module may import only from its own layer or below.
 LAYERS: list[tuple[str, ...]] = [
     ("mesh.errors", "mesh.naming", "mesh.wire", "mesh.protocols", "mesh.config"),
-    ("mesh.identity", "mesh.policy", "mesh.decisions", "mesh.approvals", "mesh.discovery.txt", "mesh.tracing"),
+    (
+        "mesh.identity",
+        "mesh.credentials",
+        "mesh.audit",
+        "mesh.policy",
+        "mesh.decisions",
+        "mesh.approvals",
+        "mesh.discovery.txt",
+        "mesh.tracing",
+    ),
     (
         "mesh.discovery",
         "mesh.peers",

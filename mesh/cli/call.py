@@ -12,8 +12,9 @@ from rich.prompt import Confirm
 from mesh.cli.args import build_arguments
 from mesh.cli.options import JsonOpt, LanOpt, MeshOpt, RegistryOpt, err, fail, out, print_json
 from mesh.config import mesh_name
+from mesh.credentials import acting_credential
 from mesh.errors import ConfigError, MeshError, ToolFailed
-from mesh.identity import ANY_AGENT, MeshKeys
+from mesh.identity import ANY_AGENT, Credential, MeshKeys
 from mesh.peers.directory import Instance
 from mesh.peers.rounds import with_answers
 from mesh.peers.session import PeerSession, result_value, shared_transport
@@ -71,15 +72,14 @@ async def _call(
     lan: bool,
 ) -> Any:
     keys = MeshKeys.load(mesh)
+    credential = acting_credential(keys, CLI_CALLER)
     if url is None:
         assert agent is not None
-        return await _call_through_mesh(mesh, agent, tool, pairs, raw_json, timeout, registry, lan)
+        return await _call_through_mesh(mesh, agent, tool, pairs, raw_json, timeout, registry, lan, credential)
     transport = shared_transport()
     try:
         with anyio.fail_after(timeout + 5):
-            async with PeerSession(
-                url, transport=transport, token=lambda: keys.mint(CLI_CALLER, ANY_AGENT, ttl=120)
-            ) as session:
+            async with PeerSession(url, transport=transport, token=lambda: credential.token(ANY_AGENT)) as session:
                 if tool not in session.tools:
                     known = ", ".join(sorted(session.tools)) or "none"
                     raise ConfigError(f"the agent at {url} has no tool {tool!r} (tools: {known})")
@@ -105,8 +105,9 @@ async def _call_through_mesh(
     timeout: float,
     registry: str | None,
     lan: bool,
+    credential: Credential,
 ) -> Any:
-    async with MeshNode(CLI_CALLER, mesh=mesh, registry=registry, lan=lan) as node:
+    async with MeshNode(CLI_CALLER, mesh=mesh, registry=registry, lan=lan, credential=credential) as node:
         await node.settle(browse=0.3)
         schema = _input_schema(node.directory.all(), agent, tool)
         arguments = build_arguments(pairs, raw_json, schema)

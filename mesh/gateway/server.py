@@ -39,10 +39,12 @@ from opentelemetry import propagate, trace
 from pydantic import ValidationError
 
 from mesh.config import mesh_paths
+from mesh.credentials import acting_credential
 from mesh.errors import MeshError
 from mesh.gateway.catalog import REGISTRY_AGENT, Catalog, build_catalog, split_name, tool_info
 from mesh.gateway.questions import relayed_call
 from mesh.gateway.results import failure, tool_result
+from mesh.identity import Credential, MeshKeys
 from mesh.peers.hop import HopClient
 from mesh.runtime.node import MeshNode
 from mesh.tracing.provider import Tracing
@@ -263,7 +265,7 @@ async def serve_gateway(
 ) -> None:
     """Join mesh `mesh` and serve it on this process's stdin/stdout until the client hangs up."""
     async with (
-        MeshNode(GATEWAY_NAME, mesh=mesh, registry=registry) as node,
+        MeshNode(GATEWAY_NAME, mesh=mesh, registry=registry, credential=_credential(mesh)) as node,
         Gateway(node, call_timeout=call_timeout) as gateway,
     ):
         tracing = Tracing(
@@ -272,6 +274,7 @@ async def serve_gateway(
             mesh=node.mesh,
             spool_dir=mesh_paths(node.mesh).ensure().spool_dir,
             tracer_base=lambda: node.tracer_url or node.registry_url,
+            credentials=node.keys,
         )
         print(f"mesh: gateway for mesh {node.mesh} serving MCP on stdio", file=sys.stderr, flush=True)
         try:
@@ -312,3 +315,8 @@ def _version() -> str:
         return version("agentplex")
     except PackageNotFoundError:
         return "0.0.0"
+
+
+def _credential(mesh: str | None) -> Credential:
+    """The gateway acts for the person in `MESH_TOKEN` or `mesh login`, else for the local operator."""
+    return acting_credential(MeshKeys.load(mesh), GATEWAY_NAME)

@@ -28,24 +28,23 @@ from mesh.errors import (
     PolicyDenied,
     ToolFailed,
 )
-from mesh.identity import MeshKeys, TokenSource
+from mesh.identity import Credential, MeshKeys, Principal, TokenSource
 from mesh.peers.budget import BUDGET_META_KEY, current_deadline, remaining
 from mesh.peers.directory import Instance, PeerDirectory
 from mesh.peers.failures import NotSent
 from mesh.peers.hop import HopClient, HopResult
+from mesh.peers.person import PERSON_META_KEY, Person, person_var
 from mesh.peers.rounds import InputNeeded, interactive_var, relay_var
 from mesh.peers.routing import Load, RetryBudget, choose, retry_safe
 from mesh.policy import CallFacts, Policy
 from mesh.tracing.stitch import SENT_ATTRIBUTE
 
-__all__ = ["CALLER_META_KEY", "DATA_CLASS_BAGGAGE", "ERROR_META_KEY", "PeerPool", "stricter"]
+__all__ = ["DATA_CLASS_BAGGAGE", "ERROR_META_KEY", "PeerPool", "stricter"]
 
 log = logging.getLogger(__name__)
 SCOPE = "agentplex"
 """The instrumentation scope of the client spans a pool makes."""
 
-CALLER_META_KEY = "agentplex/caller"
-"""`_meta` key with the caller's governance metadata (the callee prefers its own directory's)."""
 ERROR_META_KEY = "agentplex/error"
 """Result `_meta` key naming a mesh error raised on the callee's side (e.g. PolicyDenied)."""
 DATA_CLASS_BAGGAGE = "mesh.data_class"
@@ -77,6 +76,7 @@ class PeerPool:
         default_timeout: float = 30.0,
         max_attempts: int = 3,
         refresh: Callable[[str | None, str], Awaitable[None]] | None = None,
+        credential: Credential | None = None,
     ) -> None:
         self.me = me
         self.directory = directory
@@ -91,7 +91,8 @@ class PeerPool:
         """Requests sent to an instance after it had failed (circuit breaking keeps this at 0)."""
         self._failed: set[tuple[str, str]] = set()
         self._refresh = refresh
-        self._tokens = TokenSource(keys)
+        self.credential: Credential = credential or TokenSource(keys, Principal(me, "agent"))
+        """Where this pool's bearer tokens come from: minted as agent `me`, or a person's given token."""
         self._retries = RetryBudget()
         self._hops: dict[str, HopClient] = {}
         self._http: httpx2.AsyncClient | None = None
@@ -165,13 +166,19 @@ class PeerPool:
             ctx = baggage.set_baggage(DATA_CLASS_BAGGAGE, data_class) if data_class else None
             token = context.attach(ctx) if ctx is not None else None
             try:
-                result = await self._attempts(name, tool, arguments, candidates, deadline, span)
+                result, answered = await self._attempts(name, tool, arguments, candidates, deadline, span)
             finally:
                 if token is not None:
                     context.detach(token)
             if result.input_required:
                 record_decision("approval", choice="asked", reason=f"{name}.{tool} needs a person's answer", span=span)
-                raise InputNeeded(name, tool, result.raw.get("inputRequests") or {}, result.raw.get("requestState"))
+                raise InputNeeded(
+                    name,
+                    tool,
+                    result.raw.get("inputRequests") or {},
+                    result.raw.get("requestState"),
+                    answered.instance,
+                )
             if result.is_error:
                 kind = (result.raw.get("_meta") or {}).get(ERROR_META_KEY)
                 span.set_status(trace.StatusCode.ERROR, result.text[:200])
@@ -189,7 +196,20 @@ class PeerPool:
             return result.value
 
     def _check_policy(self, name: str, inst: Instance, tool: str, data_class: str | None, span: trace.Span) -> None:
-        facts = CallFacts.of(self.me, self.metadata, name, inst.metadata, tool, data_class)
+        person = person_var.get()
+        if person is None and self.credential.principal.person:
+            mine = self.credential.principal
+            person = Person(mine.person or "", mine.groups)
+        facts = CallFacts.of(
+            self.me,
+            self.metadata,
+            name,
+            inst.metadata,
+            tool,
+            data_class,
+            person=person.name if person else None,
+            groups=person.groups if person else (),
+        )
         verdict = self.policy.evaluate(facts)
         record_decision(
             "policy",
@@ -204,8 +224,7 @@ class PeerPool:
             raise PolicyDenied(
                 f"{self.me} may not call {name}.{tool}: {verdict.reason}", policy=",".join(verdict.policies)
             )
-        if verdict.verdict == "approval":
-            raise ApprovalRequired(f"{self.me} calling {name}.{tool} needs a human's approval: {verdict.reason}")
+        # An "approval" verdict goes ahead: the callee enforces it and asks the person (DESIGN §6).
 
     async def _attempts(
         self,
@@ -215,14 +234,19 @@ class PeerPool:
         candidates: list[Instance],
         deadline: float,
         span: trace.Span,
-    ) -> HopResult:
+    ) -> tuple[HopResult, Instance]:
         safe = retry_safe(tool, candidates[0].tool_info)
+        relay = relay_var.get()
+        answers = relay if relay is not None and (relay.agent, relay.tool) == (name, tool) else None
+        if answers is not None and answers.instance:
+            # An answer is honoured once, by the instance that asked: send it there or nowhere.
+            candidates = [c for c in self.directory.instances(name) if c.instance == answers.instance]
         self._retries.on_call()
         tried: set[tuple[str, str]] = set()
         last: Exception | None = None
         for attempt in range(1, self.max_attempts + 1):
             pool = [c for c in candidates if c.key not in tried] or [
-                c for c in self.directory.instances(name) if c.key not in tried
+                c for c in self.directory.instances(name) if c.key not in tried and answers is None
             ]
             if not pool:
                 break
@@ -235,15 +259,13 @@ class PeerPool:
             left = remaining(deadline)
             if left <= 0:
                 break
-            meta: dict[str, Any] = {
-                BUDGET_META_KEY: int(left * 1000),
-                CALLER_META_KEY: {"name": self.me, **self.metadata},
-            }
+            meta: dict[str, Any] = {BUDGET_META_KEY: int(left * 1000)}
             if interactive_var.get():
                 meta[INTERACTIVE_META_KEY] = True
+            person = person_var.get()
+            if person is not None:
+                meta[PERSON_META_KEY] = person.meta()
             propagate.inject(meta)
-            relay = relay_var.get()
-            answers = relay if relay is not None and (relay.agent, relay.tool) == (name, tool) else None
             hop = self.hop(inst)
             span.set_attribute(SENT_ATTRIBUTE, True)
             self.attempts[inst.key] += 1
@@ -289,7 +311,7 @@ class PeerPool:
             self._failed.discard(inst.key)
             self.directory.succeeded(*inst.key)
             span.set_attribute("mesh.peer.instance", inst.instance)
-            return result
+            return result, inst
         span.set_status(trace.StatusCode.ERROR, str(last) if last else "no instance left")
         if remaining(deadline) <= 0:
             raise DeadlineExceeded(
@@ -311,7 +333,7 @@ class PeerPool:
             hop = HopClient(
                 inst.url,
                 http=self._http,
-                token=(lambda: self._tokens.token(self.me, audience)) if inst.auth else None,
+                token=(lambda: self.credential.token(audience)) if inst.auth else None,
                 agent=inst.name,
                 client_name=self.me,
             )

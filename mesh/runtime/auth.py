@@ -1,7 +1,7 @@
 """The callee's identity check: every MCP request carries a mesh token naming this agent.
 
 A pure ASGI layer in front of the SDK's app: 401 with a one-line reason otherwise, and
-the verified caller left in the scope's state for tools and policy. Paths outside
+the verified caller and its claims left in the scope's state for tools and policy. Paths outside
 `/mcp` (health) pass through.
 """
 
@@ -14,9 +14,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mesh.errors import IdentityError
 from mesh.identity import MeshKeys
-from mesh.runtime.tools import CALLER_STATE_KEY
+from mesh.runtime.tools import CALLER_STATE_KEY, CLAIMS_STATE_KEY
 
-__all__ = ["BearerAuth"]
+__all__ = ["BearerAuth", "bearer_token", "send_unauthorized"]
 
 
 @final
@@ -34,29 +34,33 @@ class BearerAuth:
             await self.app(scope, receive, send)
             return
         try:
-            claims = self.keys.verify(_bearer(scope), audience=self.audience)
+            token = bearer_token(scope)
+            if token is None:
+                raise IdentityError("no mesh token: send 'Authorization: Bearer <token>' (see `mesh token`)")
+            claims = self.keys.verify(token, audience=self.audience)
         except IdentityError as exc:
-            await _unauthorized(send, str(exc))
+            message = {"code": -32001, "message": f"unauthorized: {exc}"}
+            await send_unauthorized(send, json.dumps({"jsonrpc": "2.0", "id": None, "error": message}).encode())
             return
         state: dict[str, Any] = scope.setdefault("state", {})
         state[CALLER_STATE_KEY] = claims.caller
+        state[CLAIMS_STATE_KEY] = claims
         await self.app(scope, receive, send)
 
 
-def _bearer(scope: Scope) -> str:
+def bearer_token(scope: Scope) -> str | None:
+    """The token of the request's `Authorization: Bearer` header; None without one, IdentityError for another scheme."""
     for key, value in scope["headers"]:
         if key == b"authorization":
             scheme, _, token = value.decode("latin-1").partition(" ")
-            if scheme.lower() != "bearer" or not token:
+            if scheme.lower() != "bearer" or not token.strip():
                 raise IdentityError("the Authorization header is not a Bearer token")
             return token.strip()
-    raise IdentityError("no mesh token: send 'Authorization: Bearer <token>' (see `mesh token`)")
+    return None
 
 
-async def _unauthorized(send: Send, reason: str) -> None:
-    body = json.dumps(
-        {"jsonrpc": "2.0", "id": None, "error": {"code": -32001, "message": f"unauthorized: {reason}"}}
-    ).encode()
+async def send_unauthorized(send: Send, body: bytes) -> None:
+    """Answer 401 with the JSON `body` and a Bearer challenge."""
     await send(
         {
             "type": "http.response.start",
@@ -65,6 +69,7 @@ async def _unauthorized(send: Send, reason: str) -> None:
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
                 (b"www-authenticate", b'Bearer realm="agentplex"'),
+                (b"cache-control", b"no-store"),
             ],
         }
     )

@@ -1,14 +1,16 @@
 """The callee's side of every `tools/call`: its time budget, policy, and human approval (DESIGN §6, §7).
 
 A `ServerMiddleware` inside the SDK's OpenTelemetry middleware, so its decisions land on
-the server span. A spent budget, a policy deny or a refused approval answers with an error
-result naming why, and the tool never runs. Identity was already proven by the ASGI layer.
+the server span. A spent budget, a policy deny, a refused approval or a replayed answer answers
+with an error result naming why, and the tool never runs. Identity was already proven by the
+ASGI layer; policy facts about the caller come only from its verified token and signed record.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from contextvars import Token
+from dataclasses import replace
 from typing import Any, final
 
 import anyio
@@ -19,13 +21,14 @@ from opentelemetry import baggage, propagate, trace
 
 from mesh.approvals import INTERACTIVE_META_KEY, RoundState
 from mesh.decisions import record_decision
-from mesh.identity import MeshKeys
+from mesh.identity import Claims, MeshKeys
 from mesh.peers.budget import budget_from_meta, current_deadline, deadline_var
-from mesh.peers.pool import CALLER_META_KEY, DATA_CLASS_BAGGAGE, ERROR_META_KEY, stricter
+from mesh.peers.person import Person, person_of, person_var
+from mesh.peers.pool import DATA_CLASS_BAGGAGE, ERROR_META_KEY, stricter
 from mesh.peers.rounds import InputNeeded, Relay, interactive_var, relay_var
-from mesh.policy import CallFacts, Policy
-from mesh.runtime.approval_gate import ApprovalGate
-from mesh.runtime.tools import verified_caller
+from mesh.policy import CallFacts, Policy, PolicyDecision
+from mesh.runtime.approval_gate import ApprovalGate, Need
+from mesh.runtime.tools import verified_claims
 
 __all__ = ["CallGuard"]
 
@@ -42,6 +45,7 @@ class CallGuard:
         policy: Policy,
         caller_metadata: Callable[[str], Mapping[str, Any] | None],
         keys: MeshKeys,
+        instance: str = "",
         approval_tools: frozenset[str] = frozenset(),
         registry_url: Callable[[], str | None] = lambda: None,
     ) -> None:
@@ -51,7 +55,7 @@ class CallGuard:
         self.keys = keys
         self.approval_tools = approval_tools
         self._caller_metadata = caller_metadata
-        self._gate = ApprovalGate(agent=agent, keys=keys, registry_url=registry_url)
+        self._gate = ApprovalGate(agent=agent, instance=instance, keys=keys, registry_url=registry_url)
 
     async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         if ctx.method != "tools/call" or not ctx.params:
@@ -60,9 +64,13 @@ class CallGuard:
         tool = str(params.get("name"))
         arguments: Mapping[str, Any] | None = params.get("arguments")
         meta: Mapping[str, Any] = ctx.meta or {}
-        caller = verified_caller(ctx.request) or "anonymous"
+        claims = verified_claims(ctx.request)
+        caller = claims.caller if claims is not None else "anonymous"
+        person = person_of(claims, meta)
         span = trace.get_current_span()
         span.set_attribute("mesh.caller", caller)
+        if person is not None:
+            span.set_attribute("mesh.person", person.name)
         budget = budget_from_meta(meta)
         if budget is not None and budget <= 0:
             record_decision("deadline", choice="refuse", reason="the caller's time budget was already spent")
@@ -70,30 +78,38 @@ class CallGuard:
                 "DeadlineExceeded", f"{self.agent}.{tool}: the call's time budget was spent before it started"
             )
 
-        verdict = self._policy(caller, meta, tool)
+        verdict = self._policy(caller, claims, person, meta, tool)
         if verdict.verdict == "deny":
             span.set_status(trace.StatusCode.ERROR, verdict.reason)
             return _refusal("PolicyDenied", f"{caller} may not call {self.agent}.{tool}: {verdict.reason}")
 
         interactive = bool(meta.get(INTERACTIVE_META_KEY)) and ctx.protocol_version in MODERN_PROTOCOL_VERSIONS
         state = RoundState.decode(params.get("requestState"), self.keys)
+        if state is not None:
+            used = self._gate.consume(state)
+            if used is not None:
+                record_decision("approval", choice="refused", reason=used)
+                span.set_status(trace.StatusCode.ERROR, used)
+                return _refusal("ApprovalDenied", f"{self.agent}.{tool}: {used}")
         responses: Mapping[str, Any] = params.get("inputResponses") or {}
         approved: str | None = None
         if verdict.verdict == "approval" or tool in self.approval_tools:
             why_needed = verdict.reason if verdict.verdict == "approval" else f"{tool} is marked as needing approval."
-            ticket = self._gate.ticket(tool, arguments, caller, budget)
-            if self._gate.already_approved(ticket, state):
+            need = Need(ticket=self._gate.ticket(tool, arguments, caller, budget), why=why_needed,
+                        approvers=verdict.approvers, person=person)  # fmt: skip
+            if self._gate.already_approved(need.ticket, state):
                 approved = state.approved if state else None
             else:
-                answer = self._gate.answer(ticket, state, responses)
-                if answer is None and interactive:
-                    return self._gate.ask(ticket, arguments, why_needed)
+                # Only a plain approval may be answered by the person at the origin; a named group's waits in the queue.
+                answer = None if need.approvers else self._gate.answer(need, state, responses)
+                if answer is None and interactive and not need.approvers:
+                    return self._gate.ask(need, arguments)
                 if answer is None:
                     with anyio.move_on_after(budget if budget is not None else float("inf")):
-                        answer = await self._gate.queue(ticket, arguments, why_needed)
-                    answer = answer or (False, "the call's time budget ran out while waiting for a person")
+                        answer = await self._gate.queue(need, arguments)
+                    answer = answer or (False, "approval expired: the call's time budget ran out while waiting")
                 else:
-                    await self._gate.audit(ticket, *answer)
+                    await self._gate.audit(need, *answer)
                     approved = state.asked if state and answer[0] else None
                 if not answer[0]:
                     span.set_status(trace.StatusCode.ERROR, answer[1])
@@ -101,16 +117,20 @@ class CallGuard:
 
         relay = None
         if state is not None and state.relay_agent and state.relay_tool:
-            relay = Relay(state.relay_agent, state.relay_tool, state.relay_state, dict(responses))
-        tokens: list[Token[Any]] = [interactive_var.set(interactive), relay_var.set(relay)]
+            relay = Relay(state.relay_agent, state.relay_tool, state.relay_state, dict(responses), state.relay_instance)
+        tokens: list[Token[Any]] = [interactive_var.set(interactive), relay_var.set(relay), person_var.set(person)]
         try:
             result = await self._run(ctx, call_next, budget)
         except InputNeeded as need:
             if not interactive:
                 return _refusal("ApprovalRequired", f"{need.agent}.{need.tool} needs a person, and none can be asked")
             record_decision("approval", choice="relayed", reason=f"{need.agent}.{need.tool} asks the origin")
-            round_state = RoundState(
-                approved=approved, relay_agent=need.agent, relay_tool=need.tool, relay_state=need.request_state
+            round_state = self._gate.round(
+                approved=approved,
+                relay_agent=need.agent,
+                relay_tool=need.tool,
+                relay_state=need.request_state,
+                relay_instance=need.instance,
             )
             return InputRequiredResult.model_validate(
                 {"inputRequests": need.input_requests, "requestState": round_state.encode(self.keys)}
@@ -120,12 +140,29 @@ class CallGuard:
                 token.var.reset(token)
         return result
 
-    def _policy(self, caller: str, meta: Mapping[str, Any], tool: str) -> Any:
-        known = self._caller_metadata(caller)
-        sent = meta.get(CALLER_META_KEY)
-        caller_meta: Mapping[str, Any] = known if known is not None else (sent if isinstance(sent, dict) else {})  # pyright: ignore[reportUnknownVariableType]
+    def _policy(
+        self, caller: str, claims: Claims | None, person: Person | None, meta: Mapping[str, Any], tool: str
+    ) -> PolicyDecision:
+        # Facts about the caller come from whoever can vouch for them: its signed record, and only for an
+        # agent's token (no other role stands in for an agent). Never from what the caller sends.
+        known = self._caller_metadata(caller) if claims is not None and claims.role == "agent" else None
+        caller_meta: Mapping[str, Any] = known or {}
         data_class = stricter(_travelling_class(meta), caller_meta.get("data_class"))
-        decision = self.policy.evaluate(CallFacts.of(caller, caller_meta, self.agent, self.metadata, tool, data_class))
+        facts = CallFacts.of(
+            caller,
+            caller_meta,
+            self.agent,
+            self.metadata,
+            tool,
+            data_class,
+            person=person.name if person else None,
+            groups=person.groups if person else (),
+        )
+        decision = self.policy.evaluate(facts)
+        if known is None:
+            role = claims.role if claims is not None else "no"
+            note = f" (caller '{caller}' has a {role} token and no record here: its attributes are empty)"
+            decision = replace(decision, reason=decision.reason + note)
         record_decision(
             "policy",
             choice=decision.verdict,

@@ -24,12 +24,21 @@ from pydantic import ValidationError
 from mesh.agent import Agent, ToolSpec
 from mesh.context import Context
 from mesh.errors import MeshError
+from mesh.identity import Claims
 from mesh.peers.hop import GOVERNANCE_META_KEY
 from mesh.peers.rounds import InputNeeded
 from mesh.protocols import PeerCaller
 from mesh.tracing.server_spans import ServerSpans
 
-__all__ = ["APPROVAL_META_KEY", "ArgumentCheck", "build_server", "caller_of", "describe_validation", "verified_caller"]
+__all__ = [
+    "APPROVAL_META_KEY",
+    "ArgumentCheck",
+    "build_server",
+    "caller_of",
+    "describe_validation",
+    "verified_caller",
+    "verified_claims",
+]
 
 APPROVAL_META_KEY = "agentplex/approval"
 """Tool `_meta` key marking a tool that pauses for a human (DESIGN §6)."""
@@ -37,6 +46,8 @@ APPROVAL_META_KEY = "agentplex/approval"
 _SDK_CONTEXT_KWARG = "_mesh_sdk_context"
 CALLER_STATE_KEY = "mesh.caller"
 """Where the auth layer leaves the verified caller's name in the ASGI scope's state."""
+CLAIMS_STATE_KEY = "mesh.claims"
+"""Where the auth layer leaves the verified token's `Claims` in the ASGI scope's state."""
 
 
 def build_server(
@@ -121,6 +132,14 @@ def verified_caller(request: object) -> str | None:
     state: dict[str, Any] = scope.get("state") or {}
     caller = state.get(CALLER_STATE_KEY)
     return caller if isinstance(caller, str) else None
+
+
+def verified_claims(request: object) -> Claims | None:
+    """The claims of the token the auth layer verified for this request, if any."""
+    scope: dict[str, Any] = getattr(request, "scope", None) or {}
+    state: dict[str, Any] = scope.get("state") or {}
+    claims = state.get(CLAIMS_STATE_KEY)
+    return claims if isinstance(claims, Claims) else None
 
 
 def _sdk_tool(agent: Agent, spec: ToolSpec, peers: PeerCaller | None) -> Tool:

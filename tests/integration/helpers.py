@@ -12,7 +12,7 @@ import httpx2
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from mesh.identity import MeshKeys
+from mesh.identity import MeshKeys, Role
 from mesh.runtime.node import MeshNode
 from mesh.testing import AgentProcess, RegistryProcess
 
@@ -45,9 +45,11 @@ def mesh_cli(*args: str, timeout: float = 60.0, input: str | None = None) -> sub
 
 
 @asynccontextmanager
-async def sdk_client(url: str, *, caller: str = "test-client", audience: str = "*") -> AsyncGenerator[Client]:
-    """The official SDK client on Streamable HTTP, sending a token of this test's mesh."""
-    token = MeshKeys.load().mint(caller, audience, ttl=300)
+async def sdk_client(
+    url: str, *, caller: str = "test-client", audience: str = "*", role: Role = "client"
+) -> AsyncGenerator[Client]:
+    """The official SDK client on Streamable HTTP, sending a token of this test's mesh (a client's, by default)."""
+    token = MeshKeys.load().mint(caller, audience, ttl=300, role=role)
     async with (
         httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}) as http,
         Client(streamable_http_client(url, http_client=http)) as client,
