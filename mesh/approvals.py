@@ -2,7 +2,8 @@
 
 An approval is bound to one call: agent, tool, a digest of the arguments, and the caller,
 with an expiry (DESIGN §6). The ticket travels as the MCP `requestState` of an input-required
-round, signed with the mesh key so no hop can re-aim it at another call. No I/O here.
+round, signed with the mesh key so no hop can re-aim it at another call, and each round's state
+names the instance that issued it and a nonce, so that instance can honour it once. No I/O here.
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import secrets
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
 __all__ = [
@@ -119,7 +121,10 @@ def approval_schema() -> dict[str, Any]:
 
 @dataclass(frozen=True, slots=True)
 class RoundState:
-    """What an agent keeps between input-required rounds: its own approval, and a question it relays."""
+    """What an agent keeps between input-required rounds: its own approval, and a question it relays.
+
+    Single use: the instance that issued it honours its nonce once (a replayed round is refused).
+    """
 
     asked: str | None = None
     """The ticket this agent asked a person about in the previous round."""
@@ -129,16 +134,24 @@ class RoundState:
     relay_tool: str | None = None
     relay_state: str | None = None
     """The `requestState` of the downstream call whose question this round relays."""
+    relay_instance: str | None = None
+    """The downstream instance that asked (the answer must go back to it)."""
+    instance: str = ""
+    """The instance that issued this state."""
+    nonce: str = field(default_factory=lambda: secrets.token_urlsafe(12))
 
     def encode(self, signer: _Signer) -> str:
         """The state as a signed, opaque `requestState`."""
         fields = {
-            "purpose": "round-state/1",
+            "purpose": "round-state/2",
             "asked": self.asked or "",
             "approved": self.approved or "",
             "relay_agent": self.relay_agent or "",
             "relay_tool": self.relay_tool or "",
             "relay_state": self.relay_state or "",
+            "relay_instance": self.relay_instance or "",
+            "instance": self.instance,
+            "nonce": self.nonce,
         }
         body = json.dumps(fields, separators=(",", ":")).encode()
         return base64.urlsafe_b64encode(body).decode().rstrip("=") + "." + signer.sign(fields)
@@ -154,7 +167,7 @@ class RoundState:
             fields = {str(k): str(v) for k, v in raw.items()}
         except (ValueError, AttributeError):
             return None
-        if fields.get("purpose") != "round-state/1" or not signer.verify_signature(fields, signature):
+        if fields.get("purpose") != "round-state/2" or not signer.verify_signature(fields, signature):
             return None
         return cls(
             asked=fields.get("asked") or None,
@@ -162,4 +175,7 @@ class RoundState:
             relay_agent=fields.get("relay_agent") or None,
             relay_tool=fields.get("relay_tool") or None,
             relay_state=fields.get("relay_state") or None,
+            relay_instance=fields.get("relay_instance") or None,
+            instance=fields.get("instance", ""),
+            nonce=fields.get("nonce", ""),
         )

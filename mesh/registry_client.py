@@ -8,6 +8,7 @@ the registry is down the agent carries on with mDNS alone. It does not find the 
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import random
@@ -22,7 +23,16 @@ from anyio.abc import TaskStatus
 from pydantic import TypeAdapter, ValidationError
 
 from mesh.errors import MeshError, RegistryError
-from mesh.wire import AgentRecord, Approval, ApprovalDecision, ApprovalRequest, ErrorBody, Registration
+from mesh.wire import (
+    AgentRecord,
+    Approval,
+    ApprovalDecision,
+    ApprovalRequest,
+    AuditHead,
+    AuditRecord,
+    ErrorBody,
+    Registration,
+)
 
 __all__ = ["Registrar", "RegistryClient"]
 
@@ -30,6 +40,7 @@ logger = logging.getLogger(__name__)
 
 _records_adapter: Final = TypeAdapter(list[AgentRecord])
 _approvals_adapter: Final = TypeAdapter(list[Approval])
+_head_adapter: Final = TypeAdapter(AuditHead | None)
 _MAX_ERROR_CHARS: Final = 300
 
 _T = TypeVar("_T")
@@ -64,19 +75,19 @@ class RegistryClient(anyio.AsyncContextManagerMixin):
 
     async def register(self, reg: Registration) -> AgentRecord:
         """Register (or re-register) `reg`; the registry answers with the stored record."""
-        response = await self._request("POST", "/api/agents", content=reg.model_dump_json(), write=True)
+        response = await self._request("POST", "/api/agents", content=reg.model_dump_json())
         return self._parse(response, AgentRecord.model_validate_json)
 
     async def renew(self, name: str, instance: str) -> AgentRecord | None:
         """Renew the lease of (name, instance); None if the registry does not know it (register again)."""
-        response = await self._request("PUT", f"{_agent_path(name, instance)}/lease", write=True, missing_ok=True)
+        response = await self._request("PUT", f"{_agent_path(name, instance)}/lease", missing_ok=True)
         if response.status_code == 404:
             return None
         return self._parse(response, AgentRecord.model_validate_json)
 
     async def deregister(self, name: str, instance: str) -> None:
         """Remove (name, instance) from the registry; unknown ones are already gone."""
-        await self._request("DELETE", _agent_path(name, instance), write=True, missing_ok=True)
+        await self._request("DELETE", _agent_path(name, instance), missing_ok=True)
 
     async def agents(
         self,
@@ -104,7 +115,7 @@ class RegistryClient(anyio.AsyncContextManagerMixin):
 
     async def file_approval(self, request: ApprovalRequest) -> Approval:
         """File a request for a human decision (or record one given elsewhere)."""
-        response = await self._request("POST", "/api/approvals", content=request.model_dump_json(), write=True)
+        response = await self._request("POST", "/api/approvals", content=request.model_dump_json())
         return self._parse(response, Approval.model_validate_json)
 
     async def approval(self, approval_id: str, *, wait: float = 0.0) -> Approval:
@@ -121,8 +132,40 @@ class RegistryClient(anyio.AsyncContextManagerMixin):
     async def decide(self, approval_id: str, decision: ApprovalDecision) -> Approval:
         """Answer a pending approval as the token's caller."""
         path = f"/api/approvals/{quote(approval_id)}/decision"
-        response = await self._request("POST", path, content=decision.model_dump_json(), write=True)
+        response = await self._request("POST", path, content=decision.model_dump_json())
         return self._parse(response, Approval.model_validate_json)
+
+    async def cancel_approval(self, approval_id: str, reason: str) -> Approval:
+        """Close this agent's own pending approval whose call stopped waiting."""
+        path = f"/api/approvals/{quote(approval_id)}/cancel"
+        response = await self._request("POST", path, content=reason)
+        return self._parse(response, Approval.model_validate_json)
+
+    async def audit(self, *, since: float | None = None, page: int = 1000) -> list[AuditRecord]:
+        """The governance record (entries appended at or after `since`), oldest first, fetched whole, `page` at a time.
+
+        Needs an admin's token.
+        """
+        entries: list[AuditRecord] = []
+        while True:
+            params = {"after": str(entries[-1].seq if entries else 0), "limit": str(page)}
+            if since is not None:
+                params["since"] = repr(since)
+            response = await self._request("GET", "/api/audit", params=params)
+            try:
+                # The stdlib parser: floats come back bit for bit, as the entries' MACs need.
+                batch = [AuditRecord.model_validate(json.loads(line)) for line in response.text.splitlines() if line]
+            except ValueError as exc:  # JSONDecodeError and pydantic's ValidationError both are
+                where = f"registry at {self.base_url}"
+                raise RegistryError(f"{where} sent a bad audit line: {_one_line(str(exc))}") from exc
+            entries.extend(batch)
+            if len(batch) < page:
+                return entries
+
+    async def audit_head(self) -> AuditHead | None:
+        """The registry's signed head of the governance record (None while it is empty); needs an admin's token."""
+        response = await self._request("GET", "/api/audit/head")
+        return self._parse(response, _head_adapter.validate_json)
 
     async def healthy(self) -> bool:
         """True when GET /healthz answers 2xx in time; never raises."""
@@ -139,14 +182,14 @@ class RegistryClient(anyio.AsyncContextManagerMixin):
         *,
         content: str | None = None,
         params: dict[str, str] | None = None,
-        write: bool = False,
         missing_ok: bool = False,
         timeout: float | None = None,
     ) -> httpx2.Response:
         if self._http is None:
             raise RuntimeError("RegistryClient is used outside `async with`")
         headers = {"content-type": "application/json"} if content is not None else {}
-        if write and self._token_factory is not None:
+        # Every request carries the token when there is one: a registry on the LAN answers no read without it.
+        if self._token_factory is not None:
             headers["authorization"] = f"Bearer {self._token_factory()}"
         where = f"registry at {self.base_url}"
         limit = timeout if timeout is not None else self._timeout * 2

@@ -16,6 +16,9 @@ __all__ = [
     "ApprovalDecision",
     "ApprovalRequest",
     "ApprovalStatus",
+    "AuditHead",
+    "AuditRecord",
+    "Decider",
     "Decision",
     "ErrorBody",
     "Governance",
@@ -199,7 +202,20 @@ class TraceSummary(_Model):
 
 # -- approvals ---------------------------------------------------------------------------------
 
-ApprovalStatus = Literal["pending", "approved", "denied", "expired"]
+ApprovalStatus = Literal["pending", "approved", "denied", "expired", "cancelled"]
+"""`cancelled`: the call stopped waiting (refused, its budget spent, the agent gone); nothing will run."""
+
+
+class Decider(_Model):
+    """Who answered an approval: a person (from their token, never from what they say) and their groups."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    person: str
+    groups: list[str] = Field(default_factory=list[str])
+
+    def __str__(self) -> str:
+        return f"{self.person} ({', '.join(self.groups)})" if self.groups else self.person
 
 
 class Approval(_Model):
@@ -214,9 +230,13 @@ class Approval(_Model):
     expires_at: float
     status: ApprovalStatus
     trace_id: str | None = None
-    decided_by: str | None = None
+    decided_by: Decider | None = None
     decided_at: float | None = None
     reason: str | None = None
+    requested_by: str | None = None
+    """The person on whose behalf the call runs, if any: they may not decide it."""
+    approvers: list[str] = Field(default_factory=list[str])
+    """Groups whose members may decide (the policy's `@approval("finance")`); empty: any approver or admin."""
 
 
 class ApprovalRequest(_Model):
@@ -233,8 +253,10 @@ class ApprovalRequest(_Model):
     summary: str | None = Field(default=None, max_length=2000)
     status: ApprovalStatus = "pending"
     """`pending` to ask; an already decided status records an answer given elsewhere (elicitation)."""
-    decided_by: str | None = None
+    decided_by: Decider | None = None
     reason: str | None = None
+    requested_by: str | None = None
+    approvers: list[str] = Field(default_factory=list[str])
 
 
 class ApprovalDecision(_Model):
@@ -244,3 +266,29 @@ class ApprovalDecision(_Model):
 
     decision: Literal["approve", "deny"]
     reason: str | None = Field(default=None, max_length=500)
+
+
+# -- governance record -------------------------------------------------------------------------
+
+
+class AuditRecord(_Model):
+    """One entry of the governance record (`mesh audit`), chained to the one before by a keyed MAC."""
+
+    seq: int
+    at: float
+    """When the registry appended it (epoch seconds)."""
+    kind: str
+    """What it records: "approval", "decision" (a policy verdict or a denied call from a span), ..."""
+    record: dict[str, Any]
+    prev: str
+    """The MAC of entry `seq - 1` (a fixed genesis value for the first)."""
+    mac: str
+    """HMAC of this entry and `prev` under the mesh's audit key (`mesh.audit`)."""
+
+
+class AuditHead(_Model):
+    """The registry's last entry, MACed apart from the chain, so that a cut-off end is found."""
+
+    seq: int
+    mac: str
+    sig: str

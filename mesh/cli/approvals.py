@@ -10,7 +10,9 @@ import typer
 from rich.table import Table
 
 from mesh.cli.options import JsonOpt, MeshOpt, RegistryOpt, fail, out, print_json
+from mesh.credentials import acting_credential
 from mesh.errors import RegistryError
+from mesh.identity import MeshKeys
 from mesh.registry_client import RegistryClient
 from mesh.runtime.node import MeshNode
 from mesh.wire import Approval, ApprovalDecision
@@ -47,7 +49,7 @@ def ls(
         colour = {"pending": "yellow", "approved": "green"}.get(a.status, "red")
         table.add_row(
             a.id, a.agent, a.tool, a.caller, _clock(a.requested_at), _clock(a.expires_at),
-            f"[{colour}]{a.status}[/]", a.decided_by or "",
+            f"[{colour}]{a.status}[/]", str(a.decided_by or ""),
         )  # fmt: skip
     out.print(table)
 
@@ -56,55 +58,55 @@ def ls(
 def approve(
     approval_id: Annotated[str, typer.Argument(help="The approval's id (see `mesh approvals ls`).")],
     reason: Annotated[str | None, typer.Option(help="A note for the audit record.")] = None,
-    as_: Annotated[str, typer.Option("--as", help="Who is deciding (recorded).")] = "mesh-cli",
     json_: JsonOpt = False,
     registry: RegistryOpt = None,
     mesh: MeshOpt = None,
 ) -> None:
     """Approve a pending call: it runs."""
-    _decide(approval_id, "approve", reason, as_, json_, registry, mesh)
+    _decide(approval_id, "approve", reason, json_, registry, mesh)
 
 
 @approvals_app.command("deny")
 def deny(
     approval_id: Annotated[str, typer.Argument(help="The approval's id (see `mesh approvals ls`).")],
     reason: Annotated[str | None, typer.Option(help="A note for the audit record.")] = None,
-    as_: Annotated[str, typer.Option("--as", help="Who is deciding (recorded).")] = "mesh-cli",
     json_: JsonOpt = False,
     registry: RegistryOpt = None,
     mesh: MeshOpt = None,
 ) -> None:
     """Deny a pending call: its caller gets a clean refusal."""
-    _decide(approval_id, "deny", reason, as_, json_, registry, mesh)
+    _decide(approval_id, "deny", reason, json_, registry, mesh)
 
 
 def _decide(
-    approval_id: str, decision: str, reason: str | None, who: str, json_: bool, registry: str | None, mesh: str | None
+    approval_id: str, decision: str, reason: str | None, json_: bool, registry: str | None, mesh: str | None
 ) -> None:
     answer = ApprovalDecision.model_validate({"decision": decision, "reason": reason})
     try:
-        decided = anyio.run(_send, mesh, registry, approval_id, answer, who)
+        decided = anyio.run(_send, mesh, registry, approval_id, answer)
     except RegistryError as exc:
         fail(str(exc))
     if json_:
         print_json(decided)
     else:
-        out.print(f"{decided.id}: {decided.status} ({decided.agent}.{decided.tool} for {decided.caller})")
+        by = f" by {decided.decided_by}" if decided.decided_by else ""
+        out.print(f"{decided.id}: {decided.status}{by} ({decided.agent}.{decided.tool} for {decided.caller})")
 
 
 async def _list(mesh: str | None, registry: str | None, status: str | None) -> list[Approval]:
-    async with MeshNode("mesh-cli", mesh=mesh, registry=registry) as node:
+    credential = acting_credential(MeshKeys.load(mesh), "mesh-cli")
+    async with MeshNode("mesh-cli", mesh=mesh, registry=registry, credential=credential) as node:
         url = await node.find_registry()
-        async with RegistryClient(url) as client:
+        async with RegistryClient(url, token_factory=lambda: credential.token("registry")) as client:
             return await client.approvals(status=status)
 
 
-async def _send(
-    mesh: str | None, registry: str | None, approval_id: str, answer: ApprovalDecision, who: str
-) -> Approval:
-    async with MeshNode("mesh-cli", mesh=mesh, registry=registry) as node:
+async def _send(mesh: str | None, registry: str | None, approval_id: str, answer: ApprovalDecision) -> Approval:
+    keys = MeshKeys.load(mesh)
+    credential = acting_credential(keys, "mesh-cli")
+    async with MeshNode("mesh-cli", mesh=mesh, registry=registry, credential=credential) as node:
         url = await node.find_registry()
-        async with RegistryClient(url, token_factory=lambda: node.keys.mint(who, "registry", ttl=60)) as client:
+        async with RegistryClient(url, token_factory=lambda: credential.token("registry")) as client:
             return await client.decide(approval_id, answer)
 
 

@@ -60,12 +60,17 @@ async def relayed_call(
             key: value.model_dump(mode="json", by_alias=True, exclude_none=True)
             for key, value in (params.input_responses or {}).items()
         }
-        relay = Relay(state.relay_agent, state.relay_tool, state.relay_state, answers)
+        relay = Relay(state.relay_agent, state.relay_tool, state.relay_state, answers, state.relay_instance)
     tokens = (interactive_var.set(True), relay_var.set(relay))
     try:
         return await call()
     except InputNeeded as need:
-        round_state = RoundState(relay_agent=need.agent, relay_tool=need.tool, relay_state=need.request_state)
+        round_state = RoundState(
+            relay_agent=need.agent,
+            relay_tool=need.tool,
+            relay_state=need.request_state,
+            relay_instance=need.instance,
+        )
         return InputRequiredResult.model_validate(
             {"inputRequests": need.input_requests, "requestState": round_state.encode(keys)}
         )

@@ -28,12 +28,21 @@ INPUT_NEEDED_CODE = -32042
 class InputNeeded(MeshError, MCPError):
     """A callee needs a person's answer before it can run; let it propagate so it reaches one."""
 
-    def __init__(self, agent: str, tool: str, input_requests: dict[str, Any], request_state: str | None) -> None:
+    def __init__(
+        self,
+        agent: str,
+        tool: str,
+        input_requests: dict[str, Any],
+        request_state: str | None,
+        instance: str | None = None,
+    ) -> None:
         MCPError.__init__(self, INPUT_NEEDED_CODE, f"{agent}.{tool} needs a person's answer before it runs")
         self.agent = agent
         self.tool = tool
         self.input_requests = input_requests
         self.request_state = request_state
+        self.instance = instance
+        """The instance that asked: its answer goes back to it, the one that can honour it once."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +53,8 @@ class Relay:
     tool: str
     state: str | None
     responses: dict[str, Any]
+    instance: str | None = None
+    """The instance that asked; the answers go to it alone."""
 
 
 interactive_var: ContextVar[bool] = ContextVar("mesh_interactive", default=False)
@@ -67,7 +78,7 @@ async def with_answers(call: Callable[[], Awaitable[_T]], ask: Ask, *, max_round
                 return await call()
             except InputNeeded as need:
                 answers = {key: await ask(key, request) for key, request in need.input_requests.items()}
-                relay_var.set(Relay(need.agent, need.tool, need.request_state, answers))
+                relay_var.set(Relay(need.agent, need.tool, need.request_state, answers, need.instance))
         raise ApprovalRequired(f"gave up after {max_rounds} rounds of questions")
     finally:
         relay_var.reset(relay_token)

@@ -104,6 +104,7 @@ async def serve_agent(
         mesh=options.mesh,
         spool_dir=mesh_paths(options.mesh).ensure().spool_dir,
         tracer_base=lambda: node.tracer_url or node.registry_url,
+        credentials=node.keys,
     )
     sock = bind(options.host, options.port)
     port: int = sock.getsockname()[1]
@@ -114,6 +115,7 @@ async def serve_agent(
         policy=policy,
         caller_metadata=node.directory.metadata_of,
         keys=node.keys,
+        instance=options.instance,
         approval_tools=frozenset(name for name, spec in agent.tools.items() if spec.approval),
         registry_url=lambda: node.registry_url,
     )

@@ -13,8 +13,15 @@ from mesh.errors import ApprovalDenied
 from mesh.runtime.node import MeshNode
 from mesh.testing import AgentProcess, RegistryProcess
 from tests.integration.helpers import mesh_cli
+from tests.security.helpers import cli_as, person_token
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
+
+
+def alice() -> str:
+    """alice's approver token, minted in this test's mesh."""
+    return person_token("alice", "approver")
+
 
 VAULT = str(Path(__file__).resolve().parent / "fixtures" / "vault.py")
 
@@ -35,7 +42,7 @@ async def _pending(registry: RegistryProcess) -> list[dict[str, Any]]:
 
 async def _decide(registry: RegistryProcess, verb: str, approval_id: str) -> None:
     result = await anyio.to_thread.run_sync(
-        lambda: mesh_cli("approvals", verb, approval_id, "--registry", registry.base_url, "--as", "alice")
+        lambda: cli_as(alice(), "approvals", verb, approval_id, "--registry", registry.base_url)
     )
     assert result.returncode == 0, result.stderr
 
@@ -65,7 +72,7 @@ async def test_an_approved_call_runs_and_the_audit_record_names_who(mesh_env: di
     assert pending["caller"] == "script"
     assert len(pending["arguments_digest"]) == 64
     assert history[0]["status"] == "approved"
-    assert history[0]["decided_by"] == "alice"
+    assert history[0]["decided_by"] == {"person": "alice", "groups": []}
 
 
 async def test_a_denied_call_is_refused_cleanly(mesh_env: dict[str, str]) -> None:
