@@ -57,6 +57,7 @@ def summary(latencies: list[float], wall: float) -> tuple[float, float, float]:
 
 
 async def main(calls: int) -> None:
+    from mesh.identity import MeshKeys
     from mesh.runtime.node import MeshNode
     from mesh.testing import AgentProcess, RegistryProcess, free_port
     from mesh.tracing.provider import Tracing
@@ -71,6 +72,7 @@ async def main(calls: int) -> None:
             mesh=os.environ["MESH_NAME"],
             spool_dir=Path(home) / "spool",
             tracer_base=lambda: registry.base_url,
+            credentials=MeshKeys.load(),
         )
         async with (
             AgentProcess(str(ROOT / "agents" / "echo.py"), "--policy", str(POLICY), "--registry", registry.base_url),

@@ -47,6 +47,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from proc_cpu import cpu_seconds
 
+from mesh.identity import MeshKeys
+from mesh.tracing.export import SPANS_AUDIENCE
 from mesh.tracing.spans import TRACE_ID_RANDOM_BITS, trace_id_at
 from mesh.tracing.stitch import stitch
 from mesh.wire import SpanEventRecord, SpanKind, SpanRecord
@@ -57,6 +59,8 @@ from registry.tracestore import TraceStore
 BATCH = 512
 SPANS_PER_TRACE = 8
 AGENTS = ("client", "triage", "crm", "kb")
+KEYS = MeshKeys(b"bench-ingest-secret", "bench")
+"""The receivers' mesh: the tracer takes spans of several agents with an admin token of it."""
 
 
 def main() -> None:
@@ -224,6 +228,7 @@ async def send_all(url: str, batches: Sequence[bytes], concurrency: int, pid: in
     that the two cores go to the receiver under test, as with any load generator.
     """
     host, port = url.removeprefix("http://").split(":")
+    token = KEYS.mint("bench", SPANS_AUDIENCE, 3600, role="admin")
     pending = list(reversed(batches))
     retries = 0
 
@@ -240,6 +245,7 @@ async def send_all(url: str, batches: Sequence[bytes], concurrency: int, pid: in
 
     async def post(stream: anyio.abc.SocketStream, replies: BufferedByteReceiveStream, body: bytes) -> int:
         head = f"POST /v1/traces HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/x-protobuf\r\n"
+        head += f"authorization: Bearer {token}\r\n"
         await stream.send(f"{head}content-length: {len(body)}\r\n\r\n".encode() + body)
         lines = (await replies.receive_until(b"\r\n\r\n", 65536)).decode("latin-1").split("\r\n")
         length = next(int(line.split(":")[1]) for line in lines if line.lower().startswith("content-length:"))
@@ -278,7 +284,7 @@ def tracer_app(db: str) -> Starlette:
             yield
 
     server = MCPServer("bench-tracer", lifespan=lifespan, log_level="WARNING")
-    tracer = install_tracer(server, TraceStore(db), max_pending=64)
+    tracer = install_tracer(server, TraceStore(db), keys=KEYS, max_pending=64)
     return server.streamable_http_app(json_response=True)
 
 

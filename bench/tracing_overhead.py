@@ -80,6 +80,7 @@ def child(pause: float, within: str | None) -> None:
     import anyio
     from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 
+    from mesh.identity import MeshKeys
     from mesh.runtime.node import MeshNode
     from mesh.testing import AgentProcess, RegistryProcess
     from mesh.tracing.provider import Tracing
@@ -94,6 +95,7 @@ def child(pause: float, within: str | None) -> None:
                 mesh=os.environ["MESH_NAME"],
                 spool_dir=Path(os.environ["MESH_HOME"]) / "spool",
                 tracer_base=lambda: registry.base_url,
+                credentials=MeshKeys.load(),
             )
             async with (
                 AgentProcess(str(echo), "--registry", registry.base_url) as agent,

@@ -5,18 +5,27 @@ stored here, and a full backlog drops it (counted) rather than pushing back, so 
 endpoint never holds up ingest. Sends retry on 429, 502, 503 and 504, honouring Retry-After but
 waiting at most 5 s between attempts; any other refusal is final. The `Tracer` starts the task in
 its task group and, on exit, gives it 5 s to drain. Bodies go out as OTLP protobuf.
+
+A target that proves it is a registry or tracer of this mesh (`mesh.discovery.proof`) gets an
+admin token for `SPANS_AUDIENCE` with each batch, since the spans are other services'; any other
+endpoint gets no mesh token. The proof is asked for again after a minute, and at once after the
+target could not be reached or refused a batch for its token.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Protocol, final
+import time
+from typing import Final, Protocol, final
 
 import anyio
 import httpx2
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from mesh.discovery.proof import prove_service
+from mesh.identity import MeshKeys, Principal, TokenSource
+from mesh.tracing.export import SPANS_AUDIENCE
 from registry.otlp import PROTOBUF
 
 __all__ = ["Forwarder"]
@@ -33,19 +42,27 @@ class _Counters(Protocol):
 
 @final
 class Forwarder:
-    """Sends stored batches to `url` from a bounded backlog, counting spans delivered and batches lost."""
+    """Sends stored batches to `url` from a bounded backlog, counting spans delivered and batches lost.
+
+    `keys` mint the admin token a proven target of this mesh gets.
+    """
 
     def __init__(
         self,
         url: str,
         stats: _Counters,
         *,
+        keys: MeshKeys,
         backlog: int = 256,
         attempts: int = 5,
         transport: httpx2.AsyncBaseTransport | None = None,
     ) -> None:
         self.url = url
         self.stats = stats
+        self._keys = keys
+        self._tokens = TokenSource(keys, Principal("tracer", "admin"))
+        self._proven: str | None = None  # the kind of mesh service the target proved to be, if it did
+        self._prove_at = 0.0  # monotonic time from which to ask for the proof again
         self._backlog = backlog
         self._attempts = attempts
         self._transport = transport
@@ -102,14 +119,21 @@ class Forwarder:
         url = self.url
         delay = 0.2
         for attempt in range(1, self._attempts + 1):
+            headers = {"content-type": PROTOBUF}
+            if await self._proven_target(client):
+                headers["authorization"] = f"Bearer {self._tokens.token(SPANS_AUDIENCE)}"
             try:
                 with anyio.fail_after(15):
-                    response = await client.post(url, content=body, headers={"content-type": PROTOBUF})
+                    response = await client.post(url, content=body, headers=headers)
             except (httpx2.HTTPError, TimeoutError) as exc:
                 logger.debug("forward attempt %d to %s failed: %s", attempt, url, exc)
+                self._prove_at = 0.0  # perhaps another service is there when it is back
             else:
                 if response.status_code < 300:
                     return True
+                if response.status_code in (401, 403) and attempt == 1:
+                    self._prove_at = 0.0  # perhaps a tracer of this mesh that was not up when last asked
+                    continue
                 if response.status_code not in (429, 502, 503, 504):
                     logger.warning("forward endpoint %s refused a batch: HTTP %d", url, response.status_code)
                     return False
@@ -119,6 +143,22 @@ class Forwarder:
                 delay = min(delay * 2, 5.0)
         logger.warning("giving up forwarding a batch to %s after %d attempts", url, self._attempts)
         return False
+
+    async def _proven_target(self, client: httpx2.AsyncClient) -> bool:
+        """True when the target lately proved it is a registry or tracer of this mesh (asking it when due)."""
+        if time.monotonic() >= self._prove_at:
+            self._proven = await prove_service(client, _base_of(self.url), self._keys)
+            self._prove_at = time.monotonic() + _PROOF_LIFETIME
+        return self._proven is not None
+
+
+_PROOF_LIFETIME: Final = 60.0
+"""Seconds a target's proof stands before it is asked for again (another process may take its port)."""
+
+
+def _base_of(url: str) -> str:
+    """Where a target's `/healthz` is: its OTLP URL without the `/v1/traces` path."""
+    return url.rstrip("/").removesuffix("/v1/traces")
 
 
 def _retry_after(value: str | None) -> float:

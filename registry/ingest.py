@@ -5,10 +5,13 @@
 cores than its HTTP server's: decoding and the SQL together cost ~13 µs a span, a whole core at
 75,000 spans/s, and in one process they share the GIL with the event loop. Several workers write
 one store (`TraceStore` serialises their transactions); each decodes while another is in SQLite.
+Each batch comes with the service its sender speaks for: a batch holding spans of any other
+service is refused whole (the tracer answers 403). Asked to, decoding also collects the policy
+verdicts that go into the governance record (`registry.otlp.governance_records`).
 
 Between the tracer and a worker, over the worker's stdin and stdout: frames of a 4-byte
 length and a pickle (both ends are this package, one parent and its child). The worker first
-sends `READY`; then each `(group, reencode)` it receives is answered with `(outcomes, fresh)`
+sends `READY`; then each `(group, reencode, governance)` it receives is answered with `(outcomes, fresh)`
 or with a one-line `str` saying why the store failed. Owns no HTTP and no SQL.
 """
 
@@ -21,13 +24,23 @@ from collections.abc import AsyncGenerator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, cast, final
+from typing import Any, Final, cast, final
 
 import anyio
 from anyio.abc import Process
 from anyio.streams.buffered import BufferedByteReceiveStream
 
-from registry.otlp import JSON, OtlpError, SpanRow, decode_protobuf, parse_json, span_rows
+from registry.otlp import (
+    JSON,
+    OtlpError,
+    SpanRow,
+    foreign_service,
+    governance_records,
+    parse_json,
+    parse_protobuf,
+    span_bodies,
+    span_rows,
+)
 from registry.tracestore import TraceStore
 
 __all__ = ["Posted", "Outcome", "IngestWorker", "WorkerLost", "store_group", "READY"]
@@ -47,10 +60,12 @@ _BOOT: Final = (
 
 @dataclass(frozen=True, slots=True)
 class Posted:
-    """One POSTed batch: its content type (`registry.otlp.PROTOBUF` or `JSON`) and its plain body."""
+    """One POSTed batch: its content type (`registry.otlp.PROTOBUF` or `JSON`), its plain body, its sender."""
 
     content_type: str
     body: bytes
+    sender: str | None
+    """The service every span must be of (an agent's token names it); None: any (an admin's token)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,32 +75,42 @@ class Outcome:
     spans: int = 0
     """Spans decoded, new or not."""
     error: str | None = None
-    """Why the batch was refused (malformed OTLP); it stored nothing."""
+    """Why the batch was refused (malformed OTLP, or spans its sender may not send); it stored nothing."""
+    forbidden: bool = False
+    """True when `error` is spans of a service other than the sender's (403), not malformed OTLP (400)."""
     protobuf: bytes | None = None
     """A JSON batch re-encoded as protobuf, when asked for (the forwarder sends protobuf)."""
+    governance: tuple[dict[str, Any], ...] = ()
+    """The batch's entries for the governance record (`registry.otlp.governance_records`), when asked for."""
 
 
-def store_group(store: TraceStore, group: Sequence[Posted], *, reencode: bool) -> tuple[list[Outcome], int]:
-    """Decode every batch and store the well-formed ones' spans in one transaction.
+def store_group(
+    store: TraceStore, group: Sequence[Posted], *, reencode: bool, governance: bool = False
+) -> tuple[list[Outcome], int]:
+    """Decode every batch and store the spans of those well-formed and from their own service in one transaction.
 
-    Returns one outcome per batch and how many spans were new; a malformed batch is refused
+    Returns one outcome per batch and how many spans were new; a refused batch is refused
     alone. Store failures (disk full, say) propagate and nothing of the group is stored.
     """
     rows: list[SpanRow] = []
     outcomes: list[Outcome] = []
     for posted in group:
+        is_json = posted.content_type == JSON
         try:
-            if posted.content_type == JSON:
-                request = parse_json(posted.body)
-                decoded = span_rows(request)
-                protobuf = request.SerializeToString() if reencode else None
-            else:
-                decoded = decode_protobuf(posted.body)
-                protobuf = None
+            request = parse_json(posted.body) if is_json else parse_protobuf(posted.body)
+            if posted.sender is not None and (foreign := foreign_service(request, posted.sender)) is not None:
+                refusal = (
+                    f"spans of service {foreign!r} came with a token of {posted.sender!r}: it may send only its own"
+                )
+                outcomes.append(Outcome(error=refusal, forbidden=True))
+                continue
+            decoded = span_rows(request, None if is_json else span_bodies(posted.body))
         except OtlpError as exc:
             outcomes.append(Outcome(error=str(exc)))
             continue
-        outcomes.append(Outcome(spans=len(decoded), protobuf=protobuf))
+        protobuf = request.SerializeToString() if is_json and reencode else None
+        records = tuple(governance_records(request, None if is_json else posted.body)) if governance else ()
+        outcomes.append(Outcome(spans=len(decoded), protobuf=protobuf, governance=records))
         rows.extend(decoded)
     return outcomes, store.ingest(rows)
 
@@ -137,12 +162,14 @@ class IngestWorker(anyio.AsyncContextManagerMixin):
             with anyio.CancelScope(shield=True):
                 await _stop(process, self.grace)
 
-    async def store(self, group: Sequence[Posted], *, reencode: bool) -> tuple[list[Outcome], int]:
+    async def store(
+        self, group: Sequence[Posted], *, reencode: bool, governance: bool = False
+    ) -> tuple[list[Outcome], int]:
         """Like `store_group`, in the worker; WorkerLost if it dies first, RuntimeError if its store fails."""
         process = self._process
         if process is None or process.stdin is None:
             raise WorkerLost("the ingest worker is not running")
-        frame = pickle.dumps((list(group), reencode), pickle.HIGHEST_PROTOCOL)
+        frame = pickle.dumps((list(group), reencode, governance), pickle.HIGHEST_PROTOCOL)
         try:
             await process.stdin.send(len(frame).to_bytes(4, "big") + frame)
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):

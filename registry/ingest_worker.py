@@ -1,6 +1,6 @@
 """The ingest worker process: `python -m registry.ingest_worker DATABASE` (`IngestWorker` calls `main`).
 
-Reads `(group, reencode)` frames from stdin, stores each group with `store_group` and answers
+Reads `(group, reencode, governance)` frames from stdin, stores each group with `store_group` and answers
 on stdout (the protocol is in `registry.ingest`); exits when stdin closes. Owns the loop only.
 """
 
@@ -40,9 +40,9 @@ def main(argv: list[str]) -> int:
     try:
         _send(replies, READY)
         while (frame := _receive(requests)) is not None:
-            group, reencode = frame
+            group, reencode, governance = frame
             try:
-                reply: object = store_group(store, group, reencode=reencode)
+                reply: object = store_group(store, group, reencode=reencode, governance=governance)
             except Exception as exc:  # process root: the tracer answers 503 and the client retries
                 logger.exception("cannot store a group of %d batches", len(group))
                 reply = f"the trace store failed: {type(exc).__name__}: {exc}"
@@ -54,7 +54,7 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def _receive(stream: BinaryIO) -> tuple[list[Posted], bool] | None:
+def _receive(stream: BinaryIO) -> tuple[list[Posted], bool, bool] | None:
     header = stream.read(4)
     if len(header) < 4:
         return None

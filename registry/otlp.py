@@ -33,6 +33,8 @@ __all__ = [
     "span_rows",
     "span_bodies",
     "span_key",
+    "foreign_service",
+    "governance_records",
     "decode_protobuf",
     "decode_json",
     "span_record",
@@ -141,6 +143,36 @@ def span_rows(request: ExportTraceServiceRequest, bodies: Sequence[bytearray] | 
                     )
                 )
     return rows
+
+
+def foreign_service(request: ExportTraceServiceRequest, sender: str) -> str | None:
+    """The first `service.name` in `request` other than `sender`'s ("unknown" if a resource has none), or None."""
+    for resource_spans in request.resource_spans:
+        agent, _ = _service(resource_spans.resource.attributes)
+        if agent != sender:
+            return agent
+    return None
+
+
+def governance_records(request: ExportTraceServiceRequest, body: bytes | None = None) -> list[dict[str, Any]]:
+    """An entry for the governance record per policy decision event in `request` that denied or asked for approval.
+
+    Each is keyed `trace/span/event index`, so a redelivered span gives the same key again.
+    `body`, the protobuf `request` was parsed from, lets a batch without such a choice skip the walk.
+    """
+    if body is not None and not any(marker in body for marker in _VERDICT_MARKERS):
+        # Most batches: finding the bytes of the choice's key-value pair costs next to nothing, where
+        # walking every span's events costs a few percent of ingest. Encoders write a pair's key,
+        # then its value, so the pair's bytes are exactly these wherever it is.
+        return []
+    found: list[dict[str, Any]] = []
+    for resource_spans in request.resource_spans:
+        agent, _ = _service(resource_spans.resource.attributes)
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                if span.events:  # most spans have none: this walk costs them one check
+                    found += _policy_verdicts(span, agent)
+    return found
 
 
 def span_bodies(data: bytes) -> list[bytearray] | None:
@@ -259,6 +291,12 @@ _KINDS: Final[dict[int, SpanKind]] = {1: "internal", 2: "server", 3: "client", 4
 _KIND_CODES: Final[dict[SpanKind, int]] = {name: code for code, name in _KINDS.items()}
 _STATUSES: Final[dict[int, SpanStatus]] = {0: "unset", 1: "ok", 2: "error"}
 _STATUS_CODES: Final[dict[SpanStatus, int]] = {name: code for code, name in _STATUSES.items()}
+_DECISION_EVENT: Final = "mesh.decision"
+_RECORDED_VERDICTS: Final = ("deny", "approval")
+_VERDICT_MARKERS: Final = tuple(
+    KeyValue(key="mesh.decision.choice", value=AnyValue(string_value=verdict)).SerializeToString()
+    for verdict in _RECORDED_VERDICTS
+)
 _TOOL_CALL: Final = "tools/call "
 _TOOL_CALL_LEN: Final = len(_TOOL_CALL)
 _ID_FIELDS: Final = ("traceId", "spanId", "parentSpanId")
@@ -342,6 +380,53 @@ def _attribute_tool(span: Span) -> str:
             value = _value(attribute.value)
             return str(value) if value else ""
     return ""
+
+
+def _policy_verdicts(span: Span, agent: str) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    for index, event in enumerate(span.events):
+        if event.name != _DECISION_EVENT:
+            continue
+        kind = choice = ""
+        for attribute in event.attributes:  # the two that select it first: most decisions are not recorded
+            if attribute.key == "mesh.decision.kind":
+                kind = attribute.value.string_value
+            elif attribute.key == "mesh.decision.choice":
+                choice = attribute.value.string_value
+        if kind != "policy" or choice not in _RECORDED_VERDICTS:
+            continue
+        decision = _attributes(event.attributes)
+        trace_id, span_id = span.trace_id.hex(), span.span_id.hex()
+        attributes = _attributes(span.attributes)
+        policies = decision.get("mesh.policy.ids")
+        name = span.name
+        at = name.find(_TOOL_CALL)
+        tool = attributes.get("gen_ai.tool.name") or (name[at + _TOOL_CALL_LEN :] if at >= 0 else None)
+        found.append(
+            {
+                "key": f"{trace_id}/{span_id}/{index}",
+                "event": f"policy {choice}",
+                "at": event.time_unix_nano / 1e9,
+                "trace_id": trace_id,
+                "span_id": span_id,
+                "agent": agent,
+                "side": _text_or_none(decision.get("mesh.policy.side")),
+                "policies": [str(p) for p in policies] if isinstance(policies, list) else _listed(policies),
+                "reason": _text_or_none(decision.get("mesh.decision.reason")),
+                "caller": _text_or_none(attributes.get("mesh.caller")),
+                "tool": _text_or_none(tool),
+                "person": _text_or_none(attributes.get("mesh.person")),
+            }
+        )
+    return found
+
+
+def _text_or_none(value: object) -> str | None:
+    return None if value is None or value == "" else str(value)
+
+
+def _listed(value: object) -> list[str]:
+    return [] if value is None or value == "" else [str(value)]
 
 
 def _refuse(span: Span) -> NoReturn:

@@ -1,13 +1,15 @@
 """The tracer service: an OTLP/HTTP receiver, installed on an MCPServer with the trace queries and tools.
 
 `install_tracer` adds `POST /v1/traces`, plus the query routes and MCP tools of `registry.trace_api`;
-`mesh tracer` and `mesh registry` both use it. Writer lanes take the POSTed batches, queued ones
-grouped into one transaction, and each POST is answered once its batch is committed; past
-`max_pending` batches in flight the answer is 429 with Retry-After. On a machine with cores to
-spare each lane is an ingest worker process (`registry.ingest`), so decoding and SQLite run
-beside the HTTP server instead of under its GIL; otherwise one lane works in a thread here.
-Background tasks checkpoint the WAL and, given a forward URL, forward stored batches
-(`registry.forward`).
+`mesh tracer` and `mesh registry` both use it. A POST carries a mesh token for `SPANS_AUDIENCE`
+(401 without one): an agent's token sends only spans of its own service (403 for a batch holding
+any other's), an admin's (the operator, a sidecar tracer forwarding) any; other roles get 403.
+Writer lanes take the POSTed batches, queued ones grouped into one transaction, and each POST is
+answered once its batch is committed; past `max_pending` batches in flight the answer is 429
+with Retry-After. On a machine with cores to spare each lane is an ingest worker process
+(`registry.ingest`), so decoding and SQLite run beside the HTTP server instead of under its GIL;
+otherwise one lane works in a thread here. Background tasks checkpoint the WAL and, given a
+forward URL, forward stored batches (`registry.forward`).
 The returned `Tracer` owns these tasks, so enter it in the server's lifespan (until then POST
 answers 503; on exit it finishes what is queued):
 
@@ -17,7 +19,10 @@ answers 503; on exit it finishes what is queued):
             yield
 
     server = MCPServer("mesh-tracer", lifespan=lifespan)
-    tracer = install_tracer(server, TraceStore(path), forward_url=url)
+    tracer = install_tracer(server, TraceStore(path), keys=keys, forward_url=url)
+
+Given `on_governance`, the policy verdicts that deny or ask for approval in the stored spans
+(`registry.otlp.governance_records`) are handed to it once their batch is durable.
 
 Owns the receiving side only: decoding is `registry.otlp`, storage `registry.tracestore`, queries
 `registry.trace_api`, forwarding `registry.forward`, stitching and rendering `mesh.tracing`.
@@ -29,11 +34,11 @@ import logging
 import math
 import os
 import zlib
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from functools import partial
-from typing import Final, final
+from typing import Any, Final, final
 
 import anyio
 import httpx2
@@ -44,17 +49,23 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from mesh.errors import IdentityError
+from mesh.identity import MeshKeys
+from mesh.tracing.export import SPANS_AUDIENCE
 from registry.forward import Forwarder
 from registry.ingest import IngestWorker, Outcome, Posted, WorkerLost, store_group
 from registry.otlp import JSON, PROTOBUF
 from registry.trace_api import install_trace_api, parse_since
 from registry.tracestore import TraceStore
 
-__all__ = ["Tracer", "TracerStats", "install_tracer", "parse_since"]
+__all__ = ["GovernanceSink", "Tracer", "TracerStats", "install_tracer", "parse_since"]
 
 logger = logging.getLogger(__name__)
 
 MAX_BODY_BYTES: Final = 8 * 1024 * 1024
+
+GovernanceSink = Callable[[Sequence[Mapping[str, Any]]], None]
+"""Takes the governance record's entries found in stored spans (called on the event loop)."""
 
 
 @dataclass
@@ -69,6 +80,8 @@ class TracerStats:
     """Spans already stored (a redelivered batch)."""
     rejected: int = 0
     """Requests refused as malformed, oversized or of an unknown content type."""
+    unauthorized: int = 0
+    """Requests refused for their token (401, 403), or for spans of a service their token does not speak for."""
     throttled: int = 0
     """Requests refused with 429 because too many were in flight."""
     forwarded: int = 0
@@ -81,14 +94,16 @@ class TracerStats:
 class Tracer(anyio.AsyncContextManagerMixin):
     """The receiver's state: store, counters, backpressure, the writer lanes and (given a URL) a `Forwarder`.
 
-    `writers` is the number of ingest worker processes; 0 stores in a thread of this process;
-    None picks 2 for a store file on a machine with two cores or more, else 0.
+    `keys` verify senders' tokens (and sign the forwarder's); `writers` is the number of ingest
+    worker processes; 0 stores in a thread of this process; None picks 2 for a store file on a
+    machine with two cores or more, else 0.
     """
 
     def __init__(
         self,
         store: TraceStore,
         *,
+        keys: MeshKeys,
         forward_url: str | None = None,
         max_body_bytes: int = MAX_BODY_BYTES,
         max_pending: int = 16,
@@ -96,8 +111,11 @@ class Tracer(anyio.AsyncContextManagerMixin):
         forward_backlog: int = 256,
         forward_attempts: int = 5,
         forward_transport: httpx2.AsyncBaseTransport | None = None,
+        on_governance: GovernanceSink | None = None,
     ) -> None:
         self.store = store
+        self.keys = keys
+        self.on_governance = on_governance
         self.writers = _default_writers(store) if writers is None else max(0, writers)
         self.stats = TracerStats()
         self.forward_url = forward_url
@@ -111,7 +129,12 @@ class Tracer(anyio.AsyncContextManagerMixin):
         self._forwarder: Forwarder | None = None
         if forward_url is not None:
             self._forwarder = Forwarder(
-                forward_url, self.stats, backlog=forward_backlog, attempts=forward_attempts, transport=forward_transport
+                forward_url,
+                self.stats,
+                keys=keys,
+                backlog=forward_backlog,
+                attempts=forward_attempts,
+                transport=forward_transport,
             )
 
     @asynccontextmanager
@@ -147,8 +170,14 @@ class Tracer(anyio.AsyncContextManagerMixin):
         return {**asdict(self.stats), "pending": self._pending, "forward_backlog": backlog}
 
     async def receive(self, request: Request) -> Response:
-        """POST /v1/traces: store an OTLP batch, answering only once it is durable."""
+        """POST /v1/traces: store an OTLP batch of an authenticated sender, answering only once it is durable."""
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        try:
+            sender = self._sender(request)
+        except _Refused as refused:
+            self.stats.unauthorized += 1
+            headers = _CHALLENGE if refused.status == 401 else None
+            return _status(content_type, refused.status, str(refused), headers)
         if content_type not in (PROTOBUF, JSON):
             self.stats.rejected += 1
             return Response(f"unsupported content type {content_type!r}: use {PROTOBUF} or {JSON}\n", 415)
@@ -159,17 +188,37 @@ class Tracer(anyio.AsyncContextManagerMixin):
             return _status(content_type, 429, "too many batches in flight; retry later", {"Retry-After": "1"})
         self._pending += 1
         try:
-            return await self._receive(request, content_type, self._batches)
+            return await self._receive(request, content_type, sender, self._batches)
         finally:
             self._pending -= 1
 
-    async def _receive(self, request: Request, content_type: str, batches: MemoryObjectSendStream[_Batch]) -> Response:
+    def _sender(self, request: Request) -> str | None:
+        """The service a request's spans must be of (None: any), from its token; _Refused (401, 403) otherwise."""
+        header = request.headers.get("authorization")
+        if header is None:
+            raise _Refused(401, f"no mesh token: send 'Authorization: Bearer <token>' for audience '{SPANS_AUDIENCE}'")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise _Refused(401, "the Authorization header is not a Bearer token")
+        try:
+            claims = self.keys.verify(token.strip(), audience=SPANS_AUDIENCE)
+        except IdentityError as exc:
+            raise _Refused(401, str(exc)) from None
+        if claims.role == "admin":
+            return None
+        if claims.role == "agent":
+            return claims.caller
+        raise _Refused(403, f"a token of role {claims.role} may not send spans: an agent sends its own, an admin any")
+
+    async def _receive(
+        self, request: Request, content_type: str, sender: str | None, batches: MemoryObjectSendStream[_Batch]
+    ) -> Response:
         try:
             body = await _read_body(request, self.max_body_bytes)
         except _Refused as refused:
             self.stats.rejected += 1
             return _status(content_type, refused.status, str(refused))
-        batch = _Batch(content_type, body)
+        batch = _Batch(content_type, body, sender)
         try:
             batches.send_nowait(batch)
             with anyio.fail_after(60):
@@ -177,7 +226,7 @@ class Tracer(anyio.AsyncContextManagerMixin):
         except (anyio.ClosedResourceError, TimeoutError):
             batch.failed = True
         if batch.error is not None:
-            return _status(content_type, 400, batch.error)
+            return _status(content_type, 403 if batch.forbidden else 400, batch.error)
         if batch.failed:
             return _status(content_type, 503, "the trace store failed; retry later", {"Retry-After": "1"})
         if content_type == PROTOBUF:
@@ -219,14 +268,15 @@ class Tracer(anyio.AsyncContextManagerMixin):
             await self._write(group, worker)
 
     async def _write(self, group: list[_Batch], worker: IngestWorker | None) -> None:
-        posted = [Posted(batch.content_type, batch.body) for batch in group]
+        posted = [Posted(batch.content_type, batch.body, batch.sender) for batch in group]
         reencode = self._forwarder is not None
+        governance = self.on_governance is not None
         try:
             if worker is None:
-                store = partial(store_group, self.store, posted, reencode=reencode)
+                store = partial(store_group, self.store, posted, reencode=reencode, governance=governance)
                 outcomes, fresh = await anyio.to_thread.run_sync(store)
             else:
-                outcomes, fresh = await worker.store(posted, reencode=reencode)
+                outcomes, fresh = await worker.store(posted, reencode=reencode, governance=governance)
         except Exception as exc:  # task root: a failing store answers 503 and the writer carries on
             for batch in group:
                 batch.failed = True
@@ -235,6 +285,7 @@ class Tracer(anyio.AsyncContextManagerMixin):
             logger.exception("cannot store a group of %d batches", len(group))
         else:
             self._count(group, outcomes, fresh)
+            self._hand_governance(group, outcomes)
         finally:
             for batch in group:
                 batch.done.set()
@@ -243,8 +294,11 @@ class Tracer(anyio.AsyncContextManagerMixin):
         received = 0
         for batch, outcome in zip(group, outcomes, strict=True):
             if outcome.error is not None:
-                batch.error = outcome.error
-                self.stats.rejected += 1
+                batch.error, batch.forbidden = outcome.error, outcome.forbidden
+                if outcome.forbidden:
+                    self.stats.unauthorized += 1
+                else:
+                    self.stats.rejected += 1
                 continue
             received += outcome.spans
             if self._forwarder is not None and outcome.spans:
@@ -258,6 +312,18 @@ class Tracer(anyio.AsyncContextManagerMixin):
         if self._unchecked >= _CHECKPOINT_SPANS:
             self._unchecked = 0
             self._checkpoint_due.set()
+
+    def _hand_governance(self, group: list[_Batch], outcomes: list[Outcome]) -> None:
+        records = [record for outcome in outcomes for record in outcome.governance]
+        if not records or self.on_governance is None:
+            return
+        try:
+            self.on_governance(records)
+        except Exception:  # the spans are stored, their record is not: 503, so the sender delivers them again
+            logger.exception("cannot record %d governance entries; their batches are to be sent again", len(records))
+            for batch, outcome in zip(group, outcomes, strict=True):
+                if outcome.governance:
+                    batch.failed = True
 
     async def _checkpoint_all(self) -> None:
         while True:
@@ -273,24 +339,29 @@ def install_tracer(
     server: MCPServer,
     store: TraceStore,
     *,
+    keys: MeshKeys,
     forward_url: str | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
     max_pending: int = 16,
     writers: int | None = None,
     forward_transport: httpx2.AsyncBaseTransport | None = None,
+    on_governance: GovernanceSink | None = None,
 ) -> Tracer:
     """Add the tracer's routes and MCP tools to `server`; enter the returned Tracer in its lifespan.
 
-    `max_pending` bounds the batches in flight (more get 429); `writers` is as for `Tracer`;
-    `forward_transport` is for tests.
+    `keys` are the mesh's, whose tokens may send spans; `max_pending` bounds the batches in flight
+    (more get 429); `writers` is as for `Tracer`; `forward_transport` is for tests; `on_governance`
+    takes the governance record's entries of stored spans.
     """
     tracer = Tracer(
         store,
+        keys=keys,
         forward_url=forward_url,
         max_body_bytes=max_body_bytes,
         max_pending=max_pending,
         writers=writers,
         forward_transport=forward_transport,
+        on_governance=on_governance,
     )
     server.custom_route("/v1/traces", methods=["POST"])(tracer.receive)
     install_trace_api(server, store, tracer.counters)
@@ -307,6 +378,9 @@ a checkpoint syncs the database file, and agents' small batches would otherwise 
 few commits (bench/tracing_overhead.py)."""
 
 
+_CHALLENGE: Final = {"WWW-Authenticate": 'Bearer realm="agentplex"'}
+
+
 def _default_writers(store: TraceStore) -> int:
     # Two: one decodes while the other is in SQLite, whose transactions run one at a time.
     return 2 if store.path is not None and (os.cpu_count() or 1) >= 2 else 0
@@ -318,8 +392,10 @@ class _Batch:
 
     content_type: str
     body: bytes
+    sender: str | None
     done: anyio.Event = field(default_factory=anyio.Event)
     error: str | None = None
+    forbidden: bool = False
     failed: bool = False
 
 
@@ -362,7 +438,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 def _status(content_type: str, status: int, message: str, headers: dict[str, str] | None = None) -> Response:
     # OTLP/HTTP: failures carry a google.rpc.Status in the request's own encoding.
-    code = {400: 3, 413: 8, 429: 8, 503: 14}.get(status, 2)
+    code = {400: 3, 401: 16, 403: 7, 413: 8, 429: 8, 503: 14}.get(status, 2)
     if content_type == PROTOBUF:
         body = Status(code=code, message=message).SerializeToString()
         return Response(body, status, headers=headers, media_type=PROTOBUF)

@@ -2,99 +2,164 @@
 
 The endpoint is looked up at each export (the tracer may be found, lost and found again);
 a batch that cannot be delivered goes to the spool and a drain thread retries it, oldest
-first, so spans emitted equal spans stored once the tracer is back. This module is the one
-that talks to the tracer; it runs on the batcher's thread and never on the event loop.
+first, so spans emitted equal spans stored once the tracer is back. The drain thread also
+adopts the spools of the service's dead instances (`Spool.adopt`). Requests carry the
+service's bearer token when one is given: the caller gives one only for the mesh's own
+tracer, never for an endpoint of the user's choosing. This module is the one that talks to
+the tracer; it runs on the batcher's thread and never on the event loop.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
-from typing import final
+from typing import Final, final
 
 import httpx2
+from google.protobuf.message import DecodeError
+from google.rpc.status_pb2 import Status
 
 from mesh.tracing.spool import Spool
 
-__all__ = ["SpoolingExporter"]
+__all__ = ["SPANS_AUDIENCE", "SpoolingExporter"]
 
 log = logging.getLogger(__name__)
+
+SPANS_AUDIENCE: Final = "spans"
+"""The audience of the tokens that `POST /v1/traces` accepts (a tracer or registry of the mesh)."""
+
+ADOPT_EVERY: Final = 30.0
+"""Seconds between looks for the spools of the service's instances that have died."""
 
 
 @final
 class SpoolingExporter:
-    """Delivers batches to `endpoint()` (an OTLP/HTTP `/v1/traces` URL) or spools them."""
+    """Delivers batches to `endpoint()` (an OTLP/HTTP `/v1/traces` URL) or spools them.
+
+    `token`, when given, is called for each request and sent as `Authorization: Bearer`;
+    `transport` is for tests.
+    """
 
     def __init__(
         self,
         endpoint: Callable[[], str | None],
         spool: Spool,
         *,
+        token: Callable[[], str] | None = None,
         headers: dict[str, str] | None = None,
         timeout: float = 2.0,
         drain_every: float = 1.0,
+        transport: httpx2.BaseTransport | None = None,
     ) -> None:
         self._endpoint = endpoint
+        self._token = token
         self.spool = spool
         self._http = httpx2.Client(
-            timeout=timeout, headers={"content-type": "application/x-protobuf", **(headers or {})}
+            timeout=timeout, headers={"content-type": "application/x-protobuf", **(headers or {})}, transport=transport
         )
         self._stop = threading.Event()
         self._drain_every = drain_every
+        self._refused = 0  # status of the last refusal logged, so a lasting one is logged once
         self.exported_spans = 0
         self.spooled_batches = 0
+        self.dropped_spans = 0
+        """Spans in batches the tracer refused for good (malformed, or not this service's)."""
+        self.dropped_batches = 0
+        self._adopt_at = 0.0
+        self._adopt()  # what earlier instances left goes out first, by the drain thread
         self._drainer = threading.Thread(target=self._drain_loop, name="mesh-span-spool", daemon=True)
         self._drainer.start()
 
     def export(self, batch: bytes, spans: int) -> None:
         """Send one encoded batch of `spans` spans now, or keep it in the spool; never raises."""
-        if self.spool.pending() == 0 and self._deliver(batch):
+        if self.spool.pending() == 0 and self._deliver(batch, spans):
             self.exported_spans += spans
+            return
+        try:
+            self.spool.put(batch, spans)  # behind older batches, so order is kept
+        except OSError:
+            log.exception("cannot spool a batch of %d spans; they are lost", spans)
+            self.dropped_spans += spans
+            self.dropped_batches += 1
         else:
-            self.spool.put(batch)  # behind older batches, so order is kept
             self.spooled_batches += 1
 
     def force_flush(self) -> None:
         """Try once more to deliver what the spool holds."""
-        self.spool.drain(self._deliver)
+        self._drain()
 
     def shutdown(self) -> None:
-        """Stop the drain thread after a last attempt; what is left stays on disk for next time."""
+        """Stop the drain thread after a last attempt; what is left stays on disk for the next instance."""
         self._stop.set()
-        self.spool.drain(self._deliver)
         self._drainer.join(timeout=5)
+        self._drain()
+        self.spool.close()
         self._http.close()
 
     def stats(self) -> dict[str, int]:
-        """Counters for health endpoints: exported spans, batches spooled, pending and dropped."""
+        """Counters for health endpoints: exported spans, batches spooled and pending, spans and batches dropped."""
         return {
             "exported_spans": self.exported_spans,
             "spooled_batches": self.spooled_batches,
             "pending_batches": self.spool.pending(),
-            "dropped_batches": self.spool.dropped_batches,
+            "dropped_spans": self.dropped_spans + self.spool.dropped_spans,
+            "dropped_batches": self.dropped_batches + self.spool.dropped_batches,
         }
 
-    def _deliver(self, batch: bytes) -> bool:
+    def _drain(self) -> None:
+        self.exported_spans += self.spool.drain(self._deliver)
+
+    def _deliver(self, batch: bytes, spans: int) -> bool:
         url = self._endpoint()
         if url is None:
             return False
+        headers = {"authorization": f"Bearer {self._token()}"} if self._token is not None else None
         try:
-            response = self._http.post(url, content=batch)
+            response = self._http.post(url, content=batch, headers=headers)
         except httpx2.HTTPError as exc:
             log.debug("tracer at %s unreachable: %s", url, exc)
             return False
-        if response.status_code == 200:
+        status = response.status_code
+        if status == 200:
+            self._refused = 0
             return True
-        if response.status_code == 400:
-            log.error("tracer at %s rejected a batch as malformed; dropping it: %s", url, response.text[:200])
-            self.spool.dropped_batches += 1
-            return True  # retrying a batch the tracer cannot read would block the spool forever
-        return False  # 429, 5xx: keep it and try later
+        if status in (400, 403):
+            # Retrying a batch the tracer cannot read, or will never take from this sender, would
+            # block the spool forever.
+            log.error("tracer at %s refused %d spans (HTTP %d); dropping them: %s", url, spans, status, _why(response))
+            self.dropped_spans += spans
+            self.dropped_batches += 1
+            return True
+        if status == 401 and self._refused != 401:  # kept: a token the tracer takes may come (clocks, secret)
+            log.warning("tracer at %s refuses this service's token; spans wait in the spool: %s", url, _why(response))
+        self._refused = status
+        return False  # 401, 429, 5xx: keep it and try later
+
+    def _adopt(self) -> None:
+        self._adopt_at = time.monotonic() + ADOPT_EVERY
+        try:
+            if adopted := self.spool.adopt():
+                log.info("took over %d span batches left by earlier instances", adopted)
+        except OSError:
+            log.exception("cannot take over the span spools of earlier instances")
 
     def _drain_loop(self) -> None:
         while not self._stop.wait(self._drain_every):
+            if time.monotonic() >= self._adopt_at:
+                self._adopt()
             try:
-                self.spool.drain(self._deliver)
+                self._drain()
             except OSError:
                 log.exception("span spool drain failed")
+
+
+def _why(response: httpx2.Response) -> str:
+    """The one-line reason in a refusal: an OTLP `Status` message (the tracer answers so), or the text."""
+    if response.headers.get("content-type", "").startswith("application/x-protobuf"):
+        try:
+            return Status.FromString(response.content).message[:200]
+        except DecodeError:
+            pass
+    return " ".join(response.text.split())[:200]

@@ -15,8 +15,10 @@ import httpx2
 import pytest
 
 from mesh.errors import MeshError
+from mesh.identity import MeshKeys
 from mesh.runtime.node import MeshNode
 from mesh.testing import AgentProcess, MeshProcess, RegistryProcess, free_port
+from mesh.tracing.export import SPANS_AUDIENCE
 from tests.integration.helpers import child_pids, mesh_cli
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
@@ -42,6 +44,11 @@ async def _traces(base: str, **params: str) -> list[dict[str, Any]]:
 async def _tree(base: str, trace_id: str) -> dict[str, Any]:
     async with httpx2.AsyncClient(base_url=base) as http:
         return (await http.get(f"/api/traces/{trace_id}")).json()
+
+
+def _admin() -> dict[str, str]:
+    """The header of an admin token of this test's mesh for sending spans, as the operator sends them."""
+    return {"authorization": f"Bearer {MeshKeys.load().mint('operator', SPANS_AUDIENCE, role='admin')}"}
 
 
 def _walk(node: dict[str, Any]) -> list[dict[str, Any]]:
@@ -157,7 +164,7 @@ async def test_malformed_otlp_is_refused_and_redelivery_never_duplicates(mesh_en
         trace_id="ab" * 16, span_id="cd" * 8, name="tools/call x", kind="server", agent="x", start_ns=1, end_ns=2
     )
     batch = encode_spans([span])
-    async with RegistryProcess() as registry, httpx2.AsyncClient(base_url=registry.base_url) as http:
+    async with RegistryProcess() as registry, httpx2.AsyncClient(base_url=registry.base_url, headers=_admin()) as http:
         garbage = await http.post(
             "/v1/traces", content=b"\x0a\xff\xff", headers={"content-type": "application/x-protobuf"}
         )
@@ -205,7 +212,7 @@ async def test_a_tracer_killed_mid_ingest_keeps_what_it_acknowledged_and_leaves_
         workers = await _until(lambda: anyio.to_thread.run_sync(child_pids, tracer.pid), lambda found: len(found) == 2)
 
         async def send(batch: int) -> None:
-            async with httpx2.AsyncClient(base_url=tracer.base_url, timeout=10) as http:
+            async with httpx2.AsyncClient(base_url=tracer.base_url, timeout=10, headers=_admin()) as http:
                 try:
                     answer = await http.post(
                         "/v1/traces", content=batches[batch], headers={"content-type": "application/x-protobuf"}

@@ -13,6 +13,10 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from mesh.decisions import record_decision
+from mesh.testing import RecordingSink
+from mesh.tracing.otlp_wire import encode_batch
+from mesh.tracing.spans import MeshTracerProvider
 from mesh.wire import SpanEventRecord, SpanRecord
 from registry.otlp import (
     OtlpError,
@@ -21,6 +25,9 @@ from registry.otlp import (
     encode_json,
     encode_request,
     encode_spans,
+    foreign_service,
+    governance_records,
+    parse_protobuf,
     span_bodies,
     span_key,
     span_record,
@@ -227,3 +234,34 @@ def test_ids_of_the_wrong_length_in_protobuf_are_refused() -> None:
     short = request_bytes.replace(bytes.fromhex("00f067aa0ba902b7"), bytes.fromhex("00f067aa0ba902"), 1)
     with pytest.raises(OtlpError):
         decode_protobuf(short)
+
+
+def agent_batch(*verdicts: str) -> bytes:
+    """A batch as an agent encodes it: one server span per verdict, each with its policy decision."""
+    sink = RecordingSink()
+    tracer = MeshTracerProvider(Resource.create({"service.name": "crm"}), sink).get_tracer("t")
+    for verdict in verdicts:
+        with tracer.start_as_current_span("tools/call lookup", attributes={"mesh.caller": "front"}):
+            attributes = {"mesh.policy.side": "callee", "mesh.policy.ids": ("p1",)}
+            alternatives = ("allow", "deny", "approval")
+            record_decision("policy", choice=verdict, alternatives=alternatives, attributes=attributes)
+    return encode_batch(sink.spans)
+
+
+def test_the_policy_verdicts_an_agent_encodes_are_found_for_the_governance_record() -> None:
+    body = agent_batch("allow", "deny", "approval", "allow")
+    found = governance_records(parse_protobuf(body), body)
+    assert [(r["event"], r["agent"], r["caller"], r["tool"], r["side"], r["policies"]) for r in found] == [
+        ("policy deny", "crm", "front", "lookup", "callee", ["p1"]),
+        ("policy approval", "crm", "front", "lookup", "callee", ["p1"]),
+    ]
+    assert len({r["key"] for r in found}) == 2
+    allowed = agent_batch("allow", "allow")
+    assert governance_records(parse_protobuf(allowed), allowed) == []
+
+
+def test_a_batch_naming_a_service_other_than_its_senders_is_found() -> None:
+    request = parse_protobuf(encode_spans(records()))
+    assert foreign_service(request, "support-triage") is not None
+    assert foreign_service(parse_protobuf(agent_batch("allow")), "crm") is None
+    assert foreign_service(parse_protobuf(agent_batch("allow")), "kb") == "crm"

@@ -7,7 +7,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,13 +21,20 @@ from mcp import Client
 from mcp.server.mcpserver import MCPServer
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
 
+from mesh.discovery.proof import bound
+from mesh.identity import MeshKeys, Role
+from mesh.tracing.export import SPANS_AUDIENCE
 from mesh.wire import SpanEventRecord, SpanRecord, TraceSummary, TraceTree
 from registry.otlp import decode_protobuf, encode_json, encode_spans
 from registry.tracer import Tracer, install_tracer, parse_since
 from registry.tracestore import TraceStore
 from tests.integration.helpers import child_pids
 
+KEYS = MeshKeys(b"tracer-test-secret", "tracer-test")
+ADMIN = {"authorization": f"Bearer {KEYS.mint('operator', SPANS_AUDIENCE, 3600, role='admin')}"}
 PROTOBUF = {"content-type": "application/x-protobuf"}
 JSON = {"content-type": "application/json"}
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -108,13 +115,13 @@ async def running(
             yield
 
     server = MCPServer("tracer-test", lifespan=lifespan)
-    holder.append(install_tracer(server, store, writers=lanes.writers, **(tracer_options or {})))
+    holder.append(install_tracer(server, store, keys=KEYS, writers=lanes.writers, **(tracer_options or {})))
     app = app_of(server)
     transport = httpx2.ASGITransport(app=app)
     with anyio.fail_after(30):
         async with (
             app.router.lifespan_context(app),
-            httpx2.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client,
+            httpx2.AsyncClient(transport=transport, base_url="http://127.0.0.1", headers=ADMIN) as client,
         ):
             yield client, holder[0]
     store.close()
@@ -232,11 +239,161 @@ async def test_a_full_tracer_pushes_back_with_429_and_retry_after() -> None:
         assert tracer.store.span_count() == 0
 
 
+def bearer(token: str) -> dict[str, str]:
+    """The header that sends `token` (in place of the test client's admin token)."""
+    return {"authorization": f"Bearer {token}"}
+
+
+def policy_span(span_id: str, choice: str, **attributes: Any) -> SpanRecord:
+    """A server span of `support-triage` whose policy decided `choice` (and routed, which is no policy)."""
+    policy = {
+        "mesh.decision.kind": "policy",
+        "mesh.decision.choice": choice,
+        "mesh.decision.reason": f"rule says {choice}",
+        "mesh.policy.side": "callee",
+        "mesh.policy.ids": ["p1", "p2"],
+    }
+    route = {"mesh.decision.kind": "route", "mesh.decision.choice": "deny"}
+    return SpanRecord(
+        trace_id=TRACE,
+        span_id=span_id,
+        name="tools/call refund",
+        kind="server",
+        agent="support-triage",
+        start_ns=T0,
+        end_ns=T0 + MS,
+        attributes={"gen_ai.tool.name": "refund", "mesh.caller": "front", **attributes},
+        events=[
+            SpanEventRecord(name="mesh.decision", time_ns=T0 + MS // 2, attributes=route),
+            SpanEventRecord(name="mesh.decision", time_ns=T0 + MS // 2, attributes=policy),
+        ],
+    )
+
+
+@pytest.mark.anyio
+async def test_a_batch_without_a_live_token_of_this_mesh_gets_401_and_stores_nothing(lanes: Lanes) -> None:
+    other_mesh = MeshKeys(b"tracer-test-secret", "another-mesh").mint("operator", SPANS_AUDIENCE, role="admin")
+    expired = KEYS.mint("operator", SPANS_AUDIENCE, 60, role="admin", now=T0 / 1e9)
+    forged = KEYS.mint("operator", SPANS_AUDIENCE, role="admin")[:-4] + "AAAA"
+    wrong_audience = KEYS.mint("operator", "registry", role="admin")
+    async with running(lanes) as (client, tracer):
+        refusals = [
+            await client.post("/v1/traces", content=encode_spans(spans()), headers={**PROTOBUF, **headers})
+            for headers in (
+                {"authorization": ""},
+                {"authorization": "Basic b3A6cHc="},
+                bearer(other_mesh),
+                bearer(expired),
+                bearer(forged),
+                bearer(wrong_audience),
+            )
+        ]
+        anonymous = client.build_request("POST", "/v1/traces", content=encode_json(spans()), headers=JSON)
+        del anonymous.headers["authorization"]
+        unauthenticated = await client.send(anonymous)
+        assert tracer.store.span_count() == 0
+        assert tracer.stats.unauthorized == 7
+    assert [answer.status_code for answer in refusals] == [401] * 6
+    assert all(answer.headers["www-authenticate"].startswith("Bearer") for answer in refusals)
+    messages = [Status.FromString(answer.content).message for answer in refusals]
+    assert all(message and "\n" not in message for message in messages)
+    assert "mesh 'another-mesh'" in messages[2]
+    assert "expired" in messages[3]
+    assert (unauthenticated.status_code, unauthenticated.json()["code"]) == (401, 16)
+    assert "no mesh token" in unauthenticated.json()["message"]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("role", ["client", "approver"])
+async def test_a_client_or_approver_token_may_not_send_spans(role: Role) -> None:
+    token = KEYS.mint("support-triage", SPANS_AUDIENCE, role=role, person="ann")
+    async with running() as (client, tracer):
+        answer = await client.post("/v1/traces", content=encode_spans(spans()), headers={**PROTOBUF, **bearer(token)})
+        assert tracer.store.span_count() == 0
+    assert answer.status_code == 403
+    assert f"role {role} may not send spans" in Status.FromString(answer.content).message
+
+
+@pytest.mark.anyio
+async def test_an_agent_token_sends_its_own_services_spans_and_nothing_of_anothers(lanes: Lanes) -> None:
+    token = bearer(KEYS.mint("support-triage", SPANS_AUDIENCE))
+    own = [span for span in spans() if span.agent == "support-triage"]
+    async with running(lanes) as (client, tracer):
+        mixed = await client.post("/v1/traces", content=encode_spans(spans()), headers={**PROTOBUF, **token})
+        as_json = await client.post("/v1/traces", content=encode_json(spans()), headers={**JSON, **token})
+        assert tracer.store.span_count() == 0
+        mine = await client.post("/v1/traces", content=encode_spans(own), headers={**PROTOBUF, **token})
+        assert tracer.store.span_count() == 1
+        assert tracer.stats.unauthorized == 2
+    assert (mixed.status_code, as_json.status_code, mine.status_code) == (403, 403, 200)
+    assert "spans of service 'client'" in Status.FromString(mixed.content).message
+    assert "'client'" in as_json.json()["message"]
+
+
+@pytest.mark.anyio
+async def test_policy_denials_and_approvals_are_handed_on_once_their_batch_is_durable(lanes: Lanes) -> None:
+    handed: list[tuple[int, list[dict[str, Any]]]] = []
+    holder: list[Tracer] = []
+
+    def on_governance(records: Sequence[Mapping[str, Any]]) -> None:
+        handed.append((holder[0].store.span_count(), [dict(record) for record in records]))
+
+    batch = [
+        policy_span("00000000000000c1", "deny", **{"mesh.person": "ann"}),
+        policy_span("00000000000000c2", "allow"),
+        policy_span("00000000000000c3", "approval"),
+    ]
+    async with running(lanes, {"on_governance": on_governance}) as (client, tracer):
+        holder.append(tracer)
+        for _ in range(2):  # redelivered: handed again, with the same keys
+            answer = await client.post("/v1/traces", content=encode_spans(batch), headers=PROTOBUF)
+            assert answer.status_code == 200
+        await client.post("/v1/traces", content=encode_spans(spans()), headers=PROTOBUF)  # no policy verdicts
+    assert [stored for stored, _ in handed] == [3, 3]
+    assert handed[0][1] == handed[1][1]
+    denied, approval = handed[0][1]
+    assert denied == {
+        "key": f"{TRACE}/00000000000000c1/1",
+        "event": "policy deny",
+        "at": (T0 + MS // 2) / 1e9,
+        "trace_id": TRACE,
+        "span_id": "00000000000000c1",
+        "agent": "support-triage",
+        "side": "callee",
+        "policies": ["p1", "p2"],
+        "reason": "rule says deny",
+        "caller": "front",
+        "tool": "refund",
+        "person": "ann",
+    }
+    assert (approval["event"], approval["key"], approval["person"]) == (
+        "policy approval",
+        f"{TRACE}/00000000000000c3/1",
+        None,
+    )
+
+
+@pytest.mark.anyio
+async def test_a_governance_record_that_cannot_be_written_gets_503_so_the_spans_come_again() -> None:
+    def on_governance(records: Sequence[Mapping[str, Any]]) -> None:
+        raise OSError("disk full")
+
+    async with running(tracer_options={"on_governance": on_governance}) as (client, tracer):
+        denied = await client.post(
+            "/v1/traces", content=encode_spans([policy_span("00000000000000c9", "deny")]), headers=PROTOBUF
+        )
+        plain = await client.post("/v1/traces", content=encode_spans(spans()), headers=PROTOBUF)
+        assert tracer.store.span_count() == 3
+    assert (denied.status_code, denied.headers["retry-after"]) == (503, "1")
+    assert plain.status_code == 200
+
+
 @pytest.mark.anyio
 async def test_a_tracer_outside_its_lifespan_refuses_with_503() -> None:
     server = MCPServer("idle")
-    install_tracer(server, TraceStore(":memory:"))
-    async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app_of(server)), base_url="http://t") as client:
+    install_tracer(server, TraceStore(":memory:"), keys=KEYS)
+    transport = httpx2.ASGITransport(app=app_of(server))
+    async with httpx2.AsyncClient(transport=transport, base_url="http://t", headers=ADMIN) as client:
         answer = await client.post("/v1/traces", content=encode_spans(spans()), headers=PROTOBUF)
     assert answer.status_code == 503
 
@@ -273,11 +430,24 @@ async def test_a_trace_is_shown_by_the_start_of_its_id_unless_two_share_it() -> 
         assert (await client.get(f"/api/traces/{TRACE[:16]}1")).status_code == 404
 
 
+def prove_as_tracer(server: MCPServer, keys: MeshKeys = KEYS) -> None:
+    """Give `server` the `/healthz` a tracer of `keys`' mesh answers a challenge with."""
+
+    async def healthz(request: Request) -> JSONResponse:
+        challenge = bound(request.query_params.get("challenge", ""), request.url.port or 80)
+        return JSONResponse(
+            {"status": "ok", "name": "tracer", "mesh": keys.mesh, "proof": keys.prove(challenge, "tracer")}
+        )
+
+    server.custom_route("/healthz", methods=["GET"])(healthz)
+
+
 @pytest.mark.anyio
 async def test_batches_are_forwarded_after_they_are_stored(lanes: Lanes) -> None:
     target_store = TraceStore(":memory:")
     target = MCPServer("target")
-    target_tracer = install_tracer(target, target_store)
+    target_tracer = install_tracer(target, target_store, keys=KEYS)
+    prove_as_tracer(target)
     target_app = app_of(target)
     async with target_tracer:
         options = {
@@ -291,6 +461,27 @@ async def test_batches_are_forwarded_after_they_are_stored(lanes: Lanes) -> None
         assert (tracer.stats.forwarded, tracer.stats.forward_failures) == (4, 0)
     assert target_store.span_count() == 2
     assert target_tracer.stats.duplicates == 2
+
+
+@pytest.mark.anyio
+async def test_only_a_forward_target_that_proves_it_is_of_this_mesh_gets_a_token() -> None:
+    seen: list[str | None] = []
+
+    def elsewhere(request: httpx2.Request) -> httpx2.Response:
+        if request.url.path == "/healthz":  # an OTLP backend of the user's, or an impostor of another mesh
+            other = MeshKeys(b"another-secret", KEYS.mesh)
+            challenge = bound(request.url.params.get("challenge", ""), request.url.port or 80)
+            return httpx2.Response(
+                200, json={"name": "tracer", "mesh": KEYS.mesh, "proof": other.prove(challenge, "tracer")}
+            )
+        seen.append(request.headers.get("authorization"))
+        return httpx2.Response(200)
+
+    options = {"forward_url": "http://elsewhere/v1/traces", "forward_transport": httpx2.MockTransport(elsewhere)}
+    async with running(tracer_options=options) as (client, tracer):
+        assert (await client.post("/v1/traces", content=encode_spans(spans()), headers=PROTOBUF)).status_code == 200
+    assert tracer.stats.forwarded == 2
+    assert seen == [None]
 
 
 @pytest.mark.anyio
@@ -354,7 +545,7 @@ async def test_a_worker_that_cannot_start_hands_its_lane_to_a_thread(
 async def test_mcp_tools_search_show_and_explain_decisions() -> None:
     store = TraceStore(":memory:")
     server = MCPServer("tracer")
-    tracer = install_tracer(server, store)
+    tracer = install_tracer(server, store, keys=KEYS)
     store.ingest(decode_protobuf(encode_spans(spans())))
     async with tracer, Client(server) as client:
         found = await client.call_tool("search_traces", {"agent": "support-triage"})
