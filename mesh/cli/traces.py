@@ -10,7 +10,10 @@ import typer
 from pydantic import TypeAdapter, ValidationError
 
 from mesh.cli.options import JsonOpt, MeshOpt, RegistryOpt, fail, out, print_json
+from mesh.credentials import acting_credential
+from mesh.discovery.proof import prove_service
 from mesh.errors import RegistryError
+from mesh.identity import MeshKeys
 from mesh.runtime.node import MeshNode
 from mesh.tracing.render import render_summaries, render_tree
 from mesh.wire import TraceSummary, TraceTree
@@ -80,10 +83,13 @@ def show(
 
 
 async def _get(mesh: str | None, registry: str | None, tracer: str | None, path: str, params: dict[str, str]) -> Any:
-    base = tracer or await _registry(mesh, registry)
+    keys = MeshKeys.load(mesh)
+    base = await _proven(keys, tracer) if tracer else await _registry(mesh, registry)
+    # A token, for a registry that serves the LAN: sent only to a service that proved it is ours.
+    headers = {"authorization": f"Bearer {acting_credential(keys, 'mesh-cli').token('registry')}"}
     try:
         async with httpx2.AsyncClient(base_url=base, timeout=10) as http:
-            response = await http.get(path, params=params)
+            response = await http.get(path, params=params, headers=headers)
     except httpx2.HTTPError as exc:
         raise RegistryError(f"cannot reach the trace registry at {base}: {type(exc).__name__}") from exc
     if response.status_code != 200:
@@ -96,7 +102,13 @@ async def _get(mesh: str | None, registry: str | None, tracer: str | None, path:
 
 
 async def _registry(mesh: str | None, registry: str | None) -> str:
-    if registry:
-        return registry  # named: no need to join the mesh to find it
-    async with MeshNode("mesh-cli", mesh=mesh, registry=registry) as node:
+    async with MeshNode("mesh-cli", mesh=mesh, registry=registry, mdns=registry is None) as node:
         return await node.find_registry()
+
+
+async def _proven(keys: MeshKeys, url: str) -> str:
+    """`url`, once the tracer or registry there proved it holds this mesh's secret."""
+    async with httpx2.AsyncClient() as http:
+        if await prove_service(http, url, keys) is None:
+            raise RegistryError(f"{url} did not prove it holds mesh {keys.mesh}'s secret (is it running?)")
+    return url.rstrip("/")

@@ -110,8 +110,12 @@ async def feed_registry(
     interval: float = 1.0,
     synced: anyio.Event | None = None,
     moved: Callable[[], Awaitable[None]] | None = None,
+    failed: Callable[[str], None] | None = None,
 ) -> None:
-    """Poll the registry's inventory every `interval` seconds and sync the directory with it."""
+    """Poll the registry's inventory every `interval` seconds and sync the directory with it.
+
+    `url()` names the registry to poll (None: none yet); `failed(url)` hears of each failed poll.
+    """
     client: RegistryClient | None = None
     current: str | None = None
     warned = False
@@ -133,6 +137,8 @@ async def feed_registry(
                     if not warned:
                         log.warning("registry unreachable (%s): carrying on with mDNS alone", exc)
                         warned = True
+                    if failed is not None and current is not None:
+                        failed(current)
                 else:
                     warned = False
                     directory.sync("registry", [instance_from_record(r) for r in records])

@@ -7,10 +7,11 @@ polling, liveness probes), the registry and tracer locations found on the way, a
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any, Self, final
+from typing import Any, Final, Self, final
 
 import anyio
 import httpx2
@@ -19,9 +20,10 @@ from anyio import AsyncContextManagerMixin
 from mesh.config import DEFAULT_REGISTRY_PORT, mesh_name
 from mesh.discovery.feeds import feed_mdns, feed_registry, probe
 from mesh.discovery.mdns import MdnsBrowser
+from mesh.discovery.proof import prove_service
 from mesh.discovery.txt import Announcement
 from mesh.errors import RegistryError
-from mesh.identity import MeshKeys
+from mesh.identity import Credential, MeshKeys
 from mesh.peers.directory import Instance, PeerDirectory
 from mesh.peers.hop import HopClient
 from mesh.peers.pool import PeerPool
@@ -31,6 +33,8 @@ __all__ = ["DISCOVERY_GRACE", "MeshNode"]
 
 DISCOVERY_GRACE = 2.0
 """Seconds a call waits for an agent that is not known yet (mDNS answers take up to ~1.2 s)."""
+
+log = logging.getLogger(__name__)
 
 
 @final
@@ -50,6 +54,7 @@ class MeshNode(AsyncContextManagerMixin):
         poll_interval: float = 1.0,
         probe_interval: float = 2.0,
         default_timeout: float = 30.0,
+        credential: Credential | None = None,
     ) -> None:
         self.me = me
         self.mesh = mesh_name(mesh)
@@ -59,7 +64,7 @@ class MeshNode(AsyncContextManagerMixin):
         self.directory = PeerDirectory()
         self.explicit_registry = registry or os.environ.get("MESH_REGISTRY") or None
         self.found_registry: str | None = None
-        self.tracer_url: str | None = os.environ.get("MESH_TRACER") or None
+        self._services = _Services(given_tracer=os.environ.get("MESH_TRACER") or None)
         self.mdns = mdns
         self.lan = lan
         self.poll_interval = poll_interval
@@ -74,8 +79,14 @@ class MeshNode(AsyncContextManagerMixin):
             metadata=self.metadata,
             default_timeout=default_timeout,
             refresh=self._refresh,
+            credential=credential,
         )
         self._used = False
+
+    @property
+    def credential(self) -> Credential:
+        """Where this node's bearer tokens come from (see `PeerPool.credential`)."""
+        return self._pool.credential
 
     @property
     def pool(self) -> PeerPool:
@@ -84,8 +95,13 @@ class MeshNode(AsyncContextManagerMixin):
 
     @property
     def registry_url(self) -> str | None:
-        """The registry's base URL: the one given, else the one found on mDNS."""
-        return self.explicit_registry or self.found_registry
+        """The registry's base URL once it proved it holds the mesh secret: the one given, else one found."""
+        return self._services.registry
+
+    @property
+    def tracer_url(self) -> str | None:
+        """The tracer's base URL (`MESH_TRACER`, else found on mDNS) once it proved it holds the mesh secret."""
+        return self._services.tracer
 
     async def call(
         self, agent: str, tool: str, arguments: Mapping[str, Any] | None = None, *, timeout: float | None = None
@@ -100,22 +116,28 @@ class MeshNode(AsyncContextManagerMixin):
         return await self._pool.call_tool_anywhere(tool, arguments, timeout=timeout)
 
     async def find_registry(self, *, timeout: float = 3.0) -> str:
-        """The registry's URL, waiting up to `timeout` for mDNS; RegistryError if none answers for this mesh."""
+        """The proven registry's URL, waiting up to `timeout`; RegistryError if none proves itself for this mesh."""
         with anyio.move_on_after(timeout):
             while self.registry_url is None:
                 await self.registry_moved()
         if self.registry_url is None:
+            if self.explicit_registry is not None:
+                raise RegistryError(
+                    f"registry at {self.explicit_registry} did not prove it holds mesh {self.mesh}'s secret"
+                    " (is it running, and for this mesh?)"
+                )
             raise RegistryError("no registry found for this mesh (start one with `mesh registry`, or pass --registry)")
         return self.registry_url
 
     async def registry_moved(self) -> None:
-        """Return when a registry is found on mDNS, or the one found moves."""
+        """Return when the registry in use changes: one proves itself, moves, or stops proving itself."""
         await self._registry_moved.wait()
 
     async def settle(self, *, browse: float = 0.6, timeout: float = 5.0) -> None:
         """Wait for a first picture of the mesh: mDNS answers, one registry poll, one probe round."""
         with anyio.move_on_after(timeout):
             await anyio.sleep(browse if self.mdns else 0)
+            await self._proving_round()
             if self.registry_url is not None:
                 with anyio.move_on_after(1.0):  # the registry may be down: mDNS alone then
                     await self.registry_synced.wait()
@@ -130,8 +152,8 @@ class MeshNode(AsyncContextManagerMixin):
             if self.mdns:
                 browser = MdnsBrowser(["agent", "registry", "tracer"], mesh=self.mesh, lan=self.lan)
                 await tg.start(self._browse, browser)
-            tg.start_soon(self._poll_registry)
-            tg.start_soon(self._probe_forever)
+            tg.start_soon(self._probe_forever)  # first: it opens its watch while the registry is proved
+            await tg.start(self._poll_registry)  # a registry that proves itself at once is known on entry
             try:
                 yield self
             finally:
@@ -146,25 +168,29 @@ class MeshNode(AsyncContextManagerMixin):
             await feed_mdns(browser, self.directory, self.keys, on_service=self._on_service)
 
     def _on_service(self, a: Announcement) -> None:
+        """A signed announcement names a candidate; it is used once it proves itself (`_adopt_services`)."""
         host = a.reachable_host
         base = f"http://{f'[{host}]' if ':' in host else host}:{a.port}"
         if a.kind == "registry" and base != self.found_registry:
             self.found_registry = base
-            self._registry_moved.set()
-            self._registry_moved = anyio.Event()
-        elif a.kind == "tracer" and not os.environ.get("MESH_TRACER"):
-            self.tracer_url = base
+            self._services.wake.set()
+        elif a.kind == "tracer" and base != self._services.found_tracer:
+            self._services.found_tracer = base
+            self._services.wake.set()
 
-    async def _poll_registry(self) -> None:
-        if self.registry_url is None:
-            await self._try_default_registry()
-        await feed_registry(
-            lambda: self.registry_url,
-            self.directory,
-            self.keys,
-            interval=self.poll_interval,
-            synced=self.registry_synced,
-        )
+    async def _poll_registry(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        async with httpx2.AsyncClient(timeout=_PROOF_TIMEOUT) as http, anyio.create_task_group() as tg:
+            await tg.start(self._adopt_services, http)
+            task_status.started()
+            await feed_registry(
+                lambda: self.registry_url,
+                self.directory,
+                self.keys,
+                interval=self.poll_interval,
+                synced=self.registry_synced,
+                moved=self.registry_moved,
+                failed=self._registry_failed,
+            )
 
     async def _probe_forever(self) -> None:
         changes = self.directory.watch()
@@ -195,18 +221,101 @@ class MeshNode(AsyncContextManagerMixin):
                 urgent=True,
             )
 
-    async def _try_default_registry(self) -> None:
-        """A registry on the documented default port of this host counts if it serves our mesh."""
-        url = f"http://127.0.0.1:{DEFAULT_REGISTRY_PORT}"
-        try:
-            async with httpx2.AsyncClient(timeout=0.5) as http:
-                health = (await http.get(f"{url}/healthz")).json()
-        except (httpx2.HTTPError, ValueError):
-            return
-        if isinstance(health, dict) and health.get("mesh") == self.mesh and self.found_registry is None:  # pyright: ignore[reportUnknownMemberType]
-            self.found_registry = url
+    async def _adopt_services(
+        self, http: httpx2.AsyncClient, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Prove the registry and tracer candidates every poll interval, at once when one appears or fails."""
+        await self._adoption_round(http)
+        task_status.started()
+        while True:
+            with anyio.move_on_after(self.poll_interval):
+                await self._services.wake.wait()
+            await self._adoption_round(http)
+
+    async def _adoption_round(self, http: httpx2.AsyncClient) -> None:
+        """Use the first registry and the first tracer named that prove themselves; tell who waits if that changes."""
+        services = self._services
+        services.wake = anyio.Event()
+        done, services.round_done = services.round_done, anyio.Event()
+        named = {*self._registry_candidates(), *self._tracer_candidates()}
+        for url in [u for u in services.proven if u not in named]:
+            del services.proven[url]  # a URL no longer named is proved anew if it comes back
+        registry = await self._first_proven(http, self._registry_candidates(), ("registry",))
+        services.tracer = await self._first_proven(http, self._tracer_candidates(), ("tracer", "registry"))
+        if registry != services.registry:
+            services.registry = registry
             self._registry_moved.set()
             self._registry_moved = anyio.Event()
+        done.set()
+
+    def _registry_candidates(self) -> list[str]:
+        """The registry given, else the one announced on mDNS and the default port of this host, in that order."""
+        if self.explicit_registry is not None:
+            return [self.explicit_registry]
+        return [url for url in (self.found_registry, _DEFAULT_REGISTRY) if url is not None]
+
+    def _tracer_candidates(self) -> list[str]:
+        found = self._services.given_tracer or self._services.found_tracer
+        return [found] if found is not None else []
+
+    async def _first_proven(
+        self, http: httpx2.AsyncClient, candidates: list[str], kinds: tuple[str, ...]
+    ) -> str | None:
+        """The first candidate that proved (once, cached) to be one of `kinds` of this mesh; warns once per failure."""
+        services = self._services
+        for url in candidates:
+            kind = services.proven.get(url)
+            if kind is None:
+                kind = await prove_service(http, url, self.keys, timeout=_PROOF_TIMEOUT)
+                if kind is not None:
+                    services.proven[url] = kind
+                    services.warned.discard(url)
+            if kind in kinds:
+                return url
+            if url not in services.warned and (url != _DEFAULT_REGISTRY or await self._names_this_mesh(http, url)):
+                services.warned.add(url)
+                log.warning("%s at %s did not prove it holds mesh %s's secret; not used", kinds[0], url, self.mesh)
+        return None
+
+    async def _names_this_mesh(self, http: httpx2.AsyncClient, url: str) -> bool:
+        """Whether the service at `url` claims this mesh (an unproven claim: worth a warning, never trust)."""
+        try:
+            response = await http.get(f"{url}/healthz", follow_redirects=False)
+            health: object = response.json()
+        except (httpx2.HTTPError, ValueError, RecursionError):
+            return False
+        return isinstance(health, dict) and health.get("mesh") == self.mesh  # pyright: ignore[reportUnknownMemberType]
+
+    def _registry_failed(self, url: str) -> None:
+        """A poll of `url` failed: prove it again before trusting it further."""
+        self._services.proven.pop(url, None)
+        self._services.wake.set()
+
+    async def _proving_round(self) -> None:
+        """Wait for a round of proofs that starts after this call."""
+        done = self._services.round_done
+        self._services.wake.set()
+        await done.wait()
 
     def _hop_for(self, inst: Instance) -> HopClient:
         return self._pool.hop(inst)
+
+
+_DEFAULT_REGISTRY: Final = f"http://127.0.0.1:{DEFAULT_REGISTRY_PORT}"
+_PROOF_TIMEOUT: Final = 1.0
+
+
+@final
+class _Services:
+    """The registry and tracer candidates' proofs, and the ones adopted (`MeshNode._adopt_services`)."""
+
+    def __init__(self, *, given_tracer: str | None) -> None:
+        self.given_tracer = given_tracer
+        self.found_tracer: str | None = None
+        self.registry: str | None = None
+        self.tracer: str | None = None
+        self.proven: dict[str, str] = {}
+        """URL -> the kind it proved to be; dropped when the URL fails or is no longer named."""
+        self.warned: set[str] = set()
+        self.wake = anyio.Event()
+        self.round_done = anyio.Event()
