@@ -29,13 +29,14 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from mesh.cli import approvals, call, gateway, install, ls, run, token, traces, up
+    from mesh.cli import approvals, audit, call, gateway, install, ls, run, token, traces, up
 
     run.register(app)
     call.register(app)
     ls.register(app)
     token.register(app)
     approvals.register(app)
+    audit.register(app)
     traces.register(app)
     up.register(app)
     gateway.register(app)
