@@ -1,9 +1,10 @@
-"""The registry's web page at `/`, and the one write the page may make: an approval decision.
+"""The registry's web page at `/`, the sign-in that lets a person decide from it, and their decisions.
 
 Owns the page (assembled once from the `registry/ui/` package data into one self-contained
-document whose Content-Security-Policy pins its inline script and style by hash) and
-`POST /ui/approvals/{id}/decision`, which records a decision without a mesh token, for loopback,
-same-origin browsers only. The data it shows comes from the JSON routes other modules own.
+document whose Content-Security-Policy pins its inline script and style by hash), the session
+routes (`/ui/session`: a person's approver token, kept in an HttpOnly, SameSite=Strict cookie) and
+`POST /ui/approvals/{id}/decision`, which records the signed-in person's decision. Who may decide
+what is `registry.approvals.may_decide`'s; the data the page shows comes from the JSON routes.
 """
 
 from __future__ import annotations
@@ -11,60 +12,113 @@ from __future__ import annotations
 import base64
 import hashlib
 import ipaddress
+import re
 import time
 from dataclasses import dataclass
 from importlib import resources
-from typing import Final, final
+from typing import Any, Final, final
 from urllib.parse import urlsplit
 
 from mcp.server.mcpserver import MCPServer
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
+from mesh.errors import IdentityError
+from mesh.identity import Claims, MeshKeys
 from mesh.wire import ApprovalDecision
-from registry.approvals import ApprovalQueue
+from registry.access import SESSION_COOKIE, session_token
+from registry.approvals import ApprovalQueue, DecisionRefused
+from registry.inventory_api import REGISTRY_AUDIENCE
 
-__all__ = ["install_web"]
+__all__ = ["MAX_DECISION_BYTES", "install_web"]
 
 MAX_DECISION_BYTES: Final = 4096
-"""Largest decision body the page may send (413 beyond)."""
+"""Largest body the page may send to a `/ui/` route (413 beyond)."""
+
+_TOKEN_SHAPE: Final = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+_PEOPLE_ROLES: Final = ("approver", "admin")
 
 
-def install_web(server: MCPServer, *, queue: ApprovalQueue) -> None:
-    """Serve the page at `/` and the browser's decision route `POST /ui/approvals/{id}/decision`."""
+def install_web(server: MCPServer, *, queue: ApprovalQueue, keys: MeshKeys, lan: bool = False) -> None:
+    """Serve the page at `/`, sign-in at `/ui/session` and the page's decisions at `/ui/approvals/{id}/decision`.
+
+    `lan`: the registry serves the LAN, so a write from the page need not come from loopback (its
+    Origin must still be the page's own); reads are gated by `registry.access.TokenGate`.
+    """
     page = _Page.load()
 
     async def index(request: Request) -> Response:
         del request
         return HTMLResponse(page.html, headers=page.headers)
 
-    async def decide(request: Request) -> Response:
-        refusal = _refusal(request)
+    async def session(request: Request) -> Response:
+        if request.method == "GET":
+            try:
+                return _json(200, _who(_signed_in(request, keys)))
+            except IdentityError as exc:
+                return _error(401, str(exc))
+        refusal = _refusal(request, lan=lan)
         if refusal is not None:
             return _error(403, refusal)
-        if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
-            return _error(415, "send the decision as application/json")
-        body = await _body(request)
-        if body is None:
-            return _error(413, f"a decision body is at most {MAX_DECISION_BYTES} bytes")
+        if request.method == "DELETE":
+            signed_out = Response(status_code=204, headers={"Cache-Control": "no-store"})
+            signed_out.headers.append("set-cookie", _cookie("", 0))
+            return signed_out
+        body = await _json_body(request)
+        if isinstance(body, Response):
+            return body
+        try:
+            token = _SignIn.model_validate_json(body).token.strip()
+            if not _TOKEN_SHAPE.fullmatch(token):  # it goes into a Set-Cookie header
+                raise IdentityError("malformed token: expected <claims>.<signature>")
+            claims = keys.verify(token, audience=REGISTRY_AUDIENCE)
+        except ValidationError as exc:
+            return _error(422, _invalid(exc))
+        except IdentityError as exc:
+            return _error(401, f"cannot sign in: {exc}")
+        why = _cannot_sign_in(claims)
+        if why is not None:
+            return _error(403, why)
+        left = int(claims.expires_at - time.time())
+        if left < 1:
+            return _error(401, "cannot sign in: the token has expired")
+        signed_in = _json(200, _who(claims))
+        signed_in.headers.append("set-cookie", _cookie(token, left))
+        return signed_in
+
+    async def decide(request: Request) -> Response:
+        refusal = _refusal(request, lan=lan)
+        if refusal is not None:
+            return _error(403, refusal)
+        try:
+            claims = _signed_in(request, keys)
+        except IdentityError as exc:
+            return _error(401, str(exc))
+        body = await _json_body(request)
+        if isinstance(body, Response):
+            return body
         try:
             decision = ApprovalDecision.model_validate_json(body)
         except ValidationError as exc:
-            return _error(422, "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()))
-        approval_id = str(request.path_params["approval_id"])
-        client = request.client.host if request.client else "unknown"
-        now = time.time()
-        decided = queue.decide(approval_id, decision, f"web@{client}", now)
-        if decided is None:
-            current = queue.get(approval_id, now)
-            if current is None:
-                return _error(404, f"no approval {approval_id}")
-            return _error(409, f"approval {approval_id} is already {current.status}")
-        return JSONResponse(decided.model_dump(mode="json"))
+            return _error(422, _invalid(exc))
+        try:
+            decided = queue.decide(str(request.path_params["approval_id"]), decision, claims, time.time())
+        except DecisionRefused as refused:
+            return _error(refused.status, str(refused))
+        return _json(200, decided.model_dump(mode="json"))
 
     server.custom_route("/", methods=["GET"])(index)
+    server.custom_route("/ui/session", methods=["GET", "POST", "DELETE"])(session)
     server.custom_route("/ui/approvals/{approval_id}/decision", methods=["POST"])(decide)
+
+
+class _SignIn(BaseModel):
+    """What the page sends to sign in: a person's mesh token, pasted once."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    token: str = Field(min_length=1, max_length=1024)
 
 
 @final
@@ -99,24 +153,66 @@ class _Page:
         return cls(html, headers)
 
 
-def _refusal(request: Request) -> str | None:
-    """Why a tokenless write from a browser is refused, or None if it comes from this machine's own page.
+def _signed_in(request: Request, keys: MeshKeys) -> Claims:
+    """The signed-in person's claims, from the session cookie; IdentityError (one line) if nobody is."""
+    token = session_token(request.headers.get("cookie", ""))
+    if token is None:
+        raise IdentityError("not signed in: sign in on the page with a person's approver token")
+    try:
+        claims = keys.verify(token, audience=REGISTRY_AUDIENCE)
+    except IdentityError as exc:
+        raise IdentityError(f"not signed in: the session is not valid ({exc}); sign in again") from exc
+    why = _cannot_sign_in(claims)
+    if why is not None:
+        raise IdentityError(f"not signed in: {why}")
+    return claims
 
-    The client must be on loopback; the Host must name loopback (so a rebinding DNS name cannot pose
-    as us); and the request must be same-origin (its Origin is our own, or, without an Origin, the
-    browser's Sec-Fetch-Site says same-origin).
+
+def _cannot_sign_in(claims: Claims) -> str | None:
+    """Why a token cannot be a session on the page (only people who may decide sign in), or None."""
+    if claims.role not in _PEOPLE_ROLES:
+        return (
+            f"a token of role '{claims.role}' cannot sign in; a person's approver token can "
+            "(`mesh token --person NAME --role approver`)"
+        )
+    if not claims.person:
+        return "this token names no person; mint one with `mesh token --person NAME --role approver`"
+    return None
+
+
+def _who(claims: Claims) -> dict[str, Any]:
+    return {
+        "person": claims.person,
+        "groups": list(claims.groups),
+        "role": claims.role,
+        "expires_at": claims.expires_at,
+    }
+
+
+def _cookie(token: str, max_age: int) -> str:
+    """The session cookie: script cannot read it, no other site's request carries it."""
+    return f"{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age}"
+
+
+def _refusal(request: Request, *, lan: bool) -> str | None:
+    """Why a write from a browser is refused, or None if it comes from this registry's own page.
+
+    The request must be same-origin (its Origin is our own, or, without an Origin, the browser's
+    Sec-Fetch-Site says same-origin). Unless the registry serves the LAN, the client must also be
+    on loopback and the Host must name loopback (so a rebinding DNS name cannot pose as us).
     """
-    client = request.client.host if request.client else ""
-    if not _is_loopback(client):
-        return "decisions from the web page are accepted from this machine only (loopback)"
     host = request.headers.get("host", "")
-    if not host or not _is_loopback(urlsplit(f"//{host}").hostname or ""):
-        return "the page must be opened through a loopback address (127.0.0.1, ::1 or localhost)"
+    if not lan:
+        client = request.client.host if request.client else ""
+        if not _is_loopback(client):
+            return "the web page accepts writes from this machine only (loopback); start the registry with --lan"
+        if not host or not _is_loopback(urlsplit(f"//{host}").hostname or ""):
+            return "the page must be opened through a loopback address (127.0.0.1, ::1 or localhost)"
     origin = request.headers.get("origin")
     if origin is None:
         if request.headers.get("sec-fetch-site") != "same-origin":
             return "cross-site request refused: no Origin and no Sec-Fetch-Site: same-origin"
-    elif origin.lower() != f"{request.url.scheme}://{host}".lower():
+    elif not host or origin.lower() != f"{request.url.scheme}://{host}".lower():
         return f"cross-origin request refused (Origin {origin!r})"
     return None
 
@@ -137,19 +233,30 @@ def _is_loopback(host: str) -> bool:
     return address.is_loopback
 
 
-async def _body(request: Request) -> bytes | None:
+async def _json_body(request: Request) -> bytes | Response:
+    """The request's JSON body, or the error response (415, 413) that refuses it."""
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+        return _error(415, "send the body as application/json")
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_DECISION_BYTES:
-        return None
+        return _error(413, f"a body is at most {MAX_DECISION_BYTES} bytes")
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > MAX_DECISION_BYTES:
-            return None
+            return _error(413, f"a body is at most {MAX_DECISION_BYTES} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
 
 
+def _invalid(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
+
+
+def _json(status: int, body: Any) -> Response:
+    return JSONResponse(body, status_code=status, headers={"Cache-Control": "no-store"})
+
+
 def _error(status: int, message: str) -> Response:
-    return JSONResponse({"error": message}, status_code=status)
+    return _json(status, {"error": message})

@@ -1,4 +1,6 @@
 // The registry's page: inventory, decision traces and approvals, refreshed every few seconds.
+// A person signs in by pasting their approver token once (the registry keeps it in an HttpOnly
+// cookie, so this script never holds it after sending it); only then can they decide approvals.
 // Every untrusted string (names, reasons, attributes) enters the DOM as text through `h()`:
 // this file never assigns innerHTML.
 "use strict";
@@ -22,6 +24,8 @@
     errors: new Map(),
     updated: 0,
     down: "",
+    locked: false,
+    session: null,
   };
 
   // -- DOM helpers -------------------------------------------------------------------------
@@ -137,10 +141,17 @@
     }
     if (!response.ok) {
       const message = body && (body.error || body.message);
-      throw new Error(message || `HTTP ${response.status}`);
+      const error = new Error(message || `HTTP ${response.status}`);
+      error.status = response.status;
+      throw error;
     }
     return body;
   }
+
+  const jsonBody = (value) => ({
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(value),
+  });
 
   function traceQuery() {
     const query = new URLSearchParams({ limit: "100" });
@@ -164,8 +175,11 @@
       state.traceError = traces instanceof Error ? traces.message : "";
       if (state.traceId) state.tree = tree instanceof Error || !tree ? { missing: state.traceId } : tree;
       state.down = "";
+      state.locked = false;
       state.updated = Date.now() / 1000;
     } catch (error) {
+      state.locked = error.status === 401;
+      if (state.locked) [state.agents, state.approvals, state.traces] = [[], [], []];
       state.down = error instanceof TypeError ? "the registry cannot be reached" : String(error.message || error);
     }
     render();
@@ -181,21 +195,29 @@
   }
 
   function render() {
-    for (const view of ["agents", "traces", "approvals"]) $(`view-${view}`).hidden = view !== state.view;
+    for (const view of ["agents", "traces", "approvals"]) {
+      $(`view-${view}`).hidden = state.locked || view !== state.view;
+    }
+    $("view-locked").hidden = !state.locked;
     for (const tab of document.querySelectorAll(".tab")) {
       tab.classList.toggle("active", tab.dataset.view === state.view);
     }
     const pending = state.approvals.filter((a) => a.status === "pending").length;
-    $("count-agents").textContent = String(new Set(state.agents.map((a) => a.name)).size);
+    $("count-agents").textContent = state.locked ? "" : String(new Set(state.agents.map((a) => a.name)).size);
     $("count-traces").textContent = state.view === "traces" ? String(state.traces.length) : "";
     $("count-approvals").textContent = pending ? String(pending) : "";
     $("count-approvals").classList.toggle("hot", pending > 0);
     document.title = `${pending ? `(${pending}) ` : ""}agentplex · registry`;
-    $("banner").hidden = !state.down;
+    $("banner").hidden = !state.down || state.locked;
     $("banner").textContent = state.down ? `Not updating: ${state.down}. Retrying…` : "";
+    renderAccount();
     const live = $("live");
-    live.className = `live ${state.down ? "down" : state.live ? "on" : "off"}`;
+    live.className = `live ${state.down && !state.locked ? "down" : state.live ? "on" : "off"}`;
     $("live-text").textContent = state.live ? "Live" : "Paused";
+    if (state.locked) {
+      tick();
+      return;
+    }
     if (state.view === "agents") renderAgents();
     if (state.view === "traces") renderTraces();
     if (state.view === "approvals") renderApprovals();
@@ -203,6 +225,12 @@
   }
 
   function tick() {
+    if (state.session && state.session.expires_at <= Date.now() / 1000) {
+      state.session = null;
+      toast("Your sign-in has expired: sign in again to decide");
+      render();
+      return;
+    }
     for (const el of document.querySelectorAll("[data-ago]")) el.textContent = ago(Number(el.dataset.ago));
     for (const el of document.querySelectorAll("[data-until]")) {
       const left = Number(el.dataset.until) - Date.now() / 1000;
@@ -599,12 +627,21 @@
   function renderApprovals() {
     const pending = state.approvals.filter((a) => a.status === "pending");
     const done = state.approvals.filter((a) => a.status !== "pending");
-    once("pending", [pending, [...state.busy], [...state.errors]], () => drawPending(pending));
+    once("pending", [pending, [...state.busy], [...state.errors], state.session], () => drawPending(pending));
     once("history", done, () => drawHistory(done));
   }
 
   function Call(a) {
     return [AgentChip(a.agent), h("span", {}, a.tool)];
+  }
+
+  const deciders = (a) => (a.approvers && a.approvers.length ? a.approvers.join(", ") : "any approver");
+
+  function Decider(by) {
+    if (!by) return Dash();
+    if (typeof by === "string") return by;
+    const groups = by.groups && by.groups.length ? by.groups.join(", ") : "";
+    return h("span", { class: "decider" }, h("b", {}, by.person), groups && h("span", { class: "muted" }, ` · ${groups}`));
   }
 
   function drawPending(pending) {
@@ -619,12 +656,14 @@
 
   function PendingCard(a) {
     const busy = state.busy.has(a.id);
+    const signedIn = Boolean(state.session);
     const input = h("input", {
       type: "text",
       placeholder: "Reason (optional)",
       maxlength: "500",
       "aria-label": "reason",
       value: state.reasons.get(a.id) || "",
+      disabled: !signedIn,
       oninput: (event) => state.reasons.set(a.id, event.target.value),
     });
     const error = state.errors.get(a.id);
@@ -639,6 +678,8 @@
           "div",
           { class: "pending-facts" },
           h("span", {}, "caller ", h("b", {}, a.caller)),
+          a.requested_by && h("span", { class: "requested-by" }, "on behalf of ", h("b", {}, a.requested_by)),
+          h("span", { class: "approvers" }, "decided by ", h("b", {}, deciders(a))),
           h("span", {}, "requested ", h("b", {}, Ago(a.requested_at))),
           h("span", {}, "expires ", h("b", {}, Until(a.expires_at))),
           h(
@@ -649,20 +690,27 @@
           ),
           a.trace_id && h("a", { href: `#/traces/${encodeURIComponent(a.trace_id)}` }, "view trace →"),
         ),
-        error && h("div", { class: "form-error" }, error),
+        error && h("div", { class: "form-error", role: "alert" }, error),
       ),
       h(
         "div",
-        { class: "pending-actions" },
-        input,
-        Action("approve", "Approve", busy, () => decide(a, "approve")),
-        Action("deny", "Deny", busy, () => decide(a, "deny")),
+        { class: "pending-side" },
+        h(
+          "div",
+          { class: "pending-actions" },
+          input,
+          Action("approve", "Approve", busy, signedIn, () => decide(a, "approve")),
+          Action("deny", "Deny", busy, signedIn, () => decide(a, "deny")),
+        ),
+        !signedIn && h("div", { class: "hint" }, "Sign in with your approver token to decide."),
       ),
     );
   }
 
-  function Action(kind, label, busy, onclick) {
-    return h("button", { type: "button", class: `btn ${kind}`, disabled: busy, onclick }, label);
+  function Action(kind, label, busy, signedIn, onclick) {
+    const title = signedIn ? null : "sign in to decide";
+    const cls = `btn ${kind}${signedIn ? "" : " locked"}`;
+    return h("button", { type: "button", class: cls, disabled: busy || !signedIn, title, onclick }, label);
   }
 
   function drawHistory(done) {
@@ -671,7 +719,7 @@
       fill(box, Empty("No decisions yet", "Approved, denied and expired requests are kept here as the audit record."));
       return;
     }
-    const head = ["Status", "Call", "Caller", "Requested", "Decided by", "Decided", "Reason"];
+    const head = ["Status", "Call", "Caller", "On behalf of", "Requested", "Decided by", "Decided", "Reason"];
     const rows = done.map((a) =>
       h(
         "tr",
@@ -679,8 +727,9 @@
         h("td", {}, Badge(cssWord(a.status), a.status)),
         h("td", {}, h("div", { class: "trace-line" }, Call(a))),
         h("td", {}, a.caller),
+        h("td", {}, a.requested_by || Dash()),
         h("td", { class: "muted", title: stamp(a.requested_at) }, clock(a.requested_at)),
-        h("td", {}, a.decided_by || Dash()),
+        h("td", { class: "decided-by" }, Decider(a.decided_by)),
         h("td", { class: "muted" }, a.decided_at ? Ago(a.decided_at) : "—"),
         h("td", {}, a.reason || Dash()),
       ),
@@ -694,18 +743,80 @@
     render();
     const reason = (state.reasons.get(approval.id) || "").trim();
     try {
-      await api(`/ui/approvals/${encodeURIComponent(approval.id)}/decision`, {
-        method: "POST",
-        headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ decision, reason: reason || null }),
-      });
+      const path = `/ui/approvals/${encodeURIComponent(approval.id)}/decision`;
+      await api(path, { method: "POST", ...jsonBody({ decision, reason: reason || null }) });
       state.reasons.delete(approval.id);
       const verb = decision === "approve" ? "Approved" : "Denied";
       toast(`${verb} ${approval.agent}.${approval.tool} for ${approval.caller}`);
     } catch (error) {
+      if (error.status === 401) state.session = null;
       state.errors.set(approval.id, `Could not record the decision: ${error.message}`);
     } finally {
       state.busy.delete(approval.id);
+    }
+    await refresh();
+  }
+
+  // -- signing in --------------------------------------------------------------------------
+
+  function whoText(session) {
+    const groups = session.groups.length ? session.groups.join(", ") : session.role;
+    return `${session.person} · ${groups}`;
+  }
+
+  function renderAccount() {
+    const session = state.session;
+    $("who").hidden = !session;
+    $("who-text").textContent = session ? whoText(session) : "";
+    if (session) $("who").title = `signed in as ${session.person} (${session.role}) until ${stamp(session.expires_at)}`;
+    $("signout").hidden = !session;
+    $("signin-open").hidden = Boolean(session);
+    if (session) $("signin-form").hidden = true;
+    $("signin-open").setAttribute("aria-expanded", String(!$("signin-form").hidden));
+  }
+
+  function showSignIn(open) {
+    $("signin-form").hidden = !open;
+    $("signin-error").hidden = true;
+    $("signin-token").value = "";
+    renderAccount();
+    if (open) $("signin-token").focus();
+  }
+
+  async function loadSession() {
+    try {
+      state.session = await api("/ui/session");
+    } catch {
+      state.session = null;
+    }
+    render();
+  }
+
+  async function signIn(event) {
+    event.preventDefault();
+    const field = $("signin-token");
+    const token = field.value.trim();
+    if (!token) return;
+    try {
+      state.session = await api("/ui/session", { method: "POST", ...jsonBody({ token }) });
+      field.value = "";
+      state.errors.clear();
+      showSignIn(false);
+      toast(`Signed in as ${whoText(state.session)}`);
+    } catch (error) {
+      $("signin-error").textContent = `Could not sign in: ${error.message}`;
+      $("signin-error").hidden = false;
+    }
+    await refresh();
+  }
+
+  async function signOut() {
+    try {
+      await api("/ui/session", { method: "DELETE" });
+      state.session = null;
+      toast("Signed out");
+    } catch (error) {
+      toast(`Could not sign out: ${error.message}`);
     }
     await refresh();
   }
@@ -759,6 +870,12 @@
       if (state.live && !document.hidden) refresh();
     }, REFRESH_MS);
     setInterval(tick, 1000);
+    $("signin-open").addEventListener("click", () => showSignIn($("signin-form").hidden));
+    $("signin-cancel").addEventListener("click", () => showSignIn(false));
+    $("locked-signin").addEventListener("click", () => showSignIn(true));
+    $("signin-form").addEventListener("submit", signIn);
+    $("signout").addEventListener("click", signOut);
+    loadSession();
     api("/healthz")
       .then((health) => {
         $("mesh-name").textContent = `mesh ${health.mesh}`;
