@@ -15,6 +15,7 @@ import uuid
 from collections.abc import AsyncGenerator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +27,14 @@ from starlette.responses import JSONResponse
 
 from mesh.config import mesh_name, mesh_paths
 from mesh.discovery.mdns import MdnsAnnouncer
+from mesh.discovery.proof import bound, is_challenge
 from mesh.discovery.txt import Announcement, Kind, signed
 from mesh.identity import MeshKeys
 from mesh.runtime.auth import BearerAuth
 from mesh.runtime.http import bind, serve
+from registry.access import TokenGate
 from registry.approvals import ApprovalQueue, install_approvals
+from registry.audit import AuditLog, install_audit
 from registry.inventory import Inventory
 from registry.inventory_api import REGISTRY_AUDIENCE, install_inventory
 from registry.tracer import Tracer, install_tracer
@@ -58,7 +62,9 @@ async def serve_registry(
     path = Path(db) if db else mesh_paths(name).ensure().registry_db
     async with AsyncExitStack() as stack:
         inventory = stack.enter_context(Inventory(path))
-        queue = ApprovalQueue(path)
+        audit = AuditLog(path, keys)
+        stack.callback(audit.close)
+        queue = ApprovalQueue(path, audit=audit.append)
         stack.callback(queue.close)
         store = TraceStore(path.with_name(f"{path.stem}-traces.sqlite3"))
         stack.callback(store.close)
@@ -76,9 +82,10 @@ async def serve_registry(
         )
         install_inventory(server, inventory, keys)
         install_approvals(server, queue, keys)
-        holder.append(install_tracer(server, store))
-        install_web(server, queue=queue)
-        _health(server, "registry", name, lambda: {"db": str(path), "agents": len(inventory.alive(time.time()))})
+        install_audit(server, audit, keys)
+        holder.append(install_tracer(server, store, keys=keys, on_governance=partial(audit.append_many, kind="policy")))
+        install_web(server, queue=queue, keys=keys, lan=lan)
+        _health(server, "registry", keys, lambda: {"db": str(path), "agents": len(inventory.alive(time.time()))})
         await _serve(server, keys, "registry", name, host, port, mdns, lan, f"(db {path})", task_status)
 
 
@@ -101,8 +108,8 @@ async def serve_tracer(
     try:
         holder: list[Tracer] = []
         server = MCPServer("tracer", description="agentplex sidecar tracer", lifespan=_entering(holder))
-        holder.append(install_tracer(server, store, forward_url=forward))
-        _health(server, "tracer", name, lambda: {"db": str(path), "forward": forward, **asdict(holder[0].stats)})
+        holder.append(install_tracer(server, store, keys=keys, forward_url=forward))
+        _health(server, "tracer", keys, lambda: {"db": str(path), "forward": forward, **asdict(holder[0].stats)})
         await _serve(server, keys, "tracer", name, host, port, mdns, lan, f"(db {path})", task_status)
     finally:
         store.close()
@@ -119,12 +126,23 @@ def _entering(holder: list[Tracer]) -> Callable[[MCPServer], Any]:
     return lifespan
 
 
-def _health(server: MCPServer, kind: str, mesh: str, extra: Callable[[], dict[str, Any]]) -> None:
+def _health(server: MCPServer, kind: str, keys: MeshKeys, extra: Callable[[], dict[str, Any]]) -> None:
+    """`GET /healthz`: status, and with `?challenge=` the proof that this service holds the mesh secret."""
     started = time.time()
 
     async def healthz(request: Request) -> JSONResponse:
-        del request
-        body: dict[str, Any] = {"status": "ok", "name": kind, "mesh": mesh, "uptime_s": round(time.time() - started, 3)}
+        challenge = request.query_params.get("challenge")
+        if challenge is not None and not is_challenge(challenge):
+            return JSONResponse({"error": "challenge must be 16 to 128 characters of A-Z a-z 0-9 _ -"}, 400)
+        body: dict[str, Any] = {
+            "status": "ok",
+            "name": kind,
+            "mesh": keys.mesh,
+            "uptime_s": round(time.time() - started, 3),
+        }
+        if challenge is not None:
+            server_address = request.scope.get("server") or ("", 0)
+            body["proof"] = keys.prove(bound(challenge, int(server_address[1] or 0)), kind)
         return JSONResponse({**body, **extra()})
 
     server.custom_route("/healthz", methods=["GET"])(healthz)
@@ -143,6 +161,8 @@ async def _serve(
     task_status: TaskStatus[str],
 ) -> None:
     app = BearerAuth(server.streamable_http_app(json_response=True, host=host), keys=keys, audience=REGISTRY_AUDIENCE)
+    if lan:  # on the LAN every read needs a token too (DESIGN §6); loopback reads stay open
+        app = TokenGate(app, keys=keys, audience=REGISTRY_AUDIENCE)
     sock = bind(host, port)
     bound: int = sock.getsockname()[1]
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{bound}"
