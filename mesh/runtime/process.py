@@ -12,11 +12,11 @@ import socket
 import sys
 import time
 import uuid
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, final
 
 import anyio
 from anyio.abc import TaskStatus
@@ -31,9 +31,10 @@ from mesh.agent import Agent
 from mesh.config import mesh_name, mesh_paths
 from mesh.discovery.mdns import MdnsAnnouncer, machine_addresses
 from mesh.discovery.txt import Announcement, signed
-from mesh.errors import ConfigError
+from mesh.errors import ConfigError, MeshError
 from mesh.identity import MeshKeys
 from mesh.policy import policy_from_env
+from mesh.protocols import PeerCaller
 from mesh.registry_client import Registrar, RegistryClient
 from mesh.runtime.auth import BearerAuth
 from mesh.runtime.guard import CallGuard
@@ -41,9 +42,9 @@ from mesh.runtime.http import bind, serve
 from mesh.runtime.node import MeshNode
 from mesh.runtime.tools import build_server
 from mesh.tracing.provider import Tracing
-from mesh.wire import Registration, ToolInfo
+from mesh.wire import Governance, Registration, ToolInfo
 
-__all__ = ["RunOptions", "run_stdio", "serve_agent"]
+__all__ = ["RunOptions", "Served", "run_stdio", "serve_agent", "serve_on_mesh"]
 
 log = logging.getLogger("mesh")
 
@@ -77,6 +78,24 @@ class RunOptions:
         return self.lan or not _is_loopback(self.host)
 
 
+@dataclass(frozen=True, slots=True)
+class Served:
+    """One MCP server to put on the mesh: its name, governance facts, and how to build it.
+
+    `build` gets the callee's `CallGuard` (to put first in the server's middleware) and the node's
+    peer pool; `relisted`, when given, returns each time the server's tool list changed, and the
+    registration follows it.
+    """
+
+    name: str
+    governance: Governance
+    build: Callable[[CallGuard, PeerCaller], MCPServer]
+    version: str = ""
+    approval_tools: frozenset[str] = frozenset()
+    approval_ttls: Mapping[str, float] = field(default_factory=dict[str, float])
+    relisted: Callable[[], Awaitable[None]] | None = None
+
+
 async def serve_agent(
     agent: Agent,
     options: RunOptions,
@@ -84,13 +103,31 @@ async def serve_agent(
     task_status: TaskStatus[str] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve `agent` until cancelled; reports its `/mcp` URL through `task_status` once bound."""
+    served = Served(
+        name=agent.name,
+        governance=agent.governance,
+        build=lambda guard, peers: build_server(agent, peers=peers, middleware=[guard]),
+        version=agent.version,
+        approval_tools=frozenset(name for name, spec in agent.tools.items() if spec.approval),
+        approval_ttls={name: spec.approval_ttl for name, spec in agent.tools.items() if spec.approval_ttl},
+    )
+    await serve_on_mesh(served, options, task_status=task_status)
+
+
+async def serve_on_mesh(
+    served: Served,
+    options: RunOptions,
+    *,
+    task_status: TaskStatus[str] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve `served` behind the mesh's auth, policy and tracing until cancelled; reports its `/mcp` URL."""
     started = time.time()
     policy = policy_from_env(options.policy)
     if policy.broken:
         log.error("policy %s is broken, so every call is denied: %s", options.policy, policy.broken)
-    metadata = agent.governance.model_dump(exclude_none=True)
+    metadata = served.governance.model_dump(exclude_none=True)
     node = MeshNode(
-        agent.name,
+        served.name,
         mesh=options.mesh,
         metadata=metadata,
         policy=policy,
@@ -99,7 +136,7 @@ async def serve_agent(
         lan=options.lan,
     )
     tracing = Tracing(
-        service=agent.name,
+        service=served.name,
         instance=options.instance,
         mesh=options.mesh,
         spool_dir=mesh_paths(options.mesh).ensure().spool_dir,
@@ -110,35 +147,41 @@ async def serve_agent(
     port: int = sock.getsockname()[1]
     url = f"http://{_url_host(options.host)}:{port}/mcp"
     guard = CallGuard(
-        agent=agent.name,
+        agent=served.name,
         metadata=metadata,
         policy=policy,
         caller_metadata=node.directory.metadata_of,
         keys=node.keys,
         instance=options.instance,
-        approval_tools=frozenset(name for name, spec in agent.tools.items() if spec.approval),
+        approval_tools=served.approval_tools,
+        approval_ttls=served.approval_ttls,
         registry_url=lambda: node.registry_url,
     )
-    server = build_server(agent, peers=node.pool, middleware=[guard])
-    _add_health(server, agent, options, started, tracing)
+    server = served.build(guard, node.pool)
+    listing = _Listing([_tool_info(t, served.approval_tools) for t in await server.list_tools()])
+    _add_health(server, served, options, started, tracing, lambda: [t.name for t in listing.tools])
     app: ASGIApp = server.streamable_http_app(
         json_response=True,
         transport_security=_transport_security(options.host, options.public),
         host=options.host,
     )
     if options.auth:
-        app = BearerAuth(app, keys=node.keys, audience=agent.name)
+        app = BearerAuth(app, keys=node.keys, audience=served.name)
     else:
-        log.warning("agent %s serves WITHOUT authentication (--no-auth): loopback only", agent.name)
-    tools = [_tool_info(t, agent) for t in await server.list_tools()]
-    announce = partial(_announcement, agent.name, options, port, node.keys)
-    registration = partial(_registration, agent, options, url, tools)
+        log.warning("agent %s serves WITHOUT authentication (--no-auth): loopback only", served.name)
+    announce = partial(_announcement, served.name, options, port, node.keys)
+
+    def registration() -> Registration:
+        return _registration(served, options, url, listing.tools)
+
     try:
         async with node, anyio.create_task_group() as tg:
             tg.start_soon(serve, app, sock)
             async with MdnsAnnouncer(announce, lan=options.lan) if options.mdns else _nothing():
-                tg.start_soon(_stay_registered, node, agent.name, registration)
-                print(f"mesh: agent {agent.name} ({options.instance}) listening on {url}", file=sys.stderr, flush=True)
+                if served.relisted is not None:
+                    tg.start_soon(listing.follow, server, served.relisted, served.approval_tools)
+                tg.start_soon(_stay_registered, node, served.name, registration, listing.changed)
+                print(f"mesh: agent {served.name} ({options.instance}) listening on {url}", file=sys.stderr, flush=True)
                 task_status.started(url)
                 await anyio.sleep_forever()
     finally:
@@ -151,26 +194,68 @@ async def _nothing() -> AsyncGenerator[None]:
     yield
 
 
-async def _stay_registered(node: MeshNode, name: str, registration: Callable[[], Registration]) -> None:
-    """Keep a registration at whichever registry the node knows, following it if it moves."""
+@final
+class _Listing:
+    """The served tools as last listed, and a wait for their next change."""
+
+    def __init__(self, tools: list[ToolInfo]) -> None:
+        self.tools = tools
+        self._changed = anyio.Event()
+
+    async def follow(
+        self, server: MCPServer, relisted: Callable[[], Awaitable[None]], approval: frozenset[str]
+    ) -> None:
+        """List `server`'s tools again each time `relisted` returns."""
+        while True:
+            await relisted()
+            self.tools = [_tool_info(t, approval) for t in await server.list_tools()]
+            changed, self._changed = self._changed, anyio.Event()
+            changed.set()
+
+    async def changed(self) -> None:
+        """Return at the next change of the tool list."""
+        await self._changed.wait()
+
+
+async def _stay_registered(
+    node: MeshNode,
+    name: str,
+    registration: Callable[[], Registration],
+    tools_changed: Callable[[], Awaitable[None]],
+) -> None:
+    """Keep a registration at whichever registry the node knows, following it if it moves, and the tool list."""
     while True:
         url = node.registry_url
         if url is None:
             await node.registry_moved()
             continue
         client = RegistryClient(url, token_factory=lambda: node.keys.mint(name, "registry", ttl=60))
-        async with client, Registrar(client, registration, lease=LEASE_SECONDS):
+        async with client, Registrar(client, registration, lease=LEASE_SECONDS), anyio.create_task_group() as tg:
+            tg.start_soon(_register_changes, client, registration, tools_changed)
             await node.registry_moved()
+            tg.cancel_scope.cancel()
 
 
-def _registration(agent: Agent, options: RunOptions, url: str, tools: list[ToolInfo]) -> Registration:
+async def _register_changes(
+    client: RegistryClient, registration: Callable[[], Registration], tools_changed: Callable[[], Awaitable[None]]
+) -> None:
+    """Register again (same instance: the record is replaced) each time the tool list changes."""
+    while True:
+        await tools_changed()
+        try:
+            await client.register(registration().model_copy(update={"lease_seconds": LEASE_SECONDS}))
+        except MeshError as exc:  # the Registrar's renewals carry on; the next change tries again
+            log.warning("could not register the new tool list: %s", exc)
+
+
+def _registration(served: Served, options: RunOptions, url: str, tools: list[ToolInfo]) -> Registration:
     return Registration(
-        name=agent.name,
+        name=served.name,
         instance=options.instance,
         url=url,
-        version=agent.version,
-        tools=tools,
-        metadata=agent.governance,
+        version=served.version,
+        tools=list(tools),
+        metadata=served.governance,
         lease_seconds=LEASE_SECONDS,
         authenticated=options.auth,
     )
@@ -192,15 +277,14 @@ def _announcement(name: str, options: RunOptions, port: int, keys: MeshKeys) -> 
     return signed(plain, keys.sign)
 
 
-def _tool_info(tool: Tool, agent: Agent) -> ToolInfo:
-    spec = agent.tools.get(tool.name)
+def _tool_info(tool: Tool, approval_tools: frozenset[str]) -> ToolInfo:
     return ToolInfo(
         name=tool.name,
         description=tool.description,
         input_schema=tool.input_schema,
         output_schema=tool.output_schema,
         annotations=tool.annotations.model_dump(by_alias=True, exclude_none=True) if tool.annotations else {},
-        approval=bool(spec and spec.approval),
+        approval=tool.name in approval_tools,
     )
 
 
@@ -214,16 +298,23 @@ async def run_stdio(agent: Agent, options: RunOptions) -> None:
         await build_server(agent, peers=node.pool).run_stdio_async()
 
 
-def _add_health(server: MCPServer, agent: Agent, options: RunOptions, started: float, tracing: Tracing) -> None:
+def _add_health(
+    server: MCPServer,
+    served: Served,
+    options: RunOptions,
+    started: float,
+    tracing: Tracing,
+    tool_names: Callable[[], list[str]],
+) -> None:
     async def healthz(request: Request) -> JSONResponse:
         del request
         body: dict[str, Any] = {
             "status": "ok",
-            "name": agent.name,
+            "name": served.name,
             "instance": options.instance,
             "mesh": options.mesh,
-            "tools": sorted(agent.tools),
-            "metadata": agent.governance.model_dump(exclude_none=True),
+            "tools": sorted(tool_names()),
+            "metadata": served.governance.model_dump(exclude_none=True),
             "uptime_s": round(time.time() - started, 3),
             "auth": options.auth,
             "spans": tracing.stats(),

@@ -1,0 +1,134 @@
+"""`mesh run --command` / `--url`: any MCP server on the mesh, unchanged, behind the mesh's own layers.
+
+Owns `AdoptedServer`, an `MCPServer` that lists the adopted server's tools as that server lists
+them (names, descriptions, schemas, annotations) and forwards each `tools/call` through one
+`Upstream` session, inside a CLIENT span. Auth, the `CallGuard` (policy, approvals), SERVER spans,
+registration and mDNS are the same as a native agent's (`mesh.runtime.process.serve_on_mesh`).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any, final
+
+import anyio
+from anyio.abc import TaskStatus
+from mcp.server._otel import OpenTelemetryMiddleware
+from mcp.server.context import ServerMiddleware
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp_types import CallToolResult, TextContent, Tool
+from opentelemetry import trace
+
+from mesh.agent import Agent
+from mesh.errors import PeerError
+from mesh.peers.pool import ERROR_META_KEY
+from mesh.protocols import PeerCaller
+from mesh.runtime.guard import CallGuard
+from mesh.runtime.process import RunOptions, Served, serve_on_mesh
+from mesh.runtime.tools import GovernanceListing
+from mesh.runtime.upstream import Upstream, UpstreamSpec
+from mesh.tracing.server_spans import SCOPE, ServerSpans
+
+__all__ = ["UNGOVERNED_KEY", "AdoptedServer", "adopted_agent", "serve_adopted"]
+
+log = logging.getLogger("mesh.adapter")
+
+UNGOVERNED_KEY = "ungoverned"
+"""Metadata key set to "true" on an adopted server that nobody owns (no `--meta owner=...`)."""
+
+
+def adopted_agent(name: str, meta: Mapping[str, str]) -> Agent:
+    """The governance facts of an adopted server: its `--meta`, flagged ungoverned when it names no owner."""
+    agent = Agent(name).with_overrides(meta=meta)
+    if agent.owner is None:
+        agent = agent.with_overrides(meta={UNGOVERNED_KEY: "true"})
+    return agent
+
+
+async def serve_adopted(
+    name: str,
+    spec: UpstreamSpec,
+    options: RunOptions,
+    *,
+    meta: Mapping[str, str] | None = None,
+    task_status: TaskStatus[str] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Start (or reach) the server `spec` names and serve it to the mesh as agent `name` until cancelled."""
+    agent = adopted_agent(name, meta or {})
+    print(f"mesh: adopting the {spec.transport} MCP server {spec.describe()} as {name}", file=sys.stderr, flush=True)
+    async with Upstream(spec) as upstream:
+        if agent.description is None and upstream.server_name:
+            agent = agent.with_overrides(meta={"description": f"MCP server {upstream.server_name}, adopted"})
+        if agent.owner is None:
+            log.warning("%s has no owner (--meta owner=...): it is listed as ungoverned", name)
+
+        def build(guard: CallGuard, peers: PeerCaller) -> MCPServer:
+            del peers  # an adopted server calls no peers
+            return AdoptedServer(agent, upstream, middleware=[guard])
+
+        served = Served(
+            name=agent.name,
+            governance=agent.governance,
+            build=build,
+            version=agent.version,
+            relisted=upstream.relisted,
+        )
+        await serve_on_mesh(served, options, task_status=task_status)
+
+
+@final
+class AdoptedServer(MCPServer[Any]):
+    """Lists `upstream`'s tools as its own and forwards their calls; a lost server is an error result."""
+
+    def __init__(self, agent: Agent, upstream: Upstream, *, middleware: Sequence[ServerMiddleware[Any]] = ()) -> None:
+        super().__init__(
+            agent.name,
+            description=agent.description,
+            version=agent.version,
+            middleware=[*middleware, GovernanceListing(agent.governance.model_dump(exclude_none=True))],
+            log_level="WARNING",
+        )
+        # The mesh's SERVER spans in place of the SDK's, as `build_server` does for a native agent.
+        self.middleware[:] = [ServerSpans() if isinstance(m, OpenTelemetryMiddleware) else m for m in self.middleware]
+        self._upstream = upstream
+
+    async def list_tools(self) -> list[Tool]:
+        """The adopted server's tools, exactly as it last listed them."""
+        return list(self._upstream.tools)
+
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
+    ) -> CallToolResult:
+        """Forward `name` to the adopted server inside a CLIENT span; its answer comes back unchanged."""
+        del context
+        if name not in {tool.name for tool in self._upstream.tools}:
+            raise ToolError(f"Unknown tool: {name}")
+        spec = self._upstream.spec
+        attributes = {
+            "mcp.method.name": "tools/call",
+            "gen_ai.operation.name": "execute_tool",
+            "gen_ai.tool.name": name,
+            "mesh.adopted.transport": spec.transport,
+            "mesh.adopted.server": self._upstream.server_name or spec.transport,
+        }
+        # The process's tracer, looked up at each call (one taken at import would be a ProxyTracer).
+        tracer = trace.get_tracer_provider().get_tracer(SCOPE)
+        with tracer.start_as_current_span(
+            f"tools/call {name}", kind=trace.SpanKind.CLIENT, attributes=attributes
+        ) as span:
+            try:
+                result = await self._upstream.call(name, arguments)
+            except PeerError as exc:
+                kind = type(exc).__name__
+                span.set_status(trace.StatusCode.ERROR, f"{kind}: {exc}")
+                return CallToolResult(
+                    content=[TextContent(type="text", text=f"{kind}: {exc}")],
+                    is_error=True,
+                    _meta={ERROR_META_KEY: kind},  # pyright: ignore[reportCallIssue]
+                )
+            if result.is_error:
+                span.set_status(trace.StatusCode.ERROR, "the adopted server answered with an error")
+            return result
