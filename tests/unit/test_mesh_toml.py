@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 
 from mesh.config import DEFAULT_REGISTRY_PORT
 from mesh.errors import ConfigError
-from mesh.runtime.meshfile import load_plan
+from mesh.runtime.meshfile import RUN_ENV, RUN_HEADERS, load_plan
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -109,7 +110,7 @@ def test_a_file_path_works_as_well_as_its_directory(tmp_path: Path) -> None:
 def test_an_unknown_key_is_one_line_naming_it_and_the_known_keys(tmp_path: Path) -> None:
     message = error_of(write(tmp_path, '[[agents]]\ntarget = "echo"\nnmae = "x"\n'))
     assert "agents[0].nmae: unknown key" in message
-    assert "known: target, name, replicas, meta, env" in message
+    assert "known: target, command, url, name, replicas, meta, env, headers" in message
 
 
 def test_an_unknown_section_is_named(tmp_path: Path) -> None:
@@ -170,3 +171,119 @@ def test_the_shipped_examples_are_valid_mesh_files(example: str) -> None:
     assert plan.policy is not None
     assert plan.agents
     assert all(Path(a.target).is_file() for a in plan.agents)
+
+
+ADOPTED = """
+[[agents]]
+name = "everything"
+command = "npx -y @modelcontextprotocol/server-everything"
+replicas = 2
+meta = { owner = "platform" }
+env = { API_TOKEN = "s3cret-env", DEBUG = 1 }
+
+[[agents]]
+name = "docs"
+url = "https://user:pw@docs.example.com:8443/mcp?key=s3cret-query#frag"
+headers = { Authorization = "Bearer s3cret-header" }
+"""
+SECRETS = ("s3cret-env", "s3cret-header")
+
+
+def test_command_and_url_entries_run_existing_servers_under_their_names(tmp_path: Path) -> None:
+    plan = load_plan(write(tmp_path, ADOPTED), mesh="m")
+
+    assert [(a.label, a.kind, a.name) for a in plan.agents] == [
+        ("everything#1", "command", "everything"),
+        ("everything#2", "command", "everything"),
+        ("docs", "url", "docs"),
+    ]
+    everything, docs = plan.agents[0], plan.agents[2]
+    assert everything.target == "npx -y @modelcontextprotocol/server-everything"
+    assert everything.env == (("API_TOKEN", "s3cret-env"), ("DEBUG", "1"))
+    assert docs.headers == (("Authorization", "Bearer s3cret-header"),)
+
+
+def test_a_command_entry_launches_mesh_run_command_with_its_secrets_in_the_environment_only(tmp_path: Path) -> None:
+    plan = load_plan(write(tmp_path, ADOPTED), mesh="m")
+    everything = plan.agents[0]
+    argv = everything.argv(mesh="m", registry="http://127.0.0.1:9", policy=None)
+
+    assert argv[:5] == [sys.executable, "-m", "mesh", "run", "--command=npx -y @modelcontextprotocol/server-everything"]
+    assert argv[argv.index("--name") + 1] == "everything"
+    assert argv[argv.index("--meta") + 1] == "owner=platform"
+    assert argv[argv.index("--registry") + 1] == "http://127.0.0.1:9"
+    assert "--env" not in argv
+    assert not any(secret in word for word in argv for secret in SECRETS)
+    assert everything.environment() == {RUN_ENV: json.dumps({"API_TOKEN": "s3cret-env", "DEBUG": "1"})}
+
+
+def test_a_url_entry_launches_mesh_run_url_with_its_headers_in_the_environment_only(tmp_path: Path) -> None:
+    plan = load_plan(write(tmp_path, ADOPTED), mesh="m")
+    docs = plan.agents[2]
+    argv = docs.argv(mesh="m", registry=None, policy=None, mdns=False)
+
+    assert argv[4] == "--url=https://user:pw@docs.example.com:8443/mcp?key=s3cret-query#frag"
+    assert "--header" not in argv
+    assert not any(secret in word for word in argv for secret in SECRETS)
+    assert docs.environment() == {RUN_HEADERS: json.dumps({"Authorization": "Bearer s3cret-header"})}
+
+
+def test_an_adopted_server_without_env_still_overrides_what_the_shell_passed_on(tmp_path: Path) -> None:
+    write(tmp_path, '[[agents]]\nname = "a"\ncommand = "srv"\n[[agents]]\nname = "b"\nurl = "http://h/mcp"\n')
+    plan = load_plan(tmp_path)
+
+    assert [a.environment() for a in plan.agents] == [{RUN_ENV: "{}"}, {RUN_HEADERS: "{}"}]
+
+
+def test_what_mesh_up_shows_of_a_plan_holds_no_secret(tmp_path: Path) -> None:
+    plan = load_plan(write(tmp_path, ADOPTED), mesh="m")
+    shown = repr(plan) + "".join(a.shown for a in plan.agents)
+
+    assert not any(secret in shown for secret in SECRETS)
+    assert plan.agents[2].shown == "https://docs.example.com:8443/mcp"
+    assert "s3cret-query" not in plan.agents[2].shown
+    assert plan.agents[0].shown == "npx -y @modelcontextprotocol/server-everything"
+
+
+def test_a_target_entry_keeps_its_env_as_the_agent_process_environment(tmp_path: Path) -> None:
+    plan = load_plan(write(tmp_path, VALID), mesh="m")
+
+    assert plan.agents[0].environment() == {"LOG": "debug"}
+    assert plan.agents[0].argv(mesh="m", registry=None, policy=None)[4] == plan.agents[0].target
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        ('name = "x"\ntarget = "echo"\ncommand = "srv"', "agents[0]: 'x': give exactly one of target, command or url"),
+        ('command = "srv"\nurl = "http://h"', "agents[0]: give exactly one of target, command or url"),
+        ('name = "x"', "agents[0]: 'x': give exactly one of target, command or url (it has none)"),
+        ('command = "srv"', "agents[0]: a command entry needs a name"),
+        ('url = "https://h/mcp"', "agents[0]: a url entry needs a name"),
+        ('name = "x"\ncommand = "srv"\nheaders = { A = "b" }', "agents[0]: 'x': headers are for url entries"),
+        ('name = "x"\ntarget = "echo"\nheaders = { A = "b" }', "agents[0]: 'x': headers are for url entries"),
+        ('name = "x"\nurl = "https://h"\nenv = { A = "b" }', "agents[0]: 'x': env is for target and command"),
+        ('name = "x"\nurl = "ftp://h/mcp"', "agents[0].url: not an http:// or https:// URL"),
+        ('name = "x"\ncommand = "srv \'unclosed"', "agents[0].command: not a shell command line"),
+        ('name = "x"\ncommand = "  "', "agents[0].command: an empty command"),
+        ('name = "x"\ncommand = ""', "agents[0].command:"),
+        ('name = "x"\nurl = "https://h"\nheaders = { "Bad Name" = "v" }', "'Bad Name' cannot be an HTTP header"),
+        ('name = "x"\nurl = "https://h"\nheaders = { A = 1 }', "agents[0].headers.A:"),
+        ('name = "x"\ncommand = "srv"\nenv = { "A=B" = "v" }', "'A=B' cannot be an environment variable"),
+    ],
+)
+def test_a_wrong_adopted_server_entry_is_one_line_naming_the_entry(tmp_path: Path, entry: str, expected: str) -> None:
+    assert expected in error_of(write(tmp_path, f"[[agents]]\n{entry}\n"))
+
+
+def test_a_header_value_with_a_line_break_is_refused_without_showing_the_value(tmp_path: Path) -> None:
+    toml = '[[agents]]\nname = "x"\nurl = "https://h"\nheaders = { Authorization = "s3cret-header\\nX: y" }\n'
+    message = error_of(write(tmp_path, toml))
+
+    assert "agents[0].headers: the value of 'Authorization' holds a line break" in message
+    assert "s3cret-header" not in message
+
+
+def test_two_adopted_servers_under_one_name_are_refused(tmp_path: Path) -> None:
+    toml = '[[agents]]\nname = "x"\ncommand = "a"\n[[agents]]\nname = "x"\nurl = "https://h"\n'
+    assert "agents[1]: 'x' is already started by agents[0]" in error_of(write(tmp_path, toml))
