@@ -36,6 +36,8 @@ class ToolSpec:
     destructive: bool | None = None
     open_world: bool | None = None
     approval: bool = False
+    approval_ttl: float | None = None
+    """Seconds a person has to decide a call of this tool (default `MESH_APPROVAL_TTL`)."""
     context_param: str | None = None
 
     @property
@@ -88,6 +90,7 @@ class Agent:
         destructive: bool | None = None,
         open_world: bool | None = None,
         approval: bool = False,
+        approval_ttl: float | None = None,
     ) -> Callable[[_Fn], _Fn]: ...
 
     def tool(
@@ -103,11 +106,18 @@ class Agent:
         destructive: bool | None = None,
         open_world: bool | None = None,
         approval: bool = False,
+        approval_ttl: float | None = None,
     ) -> _Fn | Callable[[_Fn], _Fn]:
-        """Register a tool; the keywords become MCP tool annotations (`approval` pauses for a human)."""
+        """Register a tool; the keywords become MCP tool annotations (`approval` pauses for a human).
+
+        `approval_ttl` gives a person that many seconds to decide instead of `MESH_APPROVAL_TTL` (and
+        implies `approval`).
+        """
 
         def register(func: _Fn) -> _Fn:
             tool_name = name or func.__name__
+            if approval_ttl is not None and not approval_ttl > 0:
+                raise ConfigError(f"tool {tool_name!r}: approval_ttl must be a positive number of seconds")
             if tool_name in self.tools:
                 raise ConfigError(f"agent {self.name!r} already has a tool named {tool_name!r}")
             if not inspect.iscoroutinefunction(func) and not callable(func):
@@ -121,7 +131,8 @@ class Agent:
                 idempotent=idempotent,
                 destructive=destructive,
                 open_world=open_world,
-                approval=approval,
+                approval=approval or approval_ttl is not None,
+                approval_ttl=approval_ttl,
                 context_param=_context_param(func),
             )
             return func

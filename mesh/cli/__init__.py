@@ -29,7 +29,7 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from mesh.cli import approvals, audit, call, gateway, install, ls, run, token, traces, up
+    from mesh.cli import approvals, audit, call, gateway, imports, install, ls, run, token, traces, up
 
     run.register(app)
     call.register(app)
@@ -41,6 +41,7 @@ def _register() -> None:
     up.register(app)
     gateway.register(app)
     install.register(app)
+    imports.register(app)
     for ep in entry_points(group="agentplex.commands"):
         ep.load()(app)
 

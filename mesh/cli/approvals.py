@@ -9,7 +9,7 @@ import anyio
 import typer
 from rich.table import Table
 
-from mesh.cli.options import JsonOpt, MeshOpt, RegistryOpt, fail, out, print_json
+from mesh.cli.options import FoundMeshOpt, JsonOpt, RegistryOpt, fail, out, print_json
 from mesh.credentials import acting_credential
 from mesh.errors import RegistryError
 from mesh.identity import MeshKeys
@@ -17,7 +17,7 @@ from mesh.registry_client import RegistryClient
 from mesh.runtime.node import MeshNode
 from mesh.wire import Approval, ApprovalDecision
 
-__all__ = ["register"]
+__all__ = ["register", "resolve_id"]
 
 approvals_app = typer.Typer(help="Human approvals of risky calls (the registry's queue).", no_args_is_help=True)
 
@@ -32,7 +32,7 @@ def ls(
     status: Annotated[str | None, typer.Option(help="pending, approved, denied or expired (default: all).")] = None,
     json_: JsonOpt = False,
     registry: RegistryOpt = None,
-    mesh: MeshOpt = None,
+    mesh: FoundMeshOpt = None,
 ) -> None:
     """List approvals, newest first."""
     rows = anyio.run(_list, mesh, registry, status)
@@ -56,11 +56,13 @@ def ls(
 
 @approvals_app.command("approve")
 def approve(
-    approval_id: Annotated[str, typer.Argument(help="The approval's id (see `mesh approvals ls`).")],
+    approval_id: Annotated[
+        str, typer.Argument(help="The approval's id, or its first characters (`mesh approvals ls`).")
+    ],
     reason: Annotated[str | None, typer.Option(help="A note for the audit record.")] = None,
     json_: JsonOpt = False,
     registry: RegistryOpt = None,
-    mesh: MeshOpt = None,
+    mesh: FoundMeshOpt = None,
 ) -> None:
     """Approve a pending call: it runs."""
     _decide(approval_id, "approve", reason, json_, registry, mesh)
@@ -68,11 +70,13 @@ def approve(
 
 @approvals_app.command("deny")
 def deny(
-    approval_id: Annotated[str, typer.Argument(help="The approval's id (see `mesh approvals ls`).")],
+    approval_id: Annotated[
+        str, typer.Argument(help="The approval's id, or its first characters (`mesh approvals ls`).")
+    ],
     reason: Annotated[str | None, typer.Option(help="A note for the audit record.")] = None,
     json_: JsonOpt = False,
     registry: RegistryOpt = None,
-    mesh: MeshOpt = None,
+    mesh: FoundMeshOpt = None,
 ) -> None:
     """Deny a pending call: its caller gets a clean refusal."""
     _decide(approval_id, "deny", reason, json_, registry, mesh)
@@ -107,7 +111,25 @@ async def _send(mesh: str | None, registry: str | None, approval_id: str, answer
     async with MeshNode("mesh-cli", mesh=mesh, registry=registry, credential=credential) as node:
         url = await node.find_registry()
         async with RegistryClient(url, token_factory=lambda: credential.token("registry")) as client:
-            return await client.decide(approval_id, answer)
+            return await client.decide(resolve_id(approval_id, await client.approvals()), answer)
+
+
+def resolve_id(given: str, approvals: list[Approval]) -> str:
+    """The one approval `given` names: its whole id, or the start of exactly one; RegistryError in one line."""
+    given = given.strip().lower()
+    ids = [a.id for a in approvals]
+    if given in ids:
+        return given
+    matches = [i for i in ids if given and i.startswith(given)]
+    pending = [a.id for a in approvals if a.status == "pending" and a.id in matches]
+    if len(matches) == 1:
+        return matches[0]
+    if len(pending) == 1:  # a short id names the pending one when the others are history
+        return pending[0]
+    if not matches:
+        raise RegistryError(f"no approval has an id starting with {given!r} (see `mesh approvals ls`)")
+    shown = ", ".join(matches[:5]) + (", ..." if len(matches) > 5 else "")
+    raise RegistryError(f"{given!r} starts {len(matches)} approval ids ({shown}): give more characters")
 
 
 def _clock(epoch: float) -> str:

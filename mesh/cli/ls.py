@@ -9,7 +9,7 @@ import httpx2
 import typer
 from rich.table import Table
 
-from mesh.cli.options import JsonOpt, LanOpt, MeshOpt, RegistryOpt, out, print_json
+from mesh.cli.options import FoundMeshOpt, JsonOpt, LanOpt, RegistryOpt, out, print_json
 from mesh.peers.directory import Instance
 from mesh.runtime.node import MeshNode
 from mesh.wire import PeerView
@@ -26,7 +26,7 @@ def ls(
     json_: JsonOpt = False,
     wait: Annotated[float, typer.Option(help="Seconds to listen on mDNS before answering.")] = 1.5,
     registry: RegistryOpt = None,
-    mesh: MeshOpt = None,
+    mesh: FoundMeshOpt = None,
     lan: LanOpt = False,
 ) -> None:
     """List the agents of the mesh: name, instance, tools, health, spans; more columns as the width allows."""

@@ -14,12 +14,69 @@ import typer
 from pydantic import BaseModel
 from rich.console import Console
 
-__all__ = ["JsonOpt", "MeshOpt", "RegistryOpt", "err", "fail", "out", "print_json"]
+from mesh.runtime.running import running_meshes
+
+__all__ = [
+    "FoundMeshOpt",
+    "JsonOpt",
+    "MeshOpt",
+    "RegistryOpt",
+    "err",
+    "fail",
+    "found_mesh",
+    "mesh_flag",
+    "out",
+    "print_json",
+]
 
 MeshOpt = Annotated[
     str | None,
     typer.Option("--mesh", envvar="MESH_NAME", help="Mesh name: meshes with different names never see each other."),
 ]
+
+
+def found_mesh(given: str | None) -> str | None:
+    """The mesh a command that looks at a mesh uses: the one given, else the one running here.
+
+    With no `--mesh` and no `MESH_NAME`, and exactly one mesh other than `default` running on this
+    host (and `default` not), that mesh, said on stderr: a second terminal finds what `mesh up`
+    started without being told its name. Otherwise `given` (None: `default`, as `mesh_name` decides).
+    """
+    if given:
+        return given
+    chosen, others = _running_here()
+    if chosen is not None:
+        sys.stderr.write(f"mesh: using mesh {chosen!r} (the one running here; --mesh to choose)\n")
+    elif len(others) > 1:
+        sys.stderr.write(f"mesh: using mesh 'default'; running here: {', '.join(others)} (--mesh to choose)\n")
+    return chosen
+
+
+def mesh_flag(mesh: str) -> str:
+    """` --mesh NAME` where a command typed in a new terminal would not find `mesh` on its own, else ``."""
+    chosen, _ = _running_here()
+    return "" if mesh == (chosen or "default") else f" --mesh {mesh}"
+
+
+def _running_here() -> tuple[str | None, list[str]]:
+    """(the mesh to use when none is named, or None for `default`; the meshes other than `default` running)."""
+    running = running_meshes()
+    others = [name for name in running if name != "default"]
+    if "default" in running or len(others) != 1:
+        return None, others
+    return others[0], others
+
+
+FoundMeshOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--mesh",
+        envvar="MESH_NAME",
+        callback=found_mesh,
+        help="Mesh name (default: the one mesh running on this host, else `default`).",
+    ),
+]
+"""`--mesh` of the commands that look at a running mesh (ls, call, traces, approvals); `MeshOpt` starts one."""
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print pure JSON on stdout.")]
 LanOpt = Annotated[
     bool,

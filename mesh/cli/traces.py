@@ -9,7 +9,7 @@ import httpx2
 import typer
 from pydantic import TypeAdapter, ValidationError
 
-from mesh.cli.options import JsonOpt, MeshOpt, RegistryOpt, fail, out, print_json
+from mesh.cli.options import FoundMeshOpt, JsonOpt, RegistryOpt, fail, out, print_json
 from mesh.credentials import acting_credential
 from mesh.discovery.proof import prove_service
 from mesh.errors import RegistryError
@@ -43,7 +43,7 @@ def ls(
     json_: JsonOpt = False,
     tracer: TracerOpt = None,
     registry: RegistryOpt = None,
-    mesh: MeshOpt = None,
+    mesh: FoundMeshOpt = None,
 ) -> None:
     """List recent traces, latest first."""
     params = {"agent": agent, "tool": tool, "status": status, "since": since, "limit": str(limit)}
@@ -68,7 +68,7 @@ def show(
     json_: JsonOpt = False,
     tracer: TracerOpt = None,
     registry: RegistryOpt = None,
-    mesh: MeshOpt = None,
+    mesh: FoundMeshOpt = None,
 ) -> None:
     """Show one decision trace as a tree: agents, timings, decisions, errors."""
     body = anyio.run(_get, mesh, registry, tracer, f"/api/traces/{trace_id}", {})

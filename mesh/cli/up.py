@@ -18,12 +18,14 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from mesh.cli.options import MeshOpt
+from mesh.cli.options import MeshOpt, mesh_flag
+from mesh.config import mesh_paths
 from mesh.runtime import supervisor
 from mesh.runtime.meshfile import MeshPlan, load_plan
+from mesh.runtime.running import marked_running
 from mesh.runtime.supervisor import ChildStatus
 
-__all__ = ["register"]
+__all__ = ["next_steps", "register"]
 
 _STYLES = {"starting": "yellow", "ready": "green", "stopping": "yellow", "exited": "red"}
 
@@ -47,11 +49,22 @@ def up(
 ) -> None:
     """Start the registry and every agent of a mesh file, show them live, stop them all on Ctrl-C."""
     plan = load_plan(path, mesh=mesh, registry_port=registry_port, mdns=not no_mdns)
-    if sys.stdout.isatty():
-        with _LiveTable(plan) as view:
-            anyio.run(supervisor.up, plan, view)
-    else:
-        anyio.run(supervisor.up, plan, _PlainLines(plan))
+    with marked_running(mesh_paths(plan.mesh)):
+        if sys.stdout.isatty():
+            with _LiveTable(plan) as view:
+                anyio.run(supervisor.up, plan, view)
+        else:
+            anyio.run(supervisor.up, plan, _PlainLines(plan))
+
+
+def next_steps(mesh: str, registry_url: str | None) -> list[str]:
+    """What to type in another terminal once the mesh is up (`--mesh` only where it would not be found)."""
+    flag = mesh_flag(mesh)
+    steps: list[str] = []
+    if registry_url is not None:
+        steps.append(f"web page: {registry_url.removesuffix('/mcp').rstrip('/')}/")
+    steps += [f"mesh ls{flag}", f"mesh approvals ls{flag}", f"mesh traces ls{flag}"]
+    return steps
 
 
 @final
@@ -62,6 +75,7 @@ class _PlainLines:
         self._width = max((len(a.label) for a in plan.agents), default=0)
         self._width = max(self._width, len("registry"))
         self._shown: dict[str, str] = {}
+        self._mesh = plan.mesh
         _say(f"mesh up: mesh {plan.mesh} from {plan.source}")
 
     def changed(self, status: ChildStatus) -> None:
@@ -84,6 +98,10 @@ class _PlainLines:
     def note(self, message: str) -> None:
         """Print a mesh-wide event."""
         _say(f"mesh up: {message}")
+
+    def ready(self, registry_url: str | None) -> None:
+        """Print what to type next, one line."""
+        _say(f"mesh up: next: {' · '.join(next_steps(self._mesh, registry_url))}")
 
 
 @final
@@ -120,6 +138,12 @@ class _LiveTable:
         """Show a mesh-wide event under the table."""
         self._note = message
         self._redraw()
+
+    def ready(self, registry_url: str | None) -> None:
+        """Show what to type next above the table (it stays in the scrollback)."""
+        self._live.console.print(Text("next, in another terminal:", style="bold"))
+        for step in next_steps(self._plan.mesh, registry_url):
+            self._live.console.print(f"  {step}", markup=False, highlight=False)
 
     def _redraw(self) -> None:
         table = Table(

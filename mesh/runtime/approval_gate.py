@@ -33,8 +33,8 @@ __all__ = ["APPROVAL_TTL", "ApprovalGate", "Need", "Verdict"]
 
 log = logging.getLogger(__name__)
 
-APPROVAL_TTL = float(os.environ.get("MESH_APPROVAL_TTL", "120"))
-"""Seconds a person has to answer (never more than the call's own time budget)."""
+APPROVAL_TTL = float(os.environ.get("MESH_APPROVAL_TTL", "300"))
+"""Seconds a person has to answer, unless the tool sets its own (never more than the call's own time budget)."""
 
 Verdict = tuple[bool, str]
 """(may run, why): the gate's answer when it does not need another round."""
@@ -63,10 +63,20 @@ class ApprovalGate:
         self._registry_url = registry_url
         self.key = f"{APPROVAL_INPUT_KEY}/{agent}"
         self._used: dict[str, float] = {}
+        self._longest_ttl = APPROVAL_TTL
 
-    def ticket(self, tool: str, arguments: Mapping[str, Any] | None, caller: str, budget: float | None) -> Ticket:
-        """The ticket for this exact call, expiring with the approval TTL or the call's budget."""
-        ttl = APPROVAL_TTL if budget is None else min(APPROVAL_TTL, budget)
+    def ticket(
+        self,
+        tool: str,
+        arguments: Mapping[str, Any] | None,
+        caller: str,
+        budget: float | None,
+        ttl: float | None = None,
+    ) -> Ticket:
+        """The ticket for this exact call, expiring with the tool's approval TTL (or the default) or its budget."""
+        limit = ttl or APPROVAL_TTL
+        self._longest_ttl = max(self._longest_ttl, limit)
+        ttl = limit if budget is None else min(limit, budget)
         return Ticket(self.agent, tool, arguments_digest(arguments), caller, time.time() + ttl)
 
     def round(self, **fields: str | None) -> RoundState:
@@ -83,7 +93,7 @@ class ApprovalGate:
         if state.nonce in self._used:
             return "this approval was already used: an answer runs its call once; ask again"
         # Kept as long as any ticket it carries could still be honoured.
-        self._used[state.nonce] = at + APPROVAL_TTL + 60
+        self._used[state.nonce] = at + self._longest_ttl + 60
         return None
 
     def already_approved(self, ticket: Ticket, state: RoundState | None) -> bool:

@@ -47,6 +47,7 @@ class CallGuard:
         keys: MeshKeys,
         instance: str = "",
         approval_tools: frozenset[str] = frozenset(),
+        approval_ttls: Mapping[str, float] | None = None,
         registry_url: Callable[[], str | None] = lambda: None,
     ) -> None:
         self.agent = agent
@@ -54,6 +55,7 @@ class CallGuard:
         self.policy = policy
         self.keys = keys
         self.approval_tools = approval_tools
+        self.approval_ttls = dict(approval_ttls or {})
         self._caller_metadata = caller_metadata
         self._gate = ApprovalGate(agent=agent, instance=instance, keys=keys, registry_url=registry_url)
 
@@ -95,8 +97,8 @@ class CallGuard:
         approved: str | None = None
         if verdict.verdict == "approval" or tool in self.approval_tools:
             why_needed = verdict.reason if verdict.verdict == "approval" else f"{tool} is marked as needing approval."
-            need = Need(ticket=self._gate.ticket(tool, arguments, caller, budget), why=why_needed,
-                        approvers=verdict.approvers, person=person)  # fmt: skip
+            ticket = self._gate.ticket(tool, arguments, caller, budget, self.approval_ttls.get(tool))
+            need = Need(ticket=ticket, why=why_needed, approvers=verdict.approvers, person=person)
             if self._gate.already_approved(need.ticket, state):
                 approved = state.approved if state else None
             else:

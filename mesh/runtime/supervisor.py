@@ -74,6 +74,10 @@ class Observer(Protocol):
         """Something happened to the mesh as a whole."""
         ...
 
+    def ready(self, registry_url: str | None) -> None:
+        """Every agent has settled (ready or not) for the first time: time to say what to type next."""
+        ...
+
 
 async def up(plan: MeshPlan, observer: Observer, *, ready_timeout: float = 30.0, grace: float = 10.0) -> None:
     """Run `plan` until SIGINT, SIGTERM or SIGHUP, then stop every process; MeshError if it cannot start."""
@@ -97,8 +101,8 @@ async def up(plan: MeshPlan, observer: Observer, *, ready_timeout: float = 30.0,
                         registry_url = await _registry_ready(registry, ready_timeout)
                     for launch in plan.agents:
                         argv = launch.argv(mesh=plan.mesh, registry=registry_url, policy=plan.policy, mdns=plan.mdns)
-                        env = {**base_env, **dict(launch.env)}
-                        agent = _Child(launch.label, "agent", launch.target, argv, env, cwd, observer)
+                        env = {**base_env, **launch.environment()}
+                        agent = _Child(launch.label, "agent", launch.shown, argv, env, cwd, observer)
                         agents.append(agent)
                         await tg.start(agent.run)
                     tg.start_soon(_report_ready, agents, registry_url, ready_timeout, observer)
@@ -267,6 +271,7 @@ async def _report_ready(agents: list[_Child], registry_url: str | None, timeout:
     observer.note(f"ready: {len(ready)} of {len(agents)} agents{where}")
     if late:
         observer.note(f"still starting after {timeout:g}s: {', '.join(late)}")
+    observer.ready(registry_url)
 
 
 async def _all_exited(children: list[_Child]) -> None:

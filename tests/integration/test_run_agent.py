@@ -104,7 +104,7 @@ async def test_wrong_arguments_get_one_line_naming_the_argument(mesh_env: dict[s
             sdk = await client.call_tool("echo", {})
     assert missing.returncode != 0
     assert missing.stderr.strip().count("\n") == 0
-    assert "'text': field required" in missing.stderr
+    assert "takes no argument 'txt' (its arguments: text)" in missing.stderr
     assert "'text': input should be a valid string" in wrong.stderr
     assert sdk.is_error
     assert "'text'" in sdk.content[0].text  # type: ignore[union-attr]
