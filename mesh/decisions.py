@@ -2,8 +2,8 @@
 
 The one place that knows the event's name and attribute keys (DESIGN §5). On the mesh's own spans
 a decision is recorded as its arguments, and its attributes are made when the span is exported,
-off the call path (`MeshSpan.add_deferred_event`): ~5k instructions a decision, the call included,
-where building and cleaning them in place took ~19k (callgrind), and a hop records three. On any
+off the call path (`MeshSpan.add_deferred_event`), a fraction of building and cleaning them in
+place, and a hop records three. On any
 other OpenTelemetry span it is an ordinary event; with no tracer provider set, recording costs
 next to nothing.
 """

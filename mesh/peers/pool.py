@@ -144,7 +144,7 @@ class PeerPool:
             SENT_ATTRIBUTE: False,  # until a request actually goes out
         }
         # The process's tracer, looked up at each call: one taken at import would be OpenTelemetry's
-        # `ProxyTracer` (no provider is set that early), which costs a call ~16k instructions more.
+        # `ProxyTracer` (no provider is set that early), whose indirection every call would pay.
         tracer = trace.get_tracer_provider().get_tracer(SCOPE)
         with tracer.start_as_current_span(
             f"tools/call {target}.{tool}", kind=trace.SpanKind.CLIENT, attributes=attributes

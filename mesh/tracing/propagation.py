@@ -2,10 +2,10 @@
 written directly in the common case.
 
 Every mesh hop injects a `traceparent` into the request's `_meta` and the callee extracts it.
-Through OpenTelemetry's default (a `CompositePropagator` of `TraceContextTextMapPropagator` and
-`W3CBaggagePropagator`) extracting costs a hop ~20k instructions more than this does, and injecting
-~6k (callgrind), nearly all of it generic: getters and setters, a pattern looked up in `re`'s cache
-on each call, a context copied once per propagator, a 128-bit int formatted with `:032x`. `MeshPropagator`
+OpenTelemetry's default (a `CompositePropagator` of `TraceContextTextMapPropagator` and
+`W3CBaggagePropagator`) spends most of that work on generic machinery: getters and setters, a
+pattern looked up in `re`'s cache on each call, a context copied once per propagator, a 128-bit int
+formatted with `:032x` (docs/performance-log.md has the counts). `MeshPropagator`
 handles the carrier a hop actually has (a dict with a version-00 `traceparent` and no `tracestate` or
 `baggage`) in a few lines, and hands everything else to that very composite, so what it extracts and
 injects is what the default would, value for value (a property test compares the two).
@@ -103,9 +103,8 @@ class MeshPropagator(TextMapPropagator):
 def carried_context(meta: Mapping[str, Any] | None) -> Context | None:
     """`mcp.shared._otel.extract_trace_context`: the context a request's `_meta` carries, or None when
     it carries no valid parent (the span is then parented by the ambient context). A plain
-    `traceparent` is read here directly when `MeshPropagator` is the global propagator: the SDK's
-    path through `propagate.extract` and its validity check costs ~7k instructions more (callgrind),
-    on every inbound call."""
+    `traceparent` is read here directly when `MeshPropagator` is the global propagator, sparing every
+    inbound call the SDK's generic path through `propagate.extract` and its validity check."""
     if meta and type(meta) is dict and type(propagate.get_global_textmap()) is MeshPropagator:
         carried = _plain_parent(meta)  # pyright: ignore[reportUnknownArgumentType]
         if carried is not None:

@@ -1,12 +1,12 @@
 """The SERVER span of every inbound MCP message, as the SDK's `OpenTelemetryMiddleware` makes it, made directly.
 
 The SDK's middleware opens its span through two generator context managers (its `otel_span`, then
-the `ProxyTracer` it got at import, before any provider was set) around the tracer's own: ~120k
-instructions a `tools/call` with its `traceparent` extracted (callgrind), on every agent's every
-call, and the layers run with tracing off too. `ServerSpans` makes the same span (name, kind,
-scope, attributes, parent, status, exception event) with one `start_span` and an attach, ~79k;
-a unit test runs both on the same messages and compares what they record. `build_server` puts it
-in the SDK's place, the seam the SDK documents for opting out of its own.
+the `ProxyTracer` it got at import, before any provider was set) around the tracer's own, on every
+agent's every call, and the layers run with tracing off too. `ServerSpans` makes the same span
+(name, kind, scope, attributes, parent, status, exception event) with one `start_span` and an
+attach, about two thirds of the work (docs/performance-log.md); a unit test runs both on the same
+messages and compares what they record. `build_server` puts it in the SDK's place, the seam the
+SDK documents for opting out of its own.
 """
 
 from __future__ import annotations

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
+import anyio
 import httpx2
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
@@ -68,3 +70,13 @@ async def vault_chain(caller: str) -> AsyncGenerator[tuple[RegistryProcess, Mesh
     ):
         await node.settle()
         yield registry, node
+
+
+async def until(fetch: Callable[[], Awaitable[Any]], check: Callable[[Any], bool], timeout: float = 20) -> Any:
+    """Poll `fetch` (bounded) until `check` holds of what it returns; spans arrive about once a second."""
+    with anyio.fail_after(timeout):
+        while True:
+            value = await fetch()
+            if check(value):
+                return value
+            await anyio.sleep(0.2)

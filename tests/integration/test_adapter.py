@@ -6,7 +6,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ import pytest
 from mesh.errors import PolicyDenied, ToolFailed
 from mesh.runtime.node import MeshNode
 from mesh.testing import MeshProcess, RegistryProcess, free_port
-from tests.integration.helpers import child_pids, mesh_cli, sdk_client
+from tests.integration.helpers import child_pids, mesh_cli, sdk_client, until
 from tests.security.helpers import cli_as, person_token
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
@@ -32,16 +32,6 @@ POLICY = str(FIXTURES / "adopted.cedar")
 def adopted(*args: str, command: str = STDIO_SERVER, name: str = "plain") -> MeshProcess:
     """`mesh run --command COMMAND --name NAME ARGS` on a free port."""
     return MeshProcess(["run", "--command", command, "--name", name, "--port", "0", "--no-mdns", *args])
-
-
-async def until(fetch: Callable[[], Any], check: Callable[[Any], bool], timeout: float = 20) -> Any:
-    """Poll `fetch` (bounded) until `check` holds of what it returns."""
-    with anyio.fail_after(timeout):
-        while True:
-            value = await fetch()
-            if check(value):
-                return value
-            await anyio.sleep(0.2)
 
 
 async def child_of(process: MeshProcess, other_than: int | None = None) -> int:
@@ -144,10 +134,13 @@ async def test_policy_denies_a_tool_and_an_approval_rule_makes_another_wait(mesh
     assert ("policy", "approval") in kinds
 
 
-async def test_a_killed_child_fails_its_calls_and_a_restarted_one_answers(mesh_env: dict[str, str]) -> None:
+async def test_a_killed_child_fails_its_calls_and_a_restarted_one_answers(
+    mesh_env: dict[str, str], tmp_path: Path
+) -> None:
+    naps = tmp_path / "naps"
     async with (
         RegistryProcess() as registry,
-        adopted("--registry", registry.base_url, "--meta", "owner=platform") as plain,
+        adopted("--registry", registry.base_url, "--meta", "owner=platform", "--env", f"FIXTURE_NAPS={naps}") as plain,
         MeshNode("script", registry=registry.base_url) as node,
     ):
         await node.settle()
@@ -164,7 +157,7 @@ async def test_a_killed_child_fails_its_calls_and_a_restarted_one_answers(mesh_e
             async with anyio.create_task_group() as tg:
                 for _ in range(3):
                     tg.start_soon(nap)
-                await anyio.sleep(0.5)  # the naps are under way in the child
+                await until(lambda: _lines(naps), lambda n: n == 3)  # the naps are under way in the child
                 os.kill(first, signal.SIGKILL)
         second = await child_of(plain, other_than=first)
         answer = await until(lambda: _try_add(node), lambda value: value == 7)
@@ -292,3 +285,8 @@ async def _http_server(token: str) -> AsyncGenerator[str]:
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+async def _lines(path: Path) -> int:
+    file = anyio.Path(path)
+    return len((await file.read_text()).splitlines()) if await file.exists() else 0

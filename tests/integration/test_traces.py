@@ -6,7 +6,6 @@ import itertools
 import json
 import os
 import signal
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,21 +18,11 @@ from mesh.identity import MeshKeys
 from mesh.runtime.node import MeshNode
 from mesh.testing import AgentProcess, MeshProcess, RegistryProcess, free_port
 from mesh.tracing.export import SPANS_AUDIENCE
-from tests.integration.helpers import child_pids, mesh_cli
+from tests.integration.helpers import child_pids, mesh_cli, until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
 RELAY = str(Path(__file__).resolve().parent / "fixtures" / "relay.py")
-
-
-async def _until(fetch: Callable[[], Any], check: Callable[[Any], bool], timeout: float = 20) -> Any:
-    """Poll `fetch` (bounded) until `check` holds; spans arrive in batches every ~1 s."""
-    with anyio.fail_after(timeout):
-        while True:
-            value = await fetch()
-            if check(value):
-                return value
-            await anyio.sleep(0.2)
 
 
 async def _traces(base: str, **params: str) -> list[dict[str, Any]]:
@@ -65,7 +54,7 @@ async def test_a_chain_becomes_one_complete_trace_with_its_decisions(mesh_env: d
     ):
         await node.settle()
         assert await node.call("a", "relay", {"text": "t"}) == "t>a>b>c"
-        [summary] = await _until(
+        [summary] = await until(
             lambda: _traces(registry.base_url, agent="a"), lambda found: len(found) == 1 and found[0]["span_count"] == 5
         )
         tree = await _tree(registry.base_url, summary["trace_id"])
@@ -119,15 +108,15 @@ async def test_a_tracer_outage_loses_no_span(mesh_env: dict[str, str], tmp_path:
         await node.settle()
         async with MeshProcess(tracer_args) as tracer:
             await node.call("root", "relay", {"text": "before"})
-            await _until(lambda: _traces(tracer.base_url), lambda found: len(found) == 1)
+            await until(lambda: _traces(tracer.base_url), lambda found: len(found) == 1)
         for n in range(10):  # the tracer is down: spans go to the spool
             await node.call("root", "relay", {"text": f"during {n}"})
-        listed = await _until(  # and `mesh ls` says so
+        listed = await until(  # and `mesh ls` says so
             lambda: anyio.to_thread.run_sync(lambda: json.loads(mesh_cli("ls", "--json", "--wait", "3").stdout)),
             lambda views: any(v["name"] == "root" and (v["spans"] or {}).get("pending_batches") for v in views),
         )
         async with MeshProcess(tracer_args) as tracer:
-            found = await _until(
+            found = await until(
                 lambda: _traces(tracer.base_url, limit="100"),
                 lambda found: len(found) == 11 and all(t["span_count"] == 3 for t in found),
             )
@@ -147,7 +136,7 @@ async def test_a_killed_callee_leaves_an_incomplete_trace(mesh_env: dict[str, st
         victim.signal(signal.SIGKILL)
         with pytest.raises(MeshError):
             await node.call("front", "relay", {"text": "lost"}, timeout=5)
-        [failed] = await _until(lambda: _traces(registry.base_url, status="error"), lambda found: len(found) == 1)
+        [failed] = await until(lambda: _traces(registry.base_url, status="error"), lambda found: len(found) == 1)
         tree = await _tree(registry.base_url, failed["trace_id"])
     assert tree["complete"] is False
     assert any("has no server span" in reason for reason in tree["incomplete_reasons"])
@@ -209,7 +198,7 @@ async def test_a_tracer_killed_mid_ingest_keeps_what_it_acknowledged_and_leaves_
     tracer_args = ["tracer", "--port", str(port), "--db", str(tmp_path / "tracer.sqlite3"), "--no-mdns"]
     acknowledged: list[int] = []
     async with MeshProcess(tracer_args) as tracer:
-        workers = await _until(lambda: anyio.to_thread.run_sync(child_pids, tracer.pid), lambda found: len(found) == 2)
+        workers = await until(lambda: anyio.to_thread.run_sync(child_pids, tracer.pid), lambda found: len(found) == 2)
 
         async def send(batch: int) -> None:
             async with httpx2.AsyncClient(base_url=tracer.base_url, timeout=10, headers=_admin()) as http:
@@ -228,7 +217,7 @@ async def test_a_tracer_killed_mid_ingest_keeps_what_it_acknowledged_and_leaves_
                 if batch == 30:
                     await tracer.stop(signal.SIGKILL)
                 await anyio.sleep(0.01)
-        gone = await _until(
+        gone = await until(
             lambda: anyio.to_thread.run_sync(lambda: {pid for pid in workers if Path(f"/proc/{pid}").exists()}),
             lambda alive: not alive,
             timeout=10,
@@ -247,10 +236,10 @@ async def test_a_tracers_ingest_workers_run_at_a_lower_priority_than_it(tmp_path
 
     port = free_port()
     async with MeshProcess(["tracer", "--port", str(port), "--db", str(tmp_path / "t.sqlite3"), "--no-mdns"]) as tracer:
-        workers = await _until(lambda: anyio.to_thread.run_sync(child_pids, tracer.pid), lambda found: len(found) == 2)
+        workers = await until(lambda: anyio.to_thread.run_sync(child_pids, tracer.pid), lambda found: len(found) == 2)
         expected = [min(os.getpriority(os.PRIO_PROCESS, tracer.pid) + NICENESS, 19)] * 2
 
         async def priorities() -> list[int]:  # a worker lowers its own as it starts
             return [os.getpriority(os.PRIO_PROCESS, pid) for pid in workers]
 
-        assert await _until(priorities, lambda found: found == expected, timeout=10) == expected
+        assert await until(priorities, lambda found: found == expected, timeout=10) == expected

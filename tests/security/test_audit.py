@@ -180,7 +180,7 @@ async def test_a_call_the_policy_denied_is_in_the_record(mesh_env: dict[str, str
         assert result.is_error
         with anyio.fail_after(30):  # the agent ships its spans in batches
             while not (denials := await _denials(mesh.registry)):
-                await anyio.sleep(0.5)
+                await anyio.sleep(0.2)
         verified = await audit(mesh.registry, "verify")
     assert denials[0]["record"]["tool"] == "probe"
     assert denials[0]["record"]["caller"] == "mallory"

@@ -9,7 +9,7 @@ sends spans of its own service only, an admin's any, a client's or approver's no
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ from mesh.testing import AgentProcess, RegistryProcess
 from mesh.tracing.export import SPANS_AUDIENCE
 from mesh.wire import SpanEventRecord, SpanRecord
 from registry.otlp import encode_spans
-from tests.integration.helpers import mesh_cli, sdk_client
+from tests.integration.helpers import mesh_cli, sdk_client, until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
@@ -57,16 +57,6 @@ def forged_allow(trace_id: str, parent_id: str | None, agent: str = "kb", tool: 
 def spans_token(caller: str, **options: Any) -> dict[str, str]:
     """The header of a token of this test's mesh for the spans audience."""
     return {"authorization": f"Bearer {MeshKeys.load().mint(caller, SPANS_AUDIENCE, **options)}"}
-
-
-async def _until(fetch: Callable[[], Any], check: Callable[[Any], bool], timeout: float = 20) -> Any:
-    """Poll `fetch` (bounded) until `check` holds; agents send their spans about once a second."""
-    with anyio.fail_after(timeout):
-        while True:
-            value = await fetch()
-            if check(value):
-                return value
-            await anyio.sleep(0.2)
 
 
 async def test_spans_without_a_token_of_this_mesh_or_from_a_client_are_refused_and_never_stored(
@@ -111,7 +101,7 @@ async def test_an_agent_cannot_graft_a_decision_onto_another_agents_trace_but_it
         async def traces() -> list[dict[str, Any]]:
             return (await http.get("/api/traces", params={"agent": "kb"})).json()
 
-        [summary] = await _until(traces, lambda found: len(found) == 1)
+        [summary] = await until(traces, lambda found: len(found) == 1)
         trace_id = summary["trace_id"]
         listed = await anyio.to_thread.run_sync(lambda: mesh_cli("traces", "ls", "--registry", registry.base_url))
         real = (await http.get(f"/api/traces/{trace_id}")).json()
