@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx2
 import pytest
 
 from mesh.approvals import INTERACTIVE_META_KEY
@@ -14,7 +15,8 @@ from mesh.identity import MeshKeys, StaticToken
 from mesh.peers.hop import HopResult
 from mesh.peers.rounds import with_answers
 from mesh.runtime.node import MeshNode
-from tests.security.helpers import LedgerMesh, cli_as, ledger_mesh, person_token
+from mesh.testing import RegistryProcess
+from tests.security.helpers import LedgerMesh, cli_as, ledger_mesh, pending_approval, person_token
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
@@ -140,3 +142,26 @@ async def _decide(mesh: LedgerMesh, token: str | None, approval_id: str) -> str:
         lambda: cli_as(token, "approvals", "approve", approval_id, "--registry", mesh.registry.base_url)
     )
     return result.stderr.strip() if result.returncode else ""
+
+
+async def test_only_the_filing_agent_may_cancel_its_approval(mesh_env: dict[str, str]) -> None:
+    keys = MeshKeys.load()
+    async with (
+        RegistryProcess() as registry,
+        pending_approval(registry.base_url) as filed,
+        httpx2.AsyncClient(base_url=registry.base_url, timeout=10) as http,
+    ):
+        path = f"/api/approvals/{filed['id']}/cancel"
+
+        async def cancel(token: str) -> httpx2.Response:
+            return await http.post(path, content="stop", headers={"authorization": f"Bearer {token}"})
+
+        by_client = await cancel(keys.mint("vault", "registry", role="client"))
+        by_approver = await cancel(keys.mint("alice", "registry", role="approver", person="alice"))
+        by_other_agent = await cancel(keys.mint("teller", "registry"))
+        still = (await http.get(f"/api/approvals/{filed['id']}")).json()["status"]
+        by_filer = await cancel(keys.mint("vault", "registry"))
+    assert [r.status_code for r in (by_client, by_approver, by_other_agent)] == [403, 403, 403]
+    assert "filed by 'vault', not 'teller'" in by_other_agent.json()["error"]
+    assert still == "pending"
+    assert (by_filer.status_code, by_filer.json()["status"]) == (200, "cancelled")
