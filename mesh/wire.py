@@ -237,6 +237,8 @@ class Approval(_Model):
     """The person on whose behalf the call runs, if any: they may not decide it."""
     approvers: list[str] = Field(default_factory=list[str])
     """Groups whose members may decide (the policy's `@approval("finance")`); empty: any approver or admin."""
+    arguments: dict[str, Any] | None = None
+    """The call's arguments, secret fields masked; shown to approvers only (None for anyone else)."""
 
 
 class ApprovalRequest(_Model):
@@ -257,6 +259,8 @@ class ApprovalRequest(_Model):
     reason: str | None = None
     requested_by: str | None = None
     approvers: list[str] = Field(default_factory=list[str])
+    arguments: dict[str, Any] | None = None
+    """The call's arguments with secret fields already masked by the agent (`"***"`)."""
 
 
 class ApprovalDecision(_Model):
