@@ -84,7 +84,11 @@ LanOpt = Annotated[
 ]
 RegistryOpt = Annotated[
     str | None,
-    typer.Option("--registry", envvar="MESH_REGISTRY", help="Registry URL (default: found by mDNS)."),
+    typer.Option(
+        "--registry",
+        envvar="MESH_REGISTRY",
+        help="Registry URL, or several replicas comma-separated (default: found by mDNS).",
+    ),
 ]
 
 out = Console(soft_wrap=True)

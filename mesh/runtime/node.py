@@ -62,8 +62,9 @@ class MeshNode(AsyncContextManagerMixin):
         self.policy = policy or Policy.allow_all()
         self.keys = MeshKeys.load(self.mesh)
         self.directory = PeerDirectory()
-        self.explicit_registry = registry or os.environ.get("MESH_REGISTRY") or None
-        self.found_registry: str | None = None
+        self.explicit_registries = registry_urls(registry or os.environ.get("MESH_REGISTRY") or "")
+        self.found_registries: dict[str, None] = {}
+        """Registries announced on mDNS, in the order first seen (an ordered set)."""
         self._services = _Services(given_tracer=os.environ.get("MESH_TRACER") or None)
         self.mdns = mdns
         self.lan = lan
@@ -121,9 +122,10 @@ class MeshNode(AsyncContextManagerMixin):
             while self.registry_url is None:
                 await self.registry_moved()
         if self.registry_url is None:
-            if self.explicit_registry is not None:
+            if self.explicit_registries:
+                named = ", ".join(self.explicit_registries)
                 raise RegistryError(
-                    f"registry at {self.explicit_registry} did not prove it holds mesh {self.mesh}'s secret"
+                    f"registry at {named} did not prove it holds mesh {self.mesh}'s secret"
                     " (is it running, and for this mesh?)"
                 )
             raise RegistryError("no registry found for this mesh (start one with `mesh registry`, or pass --registry)")
@@ -171,8 +173,8 @@ class MeshNode(AsyncContextManagerMixin):
         """A signed announcement names a candidate; it is used once it proves itself (`_adopt_services`)."""
         host = a.reachable_host
         base = f"http://{f'[{host}]' if ':' in host else host}:{a.port}"
-        if a.kind == "registry" and base != self.found_registry:
-            self.found_registry = base
+        if a.kind == "registry" and base not in self.found_registries:
+            self.found_registries[base] = None
             self._services.wake.set()
         elif a.kind == "tracer" and base != self._services.found_tracer:
             self._services.found_tracer = base
@@ -249,10 +251,15 @@ class MeshNode(AsyncContextManagerMixin):
         done.set()
 
     def _registry_candidates(self) -> list[str]:
-        """The registry given, else the one announced on mDNS and the default port of this host, in that order."""
-        if self.explicit_registry is not None:
-            return [self.explicit_registry]
-        return [url for url in (self.found_registry, _DEFAULT_REGISTRY) if url is not None]
+        """The registries given, else those announced on mDNS and this host's default port; the one in use first.
+
+        Keeping the one in use first means a node stays with a replica while it answers and moves to
+        the next only when it fails (its proof is dropped on a failed poll), never flapping between
+        replicas that are all well.
+        """
+        named = self.explicit_registries or [*self.found_registries, _DEFAULT_REGISTRY]
+        current = self._services.registry
+        return [current, *(u for u in named if u != current)] if current in named else list(dict.fromkeys(named))
 
     def _tracer_candidates(self) -> list[str]:
         found = self._services.given_tracer or self._services.found_tracer
@@ -302,6 +309,13 @@ class MeshNode(AsyncContextManagerMixin):
 
 
 _DEFAULT_REGISTRY: Final = f"http://127.0.0.1:{DEFAULT_REGISTRY_PORT}"
+
+
+def registry_urls(given: str) -> list[str]:
+    """`--registry URL1,URL2` / `MESH_REGISTRY`: the replicas named, in order, without blanks or repeats."""
+    return list(dict.fromkeys(u.strip().rstrip("/") for u in given.split(",") if u.strip()))
+
+
 _PROOF_TIMEOUT: Final = 1.0
 
 
