@@ -4,7 +4,7 @@ Each agent is an MCP server in its own process; agents find each other through m
 a shared registry, call each other peer to peer, and every call chain becomes one
 decision trace. This module is the public surface: adding a name is an API decision.
 
-`Agent`, `Context` and `connect` are imported on first use, so a process that needs only a
+`Agent`, `Context`, `connect` and `add_span_processor` are imported on first use, so a process that needs only a
 leaf module (`mesh.wire`, say: the tracer's ingest workers) does not load the whole runtime.
 """
 
@@ -31,11 +31,13 @@ if typing.TYPE_CHECKING:
     from mesh.agent import Agent
     from mesh.caller import connect
     from mesh.context import Context
+    from mesh.tracing.processors import add_span_processor
 
 __all__ = [
     "Agent",
     "Context",
     "connect",
+    "add_span_processor",
     "MeshError",
     "ConfigError",
     "IdentityError",
@@ -51,7 +53,12 @@ __all__ = [
     "ToolFailed",
 ]
 
-_RUNTIME: typing.Final = {"Agent": "mesh.agent", "Context": "mesh.context", "connect": "mesh.caller"}
+_RUNTIME: typing.Final = {
+    "Agent": "mesh.agent",
+    "Context": "mesh.context",
+    "connect": "mesh.caller",
+    "add_span_processor": "mesh.tracing.processors",
+}
 
 
 def __getattr__(name: str) -> typing.Any:

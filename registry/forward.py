@@ -4,7 +4,10 @@ Owns the forwarding backlog and the task that empties it. A batch is queued only
 stored here, and a full backlog drops it (counted) rather than pushing back, so a slow or absent
 endpoint never holds up ingest. Sends retry on 429, 502, 503 and 504, honouring Retry-After but
 waiting at most 5 s between attempts; any other refusal is final. The `Tracer` starts the task in
-its task group and, on exit, gives it 5 s to drain. Bodies go out as OTLP protobuf.
+its task group and, on exit, gives it 5 s to drain. Bodies go out as the OTEL_EXPORTER_OTLP_*
+variables say (`mesh.tracing.otlp_options`): with their headers (an API key for Grafana Tempo,
+Honeycomb or an authenticated collector), gzip-compressed if asked, within their timeout, as OTLP
+protobuf or JSON.
 
 A target that proves it is a registry or tracer of this mesh (`mesh.discovery.proof`) gets an
 admin token for `SPANS_AUDIENCE` with each batch, since the spans are other services'; any other
@@ -26,7 +29,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from mesh.discovery.proof import prove_service
 from mesh.identity import MeshKeys, Principal, TokenSource
 from mesh.tracing.export import SPANS_AUDIENCE
-from registry.otlp import PROTOBUF
+from mesh.tracing.otlp_options import OtlpOptions, otlp_options
 
 __all__ = ["Forwarder"]
 
@@ -44,7 +47,8 @@ class _Counters(Protocol):
 class Forwarder:
     """Sends stored batches to `url` from a bounded backlog, counting spans delivered and batches lost.
 
-    `keys` mint the admin token a proven target of this mesh gets.
+    `keys` mint the admin token a proven target of this mesh gets; `options` (default: from the
+    OTEL_EXPORTER_OTLP_* variables) say how bodies are sent.
     """
 
     def __init__(
@@ -55,9 +59,11 @@ class Forwarder:
         keys: MeshKeys,
         backlog: int = 256,
         attempts: int = 5,
+        options: OtlpOptions | None = None,
         transport: httpx2.AsyncBaseTransport | None = None,
     ) -> None:
         self.url = url
+        self.options = options if options is not None else otlp_options()
         self.stats = stats
         self._keys = keys
         self._tokens = TokenSource(keys, Principal("tracer", "admin"))
@@ -101,7 +107,7 @@ class Forwarder:
     async def _forward_all(self, backlog: MemoryObjectReceiveStream[tuple[bytes, int]], drained: anyio.Event) -> None:
         with backlog:
             try:
-                async with httpx2.AsyncClient(timeout=10, transport=self._transport) as client:
+                async with httpx2.AsyncClient(timeout=self.options.timeout, transport=self._transport) as client:
                     async for body, spans in backlog:
                         try:
                             delivered = await self._forward(client, body)
@@ -118,13 +124,17 @@ class Forwarder:
     async def _forward(self, client: httpx2.AsyncClient, body: bytes) -> bool:
         url = self.url
         delay = 0.2
+        if self.options.rewrites:  # gzip or JSON: CPU work kept off the event loop that ingests
+            content, sent_headers = await anyio.to_thread.run_sync(self.options.request, body)
+        else:
+            content, sent_headers = self.options.request(body)
         for attempt in range(1, self._attempts + 1):
-            headers = {"content-type": PROTOBUF}
+            headers = dict(sent_headers)
             if await self._proven_target(client):
                 headers["authorization"] = f"Bearer {self._tokens.token(SPANS_AUDIENCE)}"
             try:
-                with anyio.fail_after(15):
-                    response = await client.post(url, content=body, headers=headers)
+                with anyio.fail_after(self.options.timeout + 5):  # the client's timeout is per read, not overall
+                    response = await client.post(url, content=content, headers=headers)
             except (httpx2.HTTPError, TimeoutError) as exc:
                 logger.debug("forward attempt %d to %s failed: %s", attempt, url, exc)
                 self._prove_at = 0.0  # perhaps another service is there when it is back

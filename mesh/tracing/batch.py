@@ -1,24 +1,16 @@
 """Finished spans, encoded and shipped in batches by one thread, a little at a time.
 
 `on_end` is a deque append (atomic under the GIL, no lock). Every `TICK` the thread encodes what has
-queued since its last look into the request being built (~35 spans at 350 spans a second), and sends
-the request once it holds `max_batch` spans or is `schedule_delay` old. Encoding where a span ends
-puts it on every traced call (tried again with today's encoder: +13.9% in a first trial); encoding a
-whole batch at once holds the GIL for milliseconds and stalls the event loop; slices keep both costs
-small. A slice is ~0.4 ms of encoding for the ~90 spans of a busy tenth of a second (~4.5 µs a span
-in a loop; in place, beside two busy event loops, ~2.3 ms of wall time). The thread used to offer
-the GIL every 8 spans (`time.sleep(0)`), when a span took twice that to encode; with the faster
-encoder the same code without it read better on every count (`bench/tracing_overhead.py --switch`:
-p50 overhead +3.5% against +5.1%, pooled p90 +4.7% against +11.6%, p99 +21.7% against +23.3%). The
-tick is 100 ms, not less, because waking costs more than it looks: a timed wait's return costs this
-project's VM 50-150 µs of CPU (bench/wakeups.py), and at 20 ms ticks the thread spent ~1.9 times
-what it does at 100 ms (bench/exporter.py). A request goes out once a second, or sooner when it is
-full: each request costs the exporter, the tracer's HTTP server and its store a fixed share, and
-five a second made a one-hop call's p50 several percent slower than one a second did (README,
-"Tracing overhead"). OpenTelemetry's default is five seconds; a decision trace should be there by
-the time someone looks. A full queue drops the newest span and counts it; the count is in `stats()`
-(health, `mesh ls`), never silent. OTEL_BSP_SCHEDULE_DELAY, OTEL_BSP_MAX_QUEUE_SIZE and
-OTEL_BSP_MAX_EXPORT_BATCH_SIZE override the mesh's defaults.
+queued since its last look into the request being built, and sends the request once it holds
+`max_batch` spans or is `schedule_delay` old. Encoding where a span ends would put it on every
+traced call, and encoding a whole batch at once holds the GIL long enough to stall the event loop:
+slices keep both costs small. The tick is not shorter because each wake-up costs CPU, and a request
+goes out once a second, not more often, because each costs the exporter, the tracer's HTTP server
+and its store a fixed share (docs/performance-log.md, "The span batcher"); OpenTelemetry's default
+is five seconds, but a decision trace should be there by the time someone looks. A full queue
+drops the newest span and counts it; the count is in `stats()` (health, `mesh ls`), never silent.
+OTEL_BSP_SCHEDULE_DELAY, OTEL_BSP_MAX_QUEUE_SIZE and OTEL_BSP_MAX_EXPORT_BATCH_SIZE override the
+mesh's defaults.
 """
 
 from __future__ import annotations
@@ -32,7 +24,7 @@ from collections import deque
 from typing import Protocol, final
 
 from mesh.tracing.otlp_wire import BatchBuilder
-from mesh.tracing.spans import MeshSpan
+from mesh.tracing.span_data import MeshSpan
 
 __all__ = ["SpanBatcher", "SpanExport"]
 
@@ -42,9 +34,8 @@ TICK = 0.1
 """Seconds between the thread's looks at the queue (less when the schedule delay is shorter)."""
 NICENESS = 10
 """How much lower than its process's the thread's CPU priority is, on Linux (where a thread has its
-own): when both cores are busy, an event loop serving a call goes before encoding. With this and
-the tracer's ingest workers at +10, the p99 of 6,000 traced calls read 2.022, 1.985 and 2.010 ms
-against 2.151, 2.055 and 2.216 (p99.5 2.32-2.38 against 2.50-2.98), the p50 unchanged."""
+own): when both cores are busy, an event loop serving a call goes before encoding (the tail it
+saves is in docs/performance-log.md, "The span batcher")."""
 
 
 class SpanExport(Protocol):

@@ -1,12 +1,14 @@
-"""Span export for agents: OTLP/HTTP protobuf to the mesh's tracer, spooled to disk when it is away.
+"""Span export for agents: OTLP/HTTP to the mesh's tracer (or the user's backend), spooled to disk when it is away.
 
 The endpoint is looked up at each export (the tracer may be found, lost and found again);
 a batch that cannot be delivered goes to the spool and a drain thread retries it, oldest
 first, so spans emitted equal spans stored once the tracer is back. The drain thread also
 adopts the spools of the service's dead instances (`Spool.adopt`). Requests carry the
 service's bearer token when one is given: the caller gives one only for the mesh's own
-tracer, never for an endpoint of the user's choosing. This module is the one that talks to
-the tracer; it runs on the batcher's thread and never on the event loop.
+tracer, never for an endpoint of the user's choosing, which gets the OTEL_EXPORTER_OTLP_*
+headers, compression, timeout and protocol instead (`OtlpOptions`). This module is the one that
+talks to the tracer; it runs on the batcher's thread and never on the event loop.
+`SpoolSpanExporter` is the same export as an SDK `SpanExporter`, for the stock provider.
 """
 
 from __future__ import annotations
@@ -14,16 +16,20 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Final, final
 
 import httpx2
 from google.protobuf.message import DecodeError
 from google.rpc.status_pb2 import Status
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from mesh.tracing.otlp_options import PROTOBUF, OtlpOptions
+from mesh.tracing.otlp_wire import encode_batch
 from mesh.tracing.spool import Spool
 
-__all__ = ["SPANS_AUDIENCE", "SpoolingExporter"]
+__all__ = ["SPANS_AUDIENCE", "SpoolSpanExporter", "SpoolingExporter"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +45,7 @@ class SpoolingExporter:
     """Delivers batches to `endpoint()` (an OTLP/HTTP `/v1/traces` URL) or spools them.
 
     `token`, when given, is called for each request and sent as `Authorization: Bearer`;
+    `options`, when given, are the user's backend's (headers, compression, timeout, protocol);
     `transport` is for tests.
     """
 
@@ -48,16 +55,19 @@ class SpoolingExporter:
         spool: Spool,
         *,
         token: Callable[[], str] | None = None,
-        headers: dict[str, str] | None = None,
+        options: OtlpOptions | None = None,
         timeout: float = 2.0,
         drain_every: float = 1.0,
         transport: httpx2.BaseTransport | None = None,
     ) -> None:
         self._endpoint = endpoint
         self._token = token
+        self._options = options
         self.spool = spool
         self._http = httpx2.Client(
-            timeout=timeout, headers={"content-type": "application/x-protobuf", **(headers or {})}, transport=transport
+            timeout=options.timeout if options is not None else timeout,
+            headers={"content-type": PROTOBUF},
+            transport=transport,
         )
         self._stop = threading.Event()
         self._drain_every = drain_every
@@ -115,9 +125,14 @@ class SpoolingExporter:
         url = self._endpoint()
         if url is None:
             return False
-        headers = {"authorization": f"Bearer {self._token()}"} if self._token is not None else None
+        body = batch
+        headers: dict[str, str] | None = None
+        if self._options is not None:
+            body, headers = self._options.request(batch)
+        if self._token is not None:
+            headers = {**(headers or {}), "authorization": f"Bearer {self._token()}"}
         try:
-            response = self._http.post(url, content=batch, headers=headers)
+            response = self._http.post(url, content=body, headers=headers)
         except httpx2.HTTPError as exc:
             log.debug("tracer at %s unreachable: %s", url, exc)
             return False
@@ -163,3 +178,27 @@ def _why(response: httpx2.Response) -> str:
         except DecodeError:
             pass
     return " ".join(response.text.split())[:200]
+
+
+@final
+class SpoolSpanExporter(SpanExporter):
+    """An SDK `SpanExporter` over a `SpoolingExporter`: each batch encoded by the mesh's encoder and
+    delivered or spooled (the stock provider's `BatchSpanProcessor` hands it batches)."""
+
+    def __init__(self, exporter: SpoolingExporter) -> None:
+        self.exporter = exporter
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        """Deliver or spool the batch: it is never lost here, so always SUCCESS."""
+        if spans:
+            self.exporter.export(encode_batch(spans), len(spans))
+        return SpanExportResult.SUCCESS
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        """Try the spool once more."""
+        self.exporter.force_flush()
+        return True
+
+    def shutdown(self) -> None:
+        """Stop the exporter (what is spooled waits on disk)."""
+        self.exporter.shutdown()

@@ -1,8 +1,8 @@
 """OTLP protobuf for a batch of finished spans, written straight to wire bytes.
 
-The OpenTelemetry encoder builds a protobuf object per span, attribute and event (~80 µs a
-span here), on the export thread that competes with the event loop for the GIL; writing the
-few fields a span has directly costs a fraction of that. Attributes and events that repeat call
+The OpenTelemetry encoder builds a protobuf object per span, attribute and event, on the export
+thread that competes with the event loop for the GIL; writing the few fields a span has directly
+costs a fraction of that. Attributes and events that repeat call
 after call (a peer call's, a decision's) are encoded once and then taken from bounded caches,
 whose keys hold the values' types so that 1, 1.0 and True never share an encoding. A mesh span's
 deferred decisions are looked up by the arguments they were recorded with, so a repeated one is
@@ -23,7 +23,8 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status
 
-from mesh.tracing.spans import UNSET_STATUS, DeferredEvent, MeshSpan
+from mesh.tracing.otel_private import SPAN_KIND_SUNDER_VALUE
+from mesh.tracing.span_data import UNSET_STATUS, DeferredEvent, MeshSpan
 
 __all__ = ["BatchBuilder", "FinishedSpan", "encode_batch"]
 
@@ -190,7 +191,8 @@ def _span(span: FinishedSpan) -> bytearray:
         encoded_name = _field_str(5, name)
         _cached(_NAMES, name, encoded_name)
     out += encoded_name
-    out += _KIND[span.kind._value_]
+    kind = span.kind
+    out += _KIND[kind._value_ if SPAN_KIND_SUNDER_VALUE else kind.value]
     out += _TIMES(_START, span.start_time or 0, _END, span.end_time or 0)
     if span.attributes:
         out += _attributes_field(9, span.attributes)

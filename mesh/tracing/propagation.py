@@ -21,12 +21,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, Final, final
 
-from mcp.shared._otel import extract_trace_context
-from opentelemetry import propagate
-
-# The keys the baggage and the current span are kept under, read as `baggage.get_all` and
-# `set_span_in_context` read and write them.
-from opentelemetry.baggage import _BAGGAGE_KEY  # pyright: ignore[reportPrivateUsage]
+from opentelemetry import baggage, propagate, trace
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context, get_current
 from opentelemetry.propagators.composite import CompositePropagator
@@ -39,11 +34,17 @@ from opentelemetry.propagators.textmap import (
     default_setter,
 )
 from opentelemetry.trace import INVALID_SPAN_CONTEXT, NonRecordingSpan, SpanContext, TraceFlags
-from opentelemetry.trace.propagation import _SPAN_KEY  # pyright: ignore[reportPrivateUsage]
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
-from mesh.tracing.spans import current_span, valid_span_context
+from mesh.tracing.current import current_span
+from mesh.tracing.otel_private import (
+    BAGGAGE_KEY,
+    SPAN_CONTEXT_IS_TUPLE,
+    SPAN_KEY,
+    span_context_fields,
+    valid_span_context,
+)
 
 __all__ = ["MeshPropagator", "carried_context", "install"]
 
@@ -77,8 +78,10 @@ class MeshPropagator(TextMapPropagator):
         if getter is default_getter and type(carrier) is dict:
             carried = _plain_parent(carrier)  # pyright: ignore[reportUnknownArgumentType]
             if carried is not None:
+                if SPAN_KEY is None:
+                    return trace.set_span_in_context(NonRecordingSpan(carried), context or Context())
                 values = dict(context) if context else {}  # what `set_span_in_context` makes, directly
-                values[_SPAN_KEY] = NonRecordingSpan(carried)
+                values[SPAN_KEY] = NonRecordingSpan(carried)
                 return Context(values)
         return self._reference.extract(carrier, context, getter)
 
@@ -91,25 +94,40 @@ class MeshPropagator(TextMapPropagator):
             return
         span_context = current_span(context).get_span_context()
         if span_context != INVALID_SPAN_CONTEXT:
-            trace_id, span_id, _, flags, state, valid = span_context  # one unpacking, not five properties
+            trace_id, span_id, _, flags, state, valid = (  # one unpacking, not five properties
+                span_context if SPAN_CONTEXT_IS_TUPLE else span_context_fields(span_context)
+            )
             carrier[_TRACEPARENT] = _traceparent(trace_id, span_id, flags, valid)  # pyright: ignore[reportIndexIssue]
             if state:
                 carrier[_TRACESTATE] = state.to_header()  # pyright: ignore[reportIndexIssue]
-        entries = (context if context is not None else get_current()).get(_BAGGAGE_KEY)
-        if entries and isinstance(entries, dict):  # what `baggage.get_all` reads, without its copy
+        current = context if context is not None else get_current()
+        if BAGGAGE_KEY is None:
+            carries = bool(baggage.get_all(current))
+        else:  # what `baggage.get_all` reads, without its copy
+            entries = current.get(BAGGAGE_KEY)
+            carries = bool(entries) and isinstance(entries, dict)
+        if carries:
             self._baggage.inject(carrier, context, setter)
 
 
 def carried_context(meta: Mapping[str, Any] | None) -> Context | None:
-    """`mcp.shared._otel.extract_trace_context`: the context a request's `_meta` carries, or None when
-    it carries no valid parent (the span is then parented by the ambient context). A plain
+    """The context a request's `_meta` carries, or None when it carries no valid parent (the span is
+    then parented by the ambient context): the MCP SDK's rule for its server spans. A plain
     `traceparent` is read here directly when `MeshPropagator` is the global propagator, sparing every
-    inbound call the SDK's generic path through `propagate.extract` and its validity check."""
-    if meta and type(meta) is dict and type(propagate.get_global_textmap()) is MeshPropagator:
+    inbound call the generic path through `propagate.extract` and its validity check."""
+    if not meta:
+        return None
+    if type(meta) is dict and type(propagate.get_global_textmap()) is MeshPropagator:
         carried = _plain_parent(meta)  # pyright: ignore[reportUnknownArgumentType]
         if carried is not None:
-            return Context({_SPAN_KEY: NonRecordingSpan(carried)})
-    return extract_trace_context(meta)
+            if SPAN_KEY is None:
+                return trace.set_span_in_context(NonRecordingSpan(carried), Context())
+            return Context({SPAN_KEY: NonRecordingSpan(carried)})
+    try:
+        context = propagate.extract(meta)
+    except (ValueError, TypeError):  # a propagator that raises on junk: as no parent
+        return None
+    return context if trace.get_current_span(context).get_span_context().is_valid else None
 
 
 def _plain_parent(carrier: dict[str, Any]) -> SpanContext | None:
@@ -128,7 +146,7 @@ def _plain_parent(carrier: dict[str, Any]) -> SpanContext | None:
 
 
 def _traceparent(trace_id: int, span_id: int, flags: int, valid: bool) -> str:
-    """The header the default writes: with bytes' `hex()`, which costs half what `:032x` does on a 128-bit int."""
+    """The header the default writes: with bytes' `hex()`, cheaper than `:032x` on a 128-bit int."""
     if valid and 0 <= flags < 0x100:
         return f"00-{trace_id.to_bytes(16, 'big').hex()}-{span_id.to_bytes(8, 'big').hex()}-{_FLAGS[flags]}"
     return f"00-{trace_id:032x}-{span_id:016x}-{flags:02x}"

@@ -13,11 +13,14 @@ from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context, create_key
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.propagators.textmap import CarrierValT, DefaultGetter, DefaultSetter, TextMapPropagator
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from mesh.testing import RecordingSink
 from mesh.tracing import propagation
-from mesh.tracing.propagation import MeshPropagator
+from mesh.tracing.propagation import MeshPropagator, carried_context
+from tests.unit.tracing_providers import MODES, Mode, make_provider
 
 REFERENCE = CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()])
 MESH = MeshPropagator()
@@ -158,3 +161,31 @@ def test_install_replaces_only_the_default(monkeypatch: pytest.MonkeyPatch) -> N
     propagate.set_global_textmap(chosen)
     assert not propagation.install()  # the application's own choice stays
     assert propagate.get_global_textmap() is chosen
+
+
+@pytest.mark.usefixtures("global_textmap")
+@pytest.mark.parametrize("receiver", MODES)
+@pytest.mark.parametrize("sender", MODES)
+def test_a_span_of_either_provider_travels_in_meta_to_either(sender: Mode, receiver: Mode) -> None:
+    propagate.set_global_textmap(MESH)
+    resource = Resource.create({"service.name": "p"})
+    sent, received = RecordingSink(), RecordingSink()
+    with make_provider(sender, resource, sent).get_tracer("t").start_as_current_span("client"):
+        meta: dict[str, Any] = {}
+        propagate.inject(meta)
+    with (
+        make_provider(receiver, resource, received)
+        .get_tracer("t")
+        .start_as_current_span("server", context=carried_context(meta))
+    ):
+        pass
+    (client,), (server,) = sent.spans, received.spans
+    assert meta["traceparent"].endswith("-03")  # sampled, and the id's low 56 bits random (W3C level 2)
+    assert server.parent == SpanContext(client.context.trace_id, client.context.span_id, True, TraceFlags(3))
+    assert server.context.trace_id == client.context.trace_id
+    assert server.context.trace_flags == TraceFlags(3)
+
+
+def test_carried_context_is_none_without_a_valid_parent() -> None:
+    for meta in (None, {}, {"traceparent": "00-junk"}, {"traceparent": f"00-{'0' * 32}-{'1' * 16}-01"}):
+        assert carried_context(meta) is None

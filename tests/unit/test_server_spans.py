@@ -1,4 +1,5 @@
-"""`ServerSpans` records the very SERVER spans the SDK's `OpenTelemetryMiddleware` records."""
+"""`ServerSpans` records the very SERVER spans the SDK's `OpenTelemetryMiddleware` records, under
+either provider an agent can run (the mesh's lean one, or the SDK's with `MESH_TRACING=sdk`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from mcp.server._otel import OpenTelemetryMiddleware
 from mcp.server.context import ServerRequestContext
+from mcp.server.mcpserver import MCPServer
 from mcp.shared.exceptions import MCPError
 from mcp_types import CallToolResult, TextContent
 from opentelemetry import propagate, trace
@@ -23,8 +25,9 @@ from pydantic import BaseModel, ValidationError
 
 from mesh.testing import RecordingSink
 from mesh.tracing.propagation import MeshPropagator
-from mesh.tracing.server_spans import SCOPE, ServerSpans
-from mesh.tracing.spans import HOUSEKEEPING, MeshSpan, MeshTracerProvider
+from mesh.tracing.server_spans import SCOPE, ServerSpans, in_place_of_sdk_spans
+from mesh.tracing.spans import HOUSEKEEPING
+from tests.unit.tracing_providers import MODES, Mode, make_provider
 
 DEFAULT_PROPAGATOR = CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()])
 PARENT = trace.SpanContext(0x6B0FA219 << 96 | 0xABC, 0x1234, True, trace.TraceFlags(1))
@@ -78,7 +81,7 @@ messages = st.fixed_dictionaries(
 )
 
 
-def _run(middleware: Any, provider: MeshTracerProvider, message: dict[str, Any]) -> None:
+def _run(middleware: Any, provider: trace.TracerProvider, message: dict[str, Any]) -> None:
     ctx = ServerRequestContext(
         session=cast("Any", None),
         lifespan_context=None,
@@ -92,7 +95,7 @@ def _run(middleware: Any, provider: MeshTracerProvider, message: dict[str, Any])
 
     async def call_next(_: Any) -> Any:
         if isinstance(outcome, Exception):
-            raise outcome
+            raise outcome.with_traceback(None)  # one object raised again and again: its traceback would grow
         return outcome
 
     async def handle() -> None:
@@ -110,7 +113,7 @@ def _run(middleware: Any, provider: MeshTracerProvider, message: dict[str, Any])
     assert raised.value is outcome
 
 
-def _shape(span: MeshSpan, ambient: dict[int, int]) -> dict[str, Any]:
+def _shape(span: Any, ambient: dict[int, int]) -> dict[str, Any]:
     events = [
         (event.name, {k: v for k, v in event.attributes.items() if k != "exception.stacktrace"})
         for event in span.events
@@ -128,7 +131,7 @@ def _shape(span: MeshSpan, ambient: dict[int, int]) -> dict[str, Any]:
     }
 
 
-def _record(middleware: Any, sink: RecordingSink, provider: MeshTracerProvider, message: dict[str, Any]) -> Any:
+def _record(middleware: Any, sink: RecordingSink, provider: trace.TracerProvider, message: dict[str, Any]) -> Any:
     before = len(sink.spans)
     _run(middleware, provider, message)
     spans = sink.spans[before:]
@@ -136,12 +139,20 @@ def _record(middleware: Any, sink: RecordingSink, provider: MeshTracerProvider, 
     return [_shape(s, ambient) for s in spans]
 
 
+_providers = {
+    mode: (sink := RecordingSink(), make_provider(mode, Resource.create({"service.name": "echo"}), sink))
+    for mode in MODES
+}
+
+
+@pytest.mark.parametrize("mode", MODES)
 @settings(max_examples=150, deadline=None)
-@given(messages, st.sampled_from([DEFAULT_PROPAGATOR, MeshPropagator()]))
-def test_the_same_spans_as_the_sdk_middleware(message: dict[str, Any], propagator: TextMapPropagator) -> None:
+@given(message=messages, propagator=st.sampled_from([DEFAULT_PROPAGATOR, MeshPropagator()]))
+def test_the_same_spans_as_the_sdk_middleware(
+    mode: Mode, message: dict[str, Any], propagator: TextMapPropagator
+) -> None:
     # With the mesh's propagator global, `ServerSpans` reads a plain traceparent itself (`carried_context`).
-    sink = RecordingSink()
-    provider = MeshTracerProvider(Resource.create({"service.name": "echo"}), sink)
+    sink, provider = _providers[mode]  # one per mode, not per example: `_record` reads only the new spans
     saved = propagate.get_global_textmap()
     propagate.set_global_textmap(propagator)
     try:
@@ -158,9 +169,10 @@ def test_the_same_spans_as_the_sdk_middleware(message: dict[str, Any], propagato
     assert [s["kind"] for s in mine if s["scope"] == SCOPE] == ([] if probe else [trace.SpanKind.SERVER])
 
 
-def test_a_carried_traceparent_is_the_parent() -> None:
+@pytest.mark.parametrize("mode", MODES)
+def test_a_carried_traceparent_is_the_parent(mode: Mode) -> None:
     sink = RecordingSink()
-    provider = MeshTracerProvider(Resource.create({"service.name": "echo"}), sink)
+    provider = make_provider(mode, Resource.create({"service.name": "echo"}), sink)
     message = {
         "method": "tools/call",
         "params": {"name": "echo"},
@@ -176,3 +188,13 @@ def test_a_carried_traceparent_is_the_parent() -> None:
     assert span.name == "tools/call echo"
     assert span.attributes["error.type"] == "tool_error"
     assert span.status.status_code is trace.StatusCode.ERROR
+
+
+def test_the_sdks_own_server_spans_are_replaced_in_place_and_nothing_else() -> None:
+    server = MCPServer("x")
+    before = list(server.middleware)
+    in_place_of_sdk_spans(server.middleware)
+    assert [type(m) for m in server.middleware] == [
+        ServerSpans if isinstance(m, OpenTelemetryMiddleware) else type(m) for m in before
+    ]
+    assert ServerSpans in {type(m) for m in server.middleware}

@@ -1,4 +1,8 @@
-"""The mesh's lean tracer records what the OpenTelemetry SDK records, field for field."""
+"""The mesh's lean tracer records what the OpenTelemetry SDK records, field for field.
+
+The tests parametrized by `mode` hold for both providers an agent can run: the mesh's lean one
+and the stock SDK one (`MESH_TRACING=sdk`); the others are about the lean one's own machinery.
+"""
 
 from __future__ import annotations
 
@@ -20,11 +24,12 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 from opentelemetry.trace.propagation import _SPAN_KEY  # pyright: ignore[reportPrivateUsage]
 
-import mesh.tracing.spans
+import mesh.tracing.current
 from mesh.decisions import record_decision
 from mesh.testing import RecordingSink
 from mesh.tracing.otlp_wire import encode_batch
-from mesh.tracing.spans import MeshSpan, MeshTracerProvider, attach_span, current_span, detach, valid_span_context
+from mesh.tracing.spans import MeshTracerProvider, attach_span, current_span, detach, valid_span_context
+from tests.unit.tracing_providers import MODES, Mode, make_provider
 
 RESOURCE = Resource.create({"service.name": "prop", "mesh.name": "m"})
 
@@ -133,9 +138,10 @@ def test_the_lean_tracer_records_what_the_sdk_records(plans: list[dict[str, Any]
     assert _normalised(got) == _normalised(expected)
 
 
-def test_a_child_joins_its_parents_trace_across_a_traceparent() -> None:
+@pytest.mark.parametrize("mode", MODES)
+def test_a_child_joins_its_parents_trace_across_a_traceparent(mode: Mode) -> None:
     sink = RecordingSink()
-    tracer = MeshTracerProvider(RESOURCE, sink).get_tracer("t")
+    tracer = make_provider(mode, RESOURCE, sink).get_tracer("t")
     carrier: dict[str, str] = {}
     with tracer.start_as_current_span("client", kind=trace.SpanKind.CLIENT) as client:
         propagate.inject(carrier)
@@ -148,8 +154,9 @@ def test_a_child_joins_its_parents_trace_across_a_traceparent() -> None:
     assert server_span.get_span_context().trace_id == client_span.get_span_context().trace_id
 
 
-def test_a_new_trace_id_starts_with_the_time_and_ends_random() -> None:
-    tracer = MeshTracerProvider(RESOURCE, RecordingSink()).get_tracer("t")
+@pytest.mark.parametrize("mode", MODES)
+def test_a_new_trace_id_starts_with_the_time_and_ends_random(mode: Mode) -> None:
+    tracer = make_provider(mode, RESOURCE, RecordingSink()).get_tracer("t")
     before = time.time_ns()
     ids = [tracer.start_span("root").get_span_context().trace_id for _ in range(64)]
     after = time.time_ns()
@@ -159,9 +166,10 @@ def test_a_new_trace_id_starts_with_the_time_and_ends_random() -> None:
     assert len({trace_id & 0xFF for trace_id in ids}) > 1  # the low byte too (W3C: the last 7 are random)
 
 
-def test_mesh_probes_start_no_trace_but_work_does() -> None:
+@pytest.mark.parametrize("mode", MODES)
+def test_mesh_probes_start_no_trace_but_work_does(mode: Mode) -> None:
     sink = RecordingSink()
-    tracer = MeshTracerProvider(RESOURCE, sink).get_tracer("t")
+    tracer = make_provider(mode, RESOURCE, sink).get_tracer("t")
     with (
         tracer.start_as_current_span("tools/list", attributes={"mcp.method.name": "tools/list"}) as probe,
         tracer.start_as_current_span("inside the probe"),
@@ -177,9 +185,10 @@ def test_mesh_probes_start_no_trace_but_work_does() -> None:
     assert [s.name for s in sink.spans] == ["inside the call", "tools/call"]
 
 
-def test_an_sdk_sampler_is_obeyed() -> None:
+@pytest.mark.parametrize("mode", MODES)
+def test_an_sdk_sampler_is_obeyed(mode: Mode) -> None:
     sink = RecordingSink()
-    tracer = MeshTracerProvider(RESOURCE, sink, sampler=ALWAYS_OFF).get_tracer("t")
+    tracer = make_provider(mode, RESOURCE, sink, sampler=ALWAYS_OFF).get_tracer("t")
     with tracer.start_as_current_span("work") as span:
         span.set_attribute("ignored", 1)
     assert sink.spans == []
@@ -220,9 +229,10 @@ def test_a_provider_switched_off_makes_nothing_and_propagates_nothing_until_swit
     assert "traceparent" in carrier
 
 
-def test_the_decorator_form_traces_each_call_sync_and_async() -> None:
+@pytest.mark.parametrize("mode", MODES)
+def test_the_decorator_form_traces_each_call_sync_and_async(mode: Mode) -> None:
     sink = RecordingSink()
-    tracer = MeshTracerProvider(RESOURCE, sink).get_tracer("t")
+    tracer = make_provider(mode, RESOURCE, sink).get_tracer("t")
 
     @tracer.start_as_current_span("sync work")
     def work() -> int:
@@ -239,24 +249,27 @@ def test_the_decorator_form_traces_each_call_sync_and_async() -> None:
     assert sink.spans[2].get_span_context().span_id == span_id
 
 
-def test_an_ended_span_ignores_changes_and_is_handed_over_once(caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize("mode", MODES)
+def test_an_ended_span_ignores_changes_and_is_handed_over_once(mode: Mode, caplog: pytest.LogCaptureFixture) -> None:
     sink = RecordingSink()
-    span = MeshTracerProvider(RESOURCE, sink).get_tracer("t").start_span("once")
-    assert isinstance(span, MeshSpan)
+    span = make_provider(mode, RESOURCE, sink).get_tracer("t").start_span("once")
     span.end()
     span.end()
     span.set_attribute("late", 1)
     span.add_event("late")
     span.update_name("renamed")
-    assert len(sink.spans) == 1
-    assert span.attributes == {}
-    assert span.events == []
-    assert span.name == "once"
+    span.set_status(trace.StatusCode.ERROR)
+    (ended,) = sink.spans
+    assert dict(ended.attributes) == {}
+    assert list(ended.events) == []
+    assert ended.name == "once"
+    assert ended.status.status_code is trace.StatusCode.UNSET
     assert "ended span" in caplog.text
 
 
-def test_the_current_span_is_restored_after_the_block() -> None:
-    tracer = MeshTracerProvider(RESOURCE, RecordingSink()).get_tracer("t")
+@pytest.mark.parametrize("mode", MODES)
+def test_the_current_span_is_restored_after_the_block(mode: Mode) -> None:
+    tracer = make_provider(mode, RESOURCE, RecordingSink()).get_tracer("t")
     before = trace.get_current_span()
     token = context.attach(context.get_current())
     try:
@@ -269,17 +282,19 @@ def test_the_current_span_is_restored_after_the_block() -> None:
     assert trace.get_current_span() is before
 
 
-def test_the_recording_sink_lists_decisions() -> None:
+@pytest.mark.parametrize("mode", MODES)
+def test_the_recording_sink_lists_decisions(mode: Mode) -> None:
     sink = RecordingSink()
-    tracer = MeshTracerProvider(RESOURCE, sink).get_tracer("t")
+    tracer = make_provider(mode, RESOURCE, sink).get_tracer("t")
     with tracer.start_as_current_span("work"):
         record_decision("route", choice="b", reason="nearest")
     assert sink.decisions() == [("work", "route", "b")]
 
 
-def test_a_decision_is_made_from_what_its_arguments_held_when_recorded() -> None:
+@pytest.mark.parametrize("mode", MODES)
+def test_a_decision_is_made_from_what_its_arguments_held_when_recorded(mode: Mode) -> None:
     sink = RecordingSink()
-    tracer = MeshTracerProvider(RESOURCE, sink).get_tracer("t")
+    tracer = make_provider(mode, RESOURCE, sink).get_tracer("t")
     alternatives = ["b", "c"]
     extra: dict[str, Any] = {"mesh.policy.ids": ["p1"]}
     with tracer.start_as_current_span("work"):
@@ -295,9 +310,10 @@ def test_a_decision_is_made_from_what_its_arguments_held_when_recorded() -> None
     }
 
 
-def test_deferred_and_direct_events_share_the_event_limit_in_order() -> None:
+@pytest.mark.parametrize("mode", MODES)
+def test_deferred_and_direct_events_share_the_event_limit_in_order(mode: Mode) -> None:
     sink = RecordingSink()
-    tracer = MeshTracerProvider(RESOURCE, sink, limits=SpanLimits(max_events=2)).get_tracer("t")
+    tracer = make_provider(mode, RESOURCE, sink, limits=SpanLimits(max_events=2)).get_tracer("t")
     with tracer.start_as_current_span("work") as span:
         record_decision("route", choice="first")
         span.add_event("second")
@@ -312,8 +328,9 @@ def test_deferred_and_direct_events_share_the_event_limit_in_order() -> None:
     ]
 
 
-def test_a_decision_with_a_confidence_out_of_range_is_refused_at_once() -> None:
-    tracer = MeshTracerProvider(RESOURCE, RecordingSink()).get_tracer("t")
+@pytest.mark.parametrize("mode", MODES)
+def test_a_decision_with_a_confidence_out_of_range_is_refused_at_once(mode: Mode) -> None:
+    tracer = make_provider(mode, RESOURCE, RecordingSink()).get_tracer("t")
     with tracer.start_as_current_span("work"), pytest.raises(ValueError, match="between 0 and 1"):
         record_decision("route", choice="b", confidence=1.5)
 
@@ -362,7 +379,7 @@ def test_attach_span_and_detach_do_what_the_context_api_does(caplog: pytest.LogC
 
 def test_under_another_runtime_context_the_context_api_is_called(monkeypatch: pytest.MonkeyPatch) -> None:
     # With OTEL_PYTHON_CONTEXT naming another runtime context there is no contextvar to use directly.
-    monkeypatch.setattr(mesh.tracing.spans, "_CONTEXT_VAR", None)
+    monkeypatch.setattr(mesh.tracing.current, "_CONTEXT_VAR", None)
     calls: list[str] = []
     attach, detach_api = context.attach, context.detach
 
