@@ -1,24 +1,24 @@
 """The approvals queue: human decisions on calls that no interactive client can answer.
 
-Owns the `approvals` table (the audit record of every request and answer) and its routes:
-agents file requests and wait on them (long-poll), people list and decide them (`mesh
-approvals`, the web page). A request that nobody decides before its expiry is expired.
-Filing and cancelling need the filing agent's own token; deciding needs a person who may
-(`may_decide`); reads need none on loopback. Every change is appended to the governance record.
+Owns the queue's rules over an `ApprovalStore` (SQLite, or PostgreSQL shared by replicas) and its
+routes: agents file requests and wait on them (long-poll), people list and decide them (`mesh
+approvals`, the web page). A request that nobody decides before its expiry is expired, one nobody
+waits on any more is cancelled. Filing and cancelling need the filing agent's own token; deciding
+needs a person who may (`may_decide`); reads need none on loopback, but only an approver's or an
+admin's token sees a call's arguments. Every change is appended to the governance record.
 """
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Mapping
-from pathlib import Path
-from typing import Any, Final, final
+from collections.abc import AsyncGenerator, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any, Final, Self, final
 
 import anyio
+from anyio import AsyncContextManagerMixin
 from mcp.server.mcpserver import MCPServer
 from mcp.types import ToolAnnotations
 from pydantic import ValidationError
@@ -27,9 +27,18 @@ from starlette.responses import JSONResponse, Response
 
 from mesh.errors import IdentityError
 from mesh.identity import Claims, MeshKeys
-from mesh.wire import Approval, ApprovalDecision, ApprovalRequest, Decider
+from mesh.wire import Approval, ApprovalDecision, ApprovalRequest, ApprovalStatus, Decider
+from registry.access import bearer_or_session
+from registry.stores import ApprovalStore, Pending
 
-__all__ = ["ABANDONED_AFTER", "ApprovalQueue", "DecisionRefused", "install_approvals", "may_decide"]
+__all__ = [
+    "ABANDONED_AFTER",
+    "ApprovalQueue",
+    "DecisionRefused",
+    "install_approvals",
+    "may_decide",
+    "shown_to",
+]
 
 MAX_WAIT: Final = 30.0
 """Longest a long-poll holds a request open (seconds)."""
@@ -37,16 +46,11 @@ MAX_WAIT: Final = 30.0
 ABANDONED_AFTER: Final = 10.0
 """Seconds a pending approval may go without its agent waiting on it before it is cancelled."""
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS approvals (
-    id TEXT PRIMARY KEY, agent TEXT NOT NULL, tool TEXT NOT NULL, caller TEXT NOT NULL,
-    arguments_digest TEXT NOT NULL, requested_at REAL NOT NULL, expires_at REAL NOT NULL,
-    status TEXT NOT NULL, trace_id TEXT, decided_by TEXT, decided_at REAL, reason TEXT, summary TEXT
-);
-CREATE INDEX IF NOT EXISTS approvals_status ON approvals(status, requested_at);
-"""
-_ADDED_COLUMNS: Final = (("requested_by", "TEXT"), ("approvers", "TEXT"), ("decided_groups", "TEXT"))
-"""Columns later versions added, in order; an older table gains them on open."""
+MAX_BODY_BYTES: Final = 1024 * 1024
+"""Largest approval request accepted (413 beyond): its arguments are stored for the approver."""
+
+SEES_ARGUMENTS: Final = frozenset({"approver", "admin"})
+"""Roles whose tokens see a call's arguments; everyone else reads `"arguments": null`."""
 
 
 class DecisionRefused(Exception):
@@ -79,30 +83,54 @@ def may_decide(approval: Approval, claims: Claims) -> str | None:
     return None
 
 
-@final
-class ApprovalQueue:
-    """The approvals table, with an event per pending request for long-polls."""
+def shown_to(approval: Approval, claims: Claims | None) -> Approval:
+    """`approval` as the holder of `claims` may see it: the call's arguments for approvers and admins only."""
+    if approval.arguments is None or (claims is not None and claims.role in SEES_ARGUMENTS):
+        return approval
+    return approval.model_copy(update={"arguments": None})
 
-    def __init__(self, path: str | Path, *, audit: Audit | None = None, clock: Callable[[], float] = time.time) -> None:
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
-        present = {row[1] for row in self._db.execute("PRAGMA table_info(approvals)")}
-        for column, kind in _ADDED_COLUMNS:
-            if column not in present:
-                self._db.execute(f"ALTER TABLE approvals ADD COLUMN {column} {kind}")
-        self._lock = threading.Lock()
+
+@final
+class ApprovalQueue(AsyncContextManagerMixin):
+    """The queue's rules over an `ApprovalStore`, with an event per pending request for long-polls.
+
+    Usable as it is in one process; entered (`async with`), it also listens for approvals that
+    other replicas decide or close, so a call waiting here is released at once.
+    """
+
+    def __init__(
+        self,
+        store: ApprovalStore,
+        *,
+        audit: Audit | None = None,
+        clock: Callable[[], float] = time.time,
+        touch_every: float = ABANDONED_AFTER / 3,
+    ) -> None:
+        self._store = store
         self._waiters: dict[str, anyio.Event] = {}
         self._audit: Audit = audit or (lambda kind, record: None)
         self._clock = clock
+        self._touch_every = touch_every
         self._started = clock()
         self._polls: Counter[str] = Counter()
         self._last_poll: dict[str, float] = {}
+        self._entered = False
+
+    @asynccontextmanager
+    async def __asynccontextmanager__(self) -> AsyncGenerator[Self]:
+        if self._entered:
+            raise RuntimeError("an ApprovalQueue listens once: it is already entered")
+        self._entered = True
+        async with anyio.create_task_group() as tg:
+            await tg.start(self._store.watch, self._wake_from_elsewhere)
+            try:
+                yield self
+            finally:
+                tg.cancel_scope.cancel()
 
     def close(self) -> None:
-        """Close the database."""
-        self._db.close()
+        """Close the store."""
+        self._store.close()
 
     def file(self, request: ApprovalRequest, now: float) -> Approval:
         """Store a request (or an answer given elsewhere) and return it."""
@@ -122,37 +150,21 @@ class ApprovalQueue:
             reason=request.reason,
             requested_by=request.requested_by,
             approvers=sorted(set(request.approvers)),
+            arguments=request.arguments,
         )
-        by = row.decided_by
-        with self._lock:
-            self._db.execute(
-                f"INSERT INTO approvals ({_SELECT}) VALUES ({', '.join('?' * len(_COLUMNS))})",
-                (
-                    row.id, row.agent, row.tool, row.caller, row.arguments_digest, row.requested_at,
-                    row.expires_at, row.status, row.trace_id, by.person if by else None, row.decided_at,
-                    row.reason, request.summary, row.requested_by, ",".join(row.approvers),
-                    ",".join(by.groups) if by else None,
-                ),
-            )  # fmt: skip
+        self._store.insert(row, request.summary)
         self._audit("approval", _record(row, "answered at the origin" if decided else "requested"))
         return row
 
     def get(self, approval_id: str, now: float) -> Approval | None:
         """One approval, closing it first if its time is up or its call stopped waiting."""
         self._expire(now)
-        with self._lock:
-            found = self._db.execute(f"SELECT {_SELECT} FROM approvals WHERE id = ?", (approval_id,)).fetchone()
-        return _row(found) if found else None
+        return self._store.get(approval_id)
 
     def list(self, now: float, *, status: str | None = None, limit: int = 100) -> list[Approval]:
         """Approvals, newest first, optionally of one status."""
         self._expire(now)
-        query, args = f"SELECT {_SELECT} FROM approvals", []
-        if status:
-            query, args = query + " WHERE status = ?", [status]
-        with self._lock:
-            rows = self._db.execute(query + " ORDER BY requested_at DESC LIMIT ?", (*args, limit)).fetchall()
-        return [_row(r) for r in rows]
+        return self._store.list(status=status, limit=limit)
 
     def decide(self, approval_id: str, decision: ApprovalDecision, claims: Claims, now: float) -> Approval:
         """Record a person's answer to a pending request; DecisionRefused says why it was not."""
@@ -165,15 +177,11 @@ class ApprovalQueue:
             raise DecisionRefused(403, why)
         if current.status != "pending":
             raise DecisionRefused(409, f"approval {approval_id} is already {current.status}")
-        status = "approved" if decision.decision == "approve" else "denied"
+        status: ApprovalStatus = "approved" if decision.decision == "approve" else "denied"
         groups = sorted(set(claims.groups) & set(current.approvers)) if current.approvers else list(claims.groups)
-        with self._lock:
-            changed = self._db.execute(
-                "UPDATE approvals SET status=?, decided_by=?, decided_groups=?, decided_at=?, reason=? "
-                "WHERE id=? AND status='pending'",
-                (status, claims.person, ",".join(groups), now, decision.reason, approval_id),
-            ).rowcount
-        decided = self.get(approval_id, now)
+        by = Decider(person=claims.person or "", groups=groups)
+        changed = self._store.decide(approval_id, status, by, decision.reason, now)
+        decided = self._store.get(approval_id)
         if not changed or decided is None:
             raise DecisionRefused(409, f"approval {approval_id} is already {decided.status if decided else 'gone'}")
         self._wake(approval_id)
@@ -190,7 +198,7 @@ class ApprovalQueue:
         if current.status != "pending":
             return current
         self._close([approval_id], "cancelled", reason, now)
-        return self.get(approval_id, now) or current
+        return self._store.get(approval_id) or current
 
     async def wait(self, approval_id: str, timeout: float) -> Approval | None:
         """The approval once decided or expired, or as it stands after `timeout` seconds."""
@@ -202,8 +210,10 @@ class ApprovalQueue:
                 current = self.get(approval_id, now)
                 if current is None or current.status != "pending" or now >= deadline:
                     return current
+                # Tell every replica a call still waits, so none cancels it as abandoned.
+                self._store.touch(approval_id, self._clock())
                 event = self._waiters.setdefault(approval_id, anyio.Event())
-                with anyio.move_on_after(min(deadline, current.expires_at) - now + 0.01):
+                with anyio.move_on_after(min(deadline, current.expires_at, now + self._touch_every) - now + 0.01):
                     await event.wait()
         finally:
             self._polls[approval_id] -= 1
@@ -216,41 +226,35 @@ class ApprovalQueue:
         if event is not None:
             event.set()
 
+    def _wake_from_elsewhere(self, approval_id: str | None) -> None:
+        """A replica changed `approval_id` (None: perhaps any): the calls waiting on it here read it again."""
+        if approval_id is not None:
+            self._wake(approval_id)
+            return
+        for waiting in list(self._waiters):
+            self._wake(waiting)
+
     def _expire(self, now: float) -> None:
-        with self._lock:
-            pending = self._db.execute(
-                "SELECT id, requested_at, expires_at FROM approvals WHERE status='pending'"
-            ).fetchall()
-        expired = [approval_id for approval_id, _, expires in pending if expires < now]
+        pending = self._store.pending()
+        expired = [p.id for p in pending if p.expires_at < now]
         if expired:
             self._close(expired, "expired", "nobody decided before expiry", now)
-        abandoned = [
-            approval_id
-            for approval_id, requested, expires in pending
-            if expires >= now and self._abandoned(approval_id, requested)
-        ]
+        abandoned = [p.id for p in pending if p.expires_at >= now and self._abandoned(p)]
         if abandoned:
             self._close(abandoned, "cancelled", "its call stopped waiting (refused, out of time, or gone)", now)
 
-    def _abandoned(self, approval_id: str, requested_at: float) -> bool:
-        """True when nobody has waited on a pending request here for ABANDONED_AFTER seconds."""
-        if self._polls.get(approval_id):
+    def _abandoned(self, pending: Pending) -> bool:
+        """True when no call has waited on a pending request, here or on any replica, for ABANDONED_AFTER seconds."""
+        if self._polls.get(pending.id):
             return False
-        seen = max(self._last_poll.get(approval_id, 0.0), requested_at, self._started)
+        seen = max(self._last_poll.get(pending.id, 0.0), pending.polled_at or 0.0, pending.requested_at, self._started)
         return self._clock() - seen > ABANDONED_AFTER
 
-    def _close(self, ids: list[str], status: str, reason: str, now: float) -> None:
-        marks = ",".join("?" * len(ids))
-        with self._lock:
-            self._db.execute(
-                f"UPDATE approvals SET status=?, decided_at=?, reason=? WHERE status='pending' AND id IN ({marks})",
-                (status, now, reason, *ids),
-            )
-            rows = self._db.execute(f"SELECT {_SELECT} FROM approvals WHERE id IN ({marks})", ids).fetchall()
-        for row in rows:
-            self._wake(row[0])
-            self._last_poll.pop(row[0], None)
-            self._audit("approval", _record(_row(row), status))
+    def _close(self, ids: list[str], status: ApprovalStatus, reason: str, now: float) -> None:
+        for closed in self._store.close_pending(ids, status, reason, now):
+            self._wake(closed.id)
+            self._last_poll.pop(closed.id, None)
+            self._audit("approval", _record(closed, status))
 
 
 def install_approvals(server: MCPServer, queue: ApprovalQueue, keys: MeshKeys) -> None:
@@ -263,22 +267,33 @@ def install_approvals(server: MCPServer, queue: ApprovalQueue, keys: MeshKeys) -
             raise IdentityError("no mesh token: send 'Authorization: Bearer <token>' (see `mesh token`)")
         return keys.verify(token.strip(), audience="registry")
 
+    def reader(request: Request) -> Claims | None:
+        """Who reads, if their token (or signed-in session) says so: reads need none on loopback."""
+        try:
+            return keys.verify(bearer_or_session(request.scope), audience="registry")
+        except IdentityError:
+            return None
+
     @server.custom_route("/api/approvals", methods=["GET", "POST"])
     async def approvals(request: Request) -> Response:
         now = time.time()
         if request.method == "GET":
             status = request.query_params.get("status") or None
-            return _ok([a.model_dump(mode="json") for a in queue.list(now, status=status)])
+            who = reader(request)
+            return _ok([_shown(a, who) for a in queue.list(now, status=status)])
         try:
             claims = claims_of(request)
-            filed = ApprovalRequest.model_validate_json(await request.body())
+            body = await _body(request)
+            if body is None:
+                return _error(413, f"an approval request is at most {MAX_BODY_BYTES} bytes")
+            filed = ApprovalRequest.model_validate_json(body)
         except IdentityError as exc:
             return _error(401, str(exc))
         except ValidationError as exc:
             return _error(422, _invalid(exc))
         if claims.role != "agent" or claims.caller != filed.agent:
             return _error(403, f"only agent '{filed.agent}' itself may file its approvals, not '{claims.caller}'")
-        return _ok(queue.file(filed, now).model_dump(mode="json"), status=201)
+        return _ok(_shown(queue.file(filed, now), claims), status=201)
 
     @server.custom_route("/api/approvals/{approval_id}", methods=["GET"])
     async def one(request: Request) -> Response:
@@ -288,7 +303,7 @@ def install_approvals(server: MCPServer, queue: ApprovalQueue, keys: MeshKeys) -
         except ValueError:
             return _error(400, "wait must be a number of seconds")
         found = await queue.wait(approval_id, wait) if wait > 0 else queue.get(approval_id, time.time())
-        return _ok(found.model_dump(mode="json")) if found else _error(404, f"no approval {approval_id}")
+        return _ok(_shown(found, reader(request))) if found else _error(404, f"no approval {approval_id}")
 
     @server.custom_route("/api/approvals/{approval_id}/decision", methods=["POST"])
     async def decide(request: Request) -> Response:
@@ -296,7 +311,7 @@ def install_approvals(server: MCPServer, queue: ApprovalQueue, keys: MeshKeys) -
         try:
             claims = claims_of(request)
             decision = ApprovalDecision.model_validate_json(await request.body())
-            return _ok(queue.decide(approval_id, decision, claims, time.time()).model_dump(mode="json"))
+            return _ok(_shown(queue.decide(approval_id, decision, claims, time.time()), claims))
         except IdentityError as exc:
             return _error(401, str(exc))
         except ValidationError as exc:
@@ -312,14 +327,15 @@ def install_approvals(server: MCPServer, queue: ApprovalQueue, keys: MeshKeys) -
             if claims.role != "agent":
                 return _error(403, "only the agent that filed an approval may cancel it")
             reason = " ".join((await request.body())[:300].decode("utf-8", "replace").split()) or "cancelled"
-            return _ok(queue.cancel(approval_id, claims.caller, reason, time.time()).model_dump(mode="json"))
+            return _ok(_shown(queue.cancel(approval_id, claims.caller, reason, time.time()), claims))
         except IdentityError as exc:
             return _error(401, str(exc))
         except DecisionRefused as refused:
             return _error(refused.status, str(refused))
 
     async def list_approvals(status: str | None = "pending") -> list[dict[str, Any]]:
-        return [a.model_dump(mode="json") for a in queue.list(time.time(), status=status)]
+        # The MCP tool names no person: it never shows a call's arguments.
+        return [_shown(a, None) for a in queue.list(time.time(), status=status)]
 
     server.add_tool(
         list_approvals,
@@ -329,27 +345,28 @@ def install_approvals(server: MCPServer, queue: ApprovalQueue, keys: MeshKeys) -
     )
 
 
-_COLUMNS: Final = (
-    "id", "agent", "tool", "caller", "arguments_digest", "requested_at", "expires_at", "status", "trace_id",
-    "decided_by", "decided_at", "reason", "summary", "requested_by", "approvers", "decided_groups",
-)  # fmt: skip
-_SELECT: Final = ", ".join(_COLUMNS)
-
-
-def _row(row: tuple[Any, ...]) -> Approval:
-    fields = dict(zip(_COLUMNS, row, strict=True))
-    person, groups = fields.pop("decided_by"), fields.pop("decided_groups")
-    fields["decided_by"] = Decider(person=person, groups=groups.split(",") if groups else []) if person else None
-    fields["approvers"] = fields["approvers"].split(",") if fields["approvers"] else []
-    return Approval.model_validate(fields)
-
-
 def _record(approval: Approval, event: str) -> dict[str, Any]:
-    """An approval's entry in the governance record."""
+    """An approval's entry in the governance record: the call is bound by its digest; its arguments stay out."""
     return {
         "event": event,
-        **approval.model_dump(mode="json", exclude={"requested_at", "expires_at"}),
+        **approval.model_dump(mode="json", exclude={"requested_at", "expires_at", "arguments"}),
     }
+
+
+def _shown(approval: Approval, claims: Claims | None) -> dict[str, Any]:
+    return shown_to(approval, claims).model_dump(mode="json")
+
+
+async def _body(request: Request) -> bytes | None:
+    """The request's body, or None when it is over MAX_BODY_BYTES."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _invalid(exc: ValidationError) -> str:

@@ -4,15 +4,18 @@
 (`registry.ingest_worker`, run by the same Python) so that a tracer decodes and stores on other
 cores than its HTTP server's: decoding and the SQL together cost ~13 µs a span, a whole core at
 75,000 spans/s, and in one process they share the GIL with the event loop. Several workers write
-one store (`TraceStore` serialises their transactions); each decodes while another is in SQLite.
+one store (SQLite takes their transactions in turn, PostgreSQL side by side); each decodes while
+another is in the database.
 Each batch comes with the service its sender speaks for: a batch holding spans of any other
 service is refused whole (the tracer answers 403). Asked to, decoding also collects the policy
 verdicts that go into the governance record (`registry.otlp.governance_records`).
 
 Between the tracer and a worker, over the worker's stdin and stdout: frames of a 4-byte
-length and a pickle (both ends are this package, one parent and its child). The worker first
-sends `READY`; then each `(group, reencode, governance)` it receives is answered with `(outcomes, fresh)`
-or with a one-line `str` saying why the store failed. Owns no HTTP and no SQL.
+length and a pickle (both ends are this package, one parent and its child). The tracer first
+sends the store's location (on stdin, not the command line, where a database URL's password would
+show); the worker opens the store and sends `READY`, or a one-line `str` saying why it cannot;
+then each `(group, reencode, governance)` it receives is answered with `(outcomes, fresh)` or
+with a one-line `str` saying why the store failed. Owns no HTTP and no SQL.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from registry.otlp import (
     span_bodies,
     span_rows,
 )
-from registry.tracestore import TraceStore
+from registry.trace_stores import TraceStore
 
 __all__ = ["Posted", "Outcome", "IngestWorker", "WorkerLost", "store_group", "READY"]
 
@@ -54,7 +57,7 @@ _BOOT: Final = (
     # -P keeps the working directory off the path; the checkout this module came from goes last,
     # for runs from a source tree (a bench script) rather than an installed package.
     f"import sys; sys.path.append({str(Path(__file__).resolve().parents[1])!r}); "
-    "from registry.ingest_worker import main; sys.exit(main(sys.argv[1:]))"
+    "from registry.ingest_worker import main; sys.exit(main())"
 )
 
 
@@ -121,7 +124,7 @@ class WorkerLost(Exception):
 
 @final
 class IngestWorker(anyio.AsyncContextManagerMixin):
-    """A child process storing groups into the database file at `path`, one group at a time.
+    """A child process storing groups into the store at `location` (a file or a URL), one group at a time.
 
     Entering starts it and waits until its store is open (WorkerLost if it cannot start);
     leaving closes its stdin, so it finishes the group in hand and exits, and kills it after
@@ -129,8 +132,8 @@ class IngestWorker(anyio.AsyncContextManagerMixin):
     ignores SIGINT so that Ctrl-C at a terminal lets the tracer drain through it.
     """
 
-    def __init__(self, path: Path, *, grace: float = 10.0) -> None:
-        self.path = path
+    def __init__(self, location: str, *, grace: float = 10.0) -> None:
+        self.location = location
         self.grace = grace
         self.groups = 0
         """Groups stored so far."""
@@ -139,7 +142,7 @@ class IngestWorker(anyio.AsyncContextManagerMixin):
 
     @asynccontextmanager
     async def __asynccontextmanager__(self) -> AsyncGenerator[IngestWorker]:
-        command = [sys.executable, "-P", "-c", _BOOT, str(self.path)]
+        command = [sys.executable, "-P", "-c", _BOOT]
         try:
             process = await anyio.open_process(command, stderr=None)
         except OSError as exc:
@@ -149,11 +152,14 @@ class IngestWorker(anyio.AsyncContextManagerMixin):
                 raise WorkerLost("the ingest worker has no stdout")
             self._process = process
             self._replies = BufferedByteReceiveStream(process.stdout)
+            await self._send(self.location)
             hello: object = None
             with anyio.move_on_after(_START_TIMEOUT):
                 hello = await self._receive()
             if hello is None:
                 raise WorkerLost(f"ingest worker {process.pid} did not start within {_START_TIMEOUT:g} s")
+            if isinstance(hello, str) and hello != READY:
+                raise WorkerLost(f"ingest worker {process.pid} cannot open the store: {hello}")
             if hello != READY:
                 raise WorkerLost(f"ingest worker said {hello!r} instead of {READY!r}")
             yield self
@@ -166,19 +172,22 @@ class IngestWorker(anyio.AsyncContextManagerMixin):
         self, group: Sequence[Posted], *, reencode: bool, governance: bool = False
     ) -> tuple[list[Outcome], int]:
         """Like `store_group`, in the worker; WorkerLost if it dies first, RuntimeError if its store fails."""
-        process = self._process
-        if process is None or process.stdin is None:
-            raise WorkerLost("the ingest worker is not running")
-        frame = pickle.dumps((list(group), reencode, governance), pickle.HIGHEST_PROTOCOL)
-        try:
-            await process.stdin.send(len(frame).to_bytes(4, "big") + frame)
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-            raise WorkerLost(f"ingest worker {process.pid} exited") from None
+        await self._send((list(group), reencode, governance))
         reply = await self._receive()
         if isinstance(reply, str):
             raise RuntimeError(reply)
         self.groups += 1
         return cast("tuple[list[Outcome], int]", reply)
+
+    async def _send(self, value: object) -> None:
+        process = self._process
+        if process is None or process.stdin is None:
+            raise WorkerLost("the ingest worker is not running")
+        frame = pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+        try:
+            await process.stdin.send(len(frame).to_bytes(4, "big") + frame)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            raise WorkerLost(f"ingest worker {process.pid} exited") from None
 
     async def _receive(self) -> object:
         replies = self._replies

@@ -1,7 +1,8 @@
-"""The ingest worker process: `python -m registry.ingest_worker DATABASE` (`IngestWorker` calls `main`).
+"""The ingest worker process: `python -m registry.ingest_worker` (`IngestWorker` calls `main`).
 
-Reads `(group, reencode, governance)` frames from stdin, stores each group with `store_group` and answers
-on stdout (the protocol is in `registry.ingest`); exits when stdin closes. Owns the loop only.
+Reads the store's location, then `(group, reencode, governance)` frames from stdin, stores each
+group with `store_group` and answers on stdout (the protocol is in `registry.ingest`); exits when
+stdin closes. Owns the loop only.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ import os
 import pickle
 import signal
 import sys
-from typing import BinaryIO
+from pathlib import Path
+from typing import BinaryIO, cast
 
+from mesh.errors import ConfigError
 from registry.ingest import READY, Posted, store_group
-from registry.tracestore import TraceStore
+from registry.trace_stores import open_trace_store
 
 logger = logging.getLogger("registry.ingest_worker")
 
@@ -25,22 +28,26 @@ calls first: with this and each agent's span batcher at +10 (`mesh.tracing.batch
 p99 of 6,000 traced one-hop calls read 2.022, 1.985 and 2.010 ms against 2.151, 2.055 and 2.216."""
 
 
-def main(argv: list[str]) -> int:
-    """Serve groups for the database named in argv until stdin closes; 0 on a clean end."""
-    if len(argv) != 1:
-        print("usage: python -m registry.ingest_worker DATABASE", file=sys.stderr)
-        return 2
+def main() -> int:
+    """Serve groups for the store named in the first frame until stdin closes; 0 on a clean end."""
     # Ctrl-C reaches the whole process group: the tracer stops, then closes our stdin.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     with contextlib.suppress(OSError):  # storing spans goes after serving calls when the cores are busy
         os.nice(NICENESS)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     requests, replies = sys.stdin.buffer, sys.stdout.buffer
-    store = TraceStore(argv[0])
+    location = _receive(requests)
+    if not isinstance(location, str):
+        return 2
+    try:
+        store = open_trace_store(location, Path(location), connections=1)
+    except ConfigError as exc:
+        _send(replies, str(exc))
+        return 1
     try:
         _send(replies, READY)
         while (frame := _receive(requests)) is not None:
-            group, reencode, governance = frame
+            group, reencode, governance = cast("tuple[list[Posted], bool, bool]", frame)
             try:
                 reply: object = store_group(store, group, reencode=reencode, governance=governance)
             except Exception as exc:  # process root: the tracer answers 503 and the client retries
@@ -54,7 +61,8 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def _receive(stream: BinaryIO) -> tuple[list[Posted], bool, bool] | None:
+def _receive(stream: BinaryIO) -> object:
+    """The next frame's value; None once stdin closes."""
     header = stream.read(4)
     if len(header) < 4:
         return None
@@ -70,4 +78,4 @@ def _send(stream: BinaryIO, value: object) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())

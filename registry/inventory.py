@@ -1,8 +1,9 @@
-"""The agent inventory: registrations and their leases, stored in SQLite (WAL).
+"""The agent inventory in SQLite (WAL): registrations and their leases, an `InventoryStore`.
 
-Owns the `agents` table of the registry database (one row per name and instance, tools and
+Owns the `agents` table of the registry's SQLite file (one row per name and instance, tools and
 governance metadata as JSON columns). It does not authenticate, speak HTTP or MCP, or read a
-clock: callers pass `now` (wall-clock seconds, since rows outlive the process).
+clock: callers pass `now` (wall-clock seconds, since rows outlive the process). The PostgreSQL
+store is `registry.pg_inventory`.
 """
 
 from __future__ import annotations
@@ -16,26 +17,29 @@ from typing import Any, Final, Self, final
 from pydantic import TypeAdapter
 
 from mesh.wire import AgentRecord, Governance, Registration, ToolInfo
+from registry.sqlite_schema import prepare
 
-__all__ = ["Inventory"]
+__all__ = ["Inventory", "record_from_row"]
 
-_SCHEMA: Final = """
-CREATE TABLE IF NOT EXISTS agents (
-    name TEXT NOT NULL,
-    instance TEXT NOT NULL,
-    url TEXT NOT NULL,
-    version TEXT NOT NULL,
-    tools TEXT NOT NULL,
-    metadata TEXT NOT NULL,
-    lease_seconds REAL NOT NULL,
-    authenticated INTEGER NOT NULL,
-    first_seen REAL NOT NULL,
-    last_seen REAL NOT NULL,
-    expires_at REAL NOT NULL,
-    PRIMARY KEY (name, instance)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS agents_expires_at ON agents (expires_at);
-"""
+_VERSION: Final = 1
+"""The layout `_SCHEMA` makes (the `inventory` row of `schema_version`)."""
+_SCHEMA: Final = (
+    """CREATE TABLE IF NOT EXISTS agents (
+        name TEXT NOT NULL,
+        instance TEXT NOT NULL,
+        url TEXT NOT NULL,
+        version TEXT NOT NULL,
+        tools TEXT NOT NULL,
+        metadata TEXT NOT NULL,
+        lease_seconds REAL NOT NULL,
+        authenticated INTEGER NOT NULL,
+        first_seen REAL NOT NULL,
+        last_seen REAL NOT NULL,
+        expires_at REAL NOT NULL,
+        PRIMARY KEY (name, instance)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS agents_expires_at ON agents (expires_at)",
+)
 
 _COLUMNS: Final = (
     "name, instance, url, version, tools, metadata, lease_seconds, authenticated, first_seen, last_seen, expires_at"
@@ -66,10 +70,11 @@ _tools_adapter: Final = TypeAdapter(list[ToolInfo])
 
 @final
 class Inventory:
-    """Registrations keyed by (name, instance), each with a lease; durable when a write returns.
+    """Registrations keyed by (name, instance), each with a lease, in SQLite; durable when a write returns.
 
-    Thread-safe: one connection guarded by a lock. Each call takes tens of microseconds, so
-    the registry calls it directly on the event loop rather than through a worker thread.
+    Raises ConfigError when the file was written by a newer agentplex. Thread-safe: one connection
+    guarded by a lock. Each call is short, so the registry calls it directly on the event loop rather
+    than through a worker thread.
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -83,8 +88,8 @@ class Inventory:
             # FULL: a registration acknowledged to an agent survives power loss, not only kill -9.
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA busy_timeout=5000")
-            self._db.executescript(_SCHEMA)
-        except sqlite3.Error:
+            prepare(self._db, "inventory", _VERSION, _SCHEMA, where=str(target))
+        except BaseException:
             self._db.close()
             raise
 
@@ -170,7 +175,7 @@ class Inventory:
         query = f"SELECT {_COLUMNS} FROM agents{where} ORDER BY name, instance"
         with self._lock:
             rows = self._db.execute(query, params).fetchall()
-        return [_record(row) for row in rows]
+        return [record_from_row(row) for row in rows]
 
     def integrity_check(self) -> str:
         """SQLite's `PRAGMA integrity_check` verdict: "ok" when the file is sound."""
@@ -182,10 +187,11 @@ class Inventory:
         # fetchall, not fetchone: a RETURNING statement commits only once stepped to its end.
         with self._lock:
             rows = self._db.execute(sql, params).fetchall()
-        return _record(rows[0]) if rows else None
+        return record_from_row(rows[0]) if rows else None
 
 
-def _record(row: tuple[Any, ...]) -> AgentRecord:
+def record_from_row(row: tuple[Any, ...]) -> AgentRecord:
+    """The record a row of the `agents` columns holds (tools and metadata as JSON text), on either backend."""
     (name, instance, url, version, tools, metadata, lease, authenticated, first, last, expires) = row
     return AgentRecord(
         name=name,

@@ -27,7 +27,7 @@ from mesh.errors import IdentityError
 from mesh.identity import Claims, MeshKeys
 from mesh.naming import is_name
 from mesh.wire import AgentRecord, ErrorBody, Governance, Registration
-from registry.inventory import Inventory
+from registry.stores import InventoryStore
 
 __all__ = [
     "install_inventory",
@@ -102,7 +102,7 @@ Omit a filter to not constrain it; with no filters this lists every live agent."
 
 def install_inventory(
     server: MCPServer[Any],
-    inventory: Inventory,
+    inventory: InventoryStore,
     keys: MeshKeys,
     *,
     clock: Callable[[], float] = time.time,

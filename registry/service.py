@@ -1,7 +1,8 @@
 """The registry and tracer processes: their pieces behind one MCP server each.
 
 Owns composition and lifecycle: which pieces are installed on the service's `MCPServer`, the
-auth layer in front of `/mcp`, binding, and the mDNS announcement that lets agents find it.
+auth layer in front of `/mcp`, the 503 a lost database answers, binding, and the mDNS
+announcement that lets agents find it.
 The registry is inventory + trace registry + approvals; the sidecar tracer is the trace
 registry alone (optionally forwarding). Each piece lives in its own module.
 """
@@ -23,7 +24,7 @@ import anyio
 from anyio.abc import TaskStatus
 from mcp.server.mcpserver import MCPServer
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
 from mesh.config import mesh_name, mesh_paths
 from mesh.discovery.mdns import MdnsAnnouncer
@@ -34,11 +35,14 @@ from mesh.runtime.auth import BearerAuth
 from mesh.runtime.http import bind, serve
 from registry.access import TokenGate
 from registry.approvals import ApprovalQueue, install_approvals
-from registry.audit import AuditLog, install_audit
-from registry.inventory import Inventory
+from registry.audit import install_audit
 from registry.inventory_api import REGISTRY_AUDIENCE, install_inventory
+from registry.mesh_map import install_mesh_map
+from registry.storage import is_postgres, open_stores
+from registry.stores import StoreUnavailable
+from registry.trace_stores import StoreUnavailable as TraceStoreUnavailable
+from registry.trace_stores import open_trace_store
 from registry.tracer import Tracer, install_tracer
-from registry.tracestore import TraceStore
 from registry.web import install_web
 
 __all__ = ["announce_service", "serve_registry", "serve_tracer"]
@@ -54,20 +58,26 @@ async def serve_registry(
     db: str | None = None,
     mdns: bool = True,
     lan: bool = False,
+    retain: float | None = None,
     task_status: TaskStatus[str] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve the registry (inventory, traces, approvals, web page) until cancelled."""
+    """Serve the registry (inventory, traces, approvals, web page) until cancelled.
+
+    `db` is a PostgreSQL URL (shared by every replica of the mesh) or a SQLite file (default: under
+    MESH_HOME). A database that cannot be reached, or one from a newer agentplex, is a one-line error.
+    """
     name = mesh_name(mesh)
     keys = MeshKeys.load(name)
-    path = Path(db) if db else mesh_paths(name).ensure().registry_db
+    default = mesh_paths(name).ensure().registry_db
+    stores = open_stores(db, mesh=name, keys=keys, default_path=default)
     async with AsyncExitStack() as stack:
-        inventory = stack.enter_context(Inventory(path))
-        audit = AuditLog(path, keys)
-        stack.callback(audit.close)
-        queue = ApprovalQueue(path, audit=audit.append)
-        stack.callback(queue.close)
-        store = TraceStore(path.with_name(f"{path.stem}-traces.sqlite3"))
+        stack.callback(stores.close)
+        beside = stores.sqlite_path or default
+        traces_at = beside.with_name(f"{beside.stem}-traces.sqlite3")
+        store = open_trace_store(db if is_postgres(db) else None, traces_at, retain=retain)
         stack.callback(store.close)
+        inventory = stores.inventory
+        queue = await stack.enter_async_context(ApprovalQueue(stores.approvals, audit=stores.audit.append))
         holder: list[Tracer] = []
         server = MCPServer(
             "registry",
@@ -82,11 +92,13 @@ async def serve_registry(
         )
         install_inventory(server, inventory, keys)
         install_approvals(server, queue, keys)
-        install_audit(server, audit, keys)
-        holder.append(install_tracer(server, store, keys=keys, on_governance=partial(audit.append_many, kind="policy")))
+        install_audit(server, stores.audit, keys)
+        on_governance = partial(stores.audit.append_many, kind="policy")
+        holder.append(install_tracer(server, store, keys=keys, on_governance=on_governance))
         install_web(server, queue=queue, keys=keys, lan=lan)
-        _health(server, "registry", keys, lambda: {"db": str(path), "agents": len(inventory.alive(time.time()))})
-        await _serve(server, keys, "registry", name, host, port, mdns, lan, f"(db {path})", task_status)
+        install_mesh_map(server, inventory, store)
+        _health(server, "registry", keys, lambda: {"db": stores.where, "agents": len(inventory.alive(time.time()))})
+        await _serve(server, keys, "registry", name, host, port, mdns, lan, f"(db {stores.where})", task_status)
 
 
 async def serve_tracer(
@@ -98,21 +110,33 @@ async def serve_tracer(
     forward: str | None = None,
     mdns: bool = True,
     lan: bool = False,
+    retain: float | None = None,
     task_status: TaskStatus[str] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the sidecar tracer (OTLP receiver, trace queries, forwarding) until cancelled."""
     name = mesh_name(mesh)
     keys = MeshKeys.load(name)
-    path = Path(db) if db else mesh_paths(name).ensure().tracer_db
-    store = TraceStore(path)
+    path = mesh_paths(name).ensure().tracer_db
+    store = open_trace_store(db, path, retain=retain)
+    where = _shown_db(db, path)
     try:
         holder: list[Tracer] = []
         server = MCPServer("tracer", description="agentplex sidecar tracer", lifespan=_entering(holder))
         holder.append(install_tracer(server, store, keys=keys, forward_url=forward))
-        _health(server, "tracer", keys, lambda: {"db": str(path), "forward": forward, **asdict(holder[0].stats)})
-        await _serve(server, keys, "tracer", name, host, port, mdns, lan, f"(db {path})", task_status)
+        _health(server, "tracer", keys, lambda: {"db": where, "forward": forward, **asdict(holder[0].stats)})
+        await _serve(server, keys, "tracer", name, host, port, mdns, lan, f"(db {where})", task_status)
     finally:
         store.close()
+
+
+def _shown_db(db: str | None, default: Path) -> str:
+    """Where a service keeps its data, as its log line and /healthz say it (a URL without its password)."""
+    if is_postgres(db):
+        assert db is not None
+        from registry.pg import redacted
+
+        return redacted(db)
+    return db or str(default)
 
 
 def _entering(holder: list[Tracer]) -> Callable[[MCPServer], Any]:
@@ -160,7 +184,10 @@ async def _serve(
     note: str,
     task_status: TaskStatus[str],
 ) -> None:
-    app = BearerAuth(server.streamable_http_app(json_response=True, host=host), keys=keys, audience=REGISTRY_AUDIENCE)
+    routes = server.streamable_http_app(json_response=True, host=host)
+    for lost in (StoreUnavailable, TraceStoreUnavailable):
+        routes.add_exception_handler(lost, _unavailable)
+    app = BearerAuth(routes, keys=keys, audience=REGISTRY_AUDIENCE)
     if lan:  # on the LAN every read needs a token too (DESIGN §6); loopback reads stay open
         app = TokenGate(app, keys=keys, audience=REGISTRY_AUDIENCE)
     sock = bind(host, port)
@@ -170,11 +197,17 @@ async def _serve(
         async with anyio.create_task_group() as tg:
             tg.start_soon(serve, app, sock)
             async with announce_service(kind, mesh, host, bound, keys, enabled=mdns, lan=lan):
-                print(f"mesh: {kind} listening on {url} {note}", file=sys.stderr, flush=True)
+                page = f"; web page: {url}/" if kind == "registry" else ""
+                print(f"mesh: {kind} listening on {url} {note}{page}", file=sys.stderr, flush=True)
                 task_status.started(url)
                 await anyio.sleep_forever()
     finally:
         sock.close()
+
+
+async def _unavailable(request: Request, exc: Exception) -> Response:
+    """The one place a lost database becomes an answer: 503 and a one-line JSON error, never a guess."""
+    return JSONResponse({"error": " ".join(str(exc).split())}, 503, headers={"Retry-After": "1"})
 
 
 @asynccontextmanager

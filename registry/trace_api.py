@@ -3,7 +3,8 @@
 Owns `GET /api/traces`, `GET /api/traces/{trace_id}`, `GET /api/tracer/stats`, the MCP tools
 `search_traces`, `get_trace` and `explain_decision`, and the parsing of their filters. Queries run
 in a worker thread; the store reads through its own connection, so they never wait behind ingest.
-Owns no receiving (`registry.tracer`), storage (`registry.tracestore`), stitching or rendering
+A store whose database cannot be reached answers 503 (an MCP tool error), never a wrong answer.
+Owns no receiving (`registry.tracer`), storage (`registry.trace_stores`), stitching or rendering
 (`mesh.tracing`): the counters it shows come from the receiver as a callable.
 """
 
@@ -26,7 +27,7 @@ from starlette.responses import JSONResponse, Response
 from mesh.tracing.render import explain
 from mesh.tracing.stitch import stitch
 from mesh.wire import TraceSummary, TraceTree
-from registry.tracestore import TraceStore
+from registry.trace_stores import StoreUnavailable, TraceStore
 
 __all__ = ["TraceQueries", "install_trace_api", "parse_since"]
 
@@ -55,6 +56,8 @@ class TraceQueries:
             )
         except ValueError as exc:
             return JSONResponse({"error": str(exc)}, 400)
+        except StoreUnavailable as exc:
+            return JSONResponse({"error": str(exc)}, 503, headers=_RETRY)
         return Response("[" + ",".join(summary.model_dump_json() for summary in found) + "]", media_type=_JSON)
 
     async def show_trace(self, request: Request) -> Response:
@@ -64,6 +67,8 @@ class TraceQueries:
             tree = await self.tree(trace_id)
         except ValueError as exc:
             return JSONResponse({"error": str(exc)}, 400)
+        except StoreUnavailable as exc:
+            return JSONResponse({"error": str(exc)}, 503, headers=_RETRY)
         if tree is None:
             return JSONResponse({"error": f"no trace {trace_id}"}, 404)
         return Response(tree.model_dump_json(), media_type=_JSON)
@@ -131,13 +136,13 @@ def install_trace_api(server: MCPServer, store: TraceStore, counters: Callable[[
         """Find recent decision traces: by agent or tool involved, status, and age (since: "10m", "2h")."""
         try:
             return await queries.search(agent=agent, tool=tool, status=status, since=since, limit=limit)
-        except ValueError as exc:
+        except (ValueError, StoreUnavailable) as exc:
             raise ToolError(str(exc)) from None
 
     async def found_tree(trace_id: str) -> TraceTree:
         try:
             tree = await queries.tree(trace_id)
-        except ValueError as exc:
+        except (ValueError, StoreUnavailable) as exc:
             raise ToolError(str(exc)) from None
         if tree is None:
             raise ToolError(f"no trace {trace_id}")
@@ -175,6 +180,7 @@ def parse_since(text: str, now: float) -> float:
 # -- private helpers ---------------------------------------------------------------------------
 
 _FULL_ID: Final = 32  # hex digits in a trace id
+_RETRY: Final = {"Retry-After": "1"}
 _AGO: Final = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)")
 _UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 

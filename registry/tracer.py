@@ -8,8 +8,8 @@ Writer lanes take the POSTed batches, queued ones grouped into one transaction, 
 answered once its batch is committed; past `max_pending` batches in flight the answer is 429
 with Retry-After. On a machine with cores to spare each lane is an ingest worker process
 (`registry.ingest`), so decoding and SQLite run beside the HTTP server instead of under its GIL;
-otherwise one lane works in a thread here. Background tasks checkpoint the WAL and, given a
-forward URL, forward stored batches (`registry.forward`).
+otherwise one lane works in a thread here. Background tasks checkpoint the WAL, drop traces past
+the store's retention and, given a forward URL, forward stored batches (`registry.forward`).
 The returned `Tracer` owns these tasks, so enter it in the server's lifespan (until then POST
 answers 503; on exit it finishes what is queued):
 
@@ -19,12 +19,12 @@ answers 503; on exit it finishes what is queued):
             yield
 
     server = MCPServer("mesh-tracer", lifespan=lifespan)
-    tracer = install_tracer(server, TraceStore(path), keys=keys, forward_url=url)
+    tracer = install_tracer(server, open_trace_store(db, path), keys=keys, forward_url=url)
 
 Given `on_governance`, the policy verdicts that deny or ask for approval in the stored spans
 (`registry.otlp.governance_records`) are handed to it once their batch is durable.
 
-Owns the receiving side only: decoding is `registry.otlp`, storage `registry.tracestore`, queries
+Owns the receiving side only: decoding is `registry.otlp`, storage `registry.trace_stores`, queries
 `registry.trace_api`, forwarding `registry.forward`, stitching and rendering `mesh.tracing`.
 """
 
@@ -33,6 +33,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 import zlib
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -56,7 +57,7 @@ from registry.forward import Forwarder
 from registry.ingest import IngestWorker, Outcome, Posted, WorkerLost, store_group
 from registry.otlp import JSON, PROTOBUF
 from registry.trace_api import install_trace_api, parse_since
-from registry.tracestore import TraceStore
+from registry.trace_stores import TraceStore
 
 __all__ = ["GovernanceSink", "Tracer", "TracerStats", "install_tracer", "parse_since"]
 
@@ -150,6 +151,7 @@ class Tracer(anyio.AsyncContextManagerMixin):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._write_all, batches_out, written)
                 tg.start_soon(self._checkpoint_all)
+                tg.start_soon(self._prune_all)
                 if self._forwarder is not None:
                     self._forwarder.start(tg)
                 self._batches = batches_in
@@ -245,8 +247,8 @@ class Tracer(anyio.AsyncContextManagerMixin):
         # A worker that cannot start, or dies before storing anything, a few times in a row hands
         # its lane to a thread of this process.
         losses = 0
-        while in_worker and self.store.path is not None:
-            worker = IngestWorker(self.store.path)
+        while in_worker and self.store.location is not None:
+            worker = IngestWorker(self.store.location)
             try:
                 async with worker:
                     await self._take(batches, worker)
@@ -334,6 +336,15 @@ class Tracer(anyio.AsyncContextManagerMixin):
             except Exception:  # task root: a failed checkpoint is retried next time; ingest goes on
                 logger.exception("WAL checkpoint failed")
 
+    async def _prune_all(self) -> None:
+        # Drops traces past the store's retention (a no-op without one), now and every few minutes.
+        while True:
+            try:
+                await anyio.to_thread.run_sync(self.store.prune, time.time())
+            except Exception:  # task root: pruning is tried again next time; ingest goes on
+                logger.exception("cannot drop the traces past their retention")
+            await anyio.sleep(_PRUNE_EVERY)
+
 
 def install_tracer(
     server: MCPServer,
@@ -378,12 +389,15 @@ a checkpoint syncs the database file, and agents' small batches would otherwise 
 few commits (bench/tracing_overhead.py)."""
 
 
+_PRUNE_EVERY: Final = 300.0  # seconds between retention passes
+
+
 _CHALLENGE: Final = {"WWW-Authenticate": 'Bearer realm="agentplex"'}
 
 
 def _default_writers(store: TraceStore) -> int:
     # Two: one decodes while the other is in SQLite, whose transactions run one at a time.
-    return 2 if store.path is not None and (os.cpu_count() or 1) >= 2 else 0
+    return 2 if store.location is not None and (os.cpu_count() or 1) >= 2 else 0
 
 
 @dataclass(slots=True, eq=False)

@@ -6,8 +6,9 @@ span_id), so a batch appends rather than scattering writes and a trace is one in
 batch's spans are summarised per trace before the write lock is taken, and the summaries folded
 into `traces` (figures, agents and tools: the listing's filters) under it, so listing never scans
 spans. A batch holding spans already stored (a redelivery) is rolled back and written again
-without them. The layout's version is the file's user_version, and an older layout is brought up
-to date on open. Owns no decoding (`registry.otlp`), stitching or HTTP.
+without them. Retention deletes whole traces by their start, a few thousand per transaction. The
+layout's version is the file's user_version, and an older layout is brought up to date on open.
+Owns no decoding (`registry.otlp`), stitching or HTTP; `registry.trace_stores` is the seam.
 """
 
 from __future__ import annotations
@@ -26,11 +27,11 @@ from mesh.errors import ConfigError
 from mesh.wire import SpanRecord, TraceRoot, TraceSummary
 from registry.otlp import SpanRow, span_record
 
-__all__ = ["TraceStore"]
+__all__ = ["SqliteTraceStore", "TraceStore"]
 
 
 @final
-class TraceStore:
+class SqliteTraceStore:
     """Spans and trace summaries in one SQLite file (or ":memory:"); parent directories are created.
 
     Thread-safe: call it from any thread (the tracer uses `anyio.to_thread`). Writes go through
@@ -42,11 +43,15 @@ class TraceStore:
     synchronous=NORMAL), not a power cut.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, retain: float | None = None) -> None:
         memory = str(path) == ":memory:"
         target = ":memory:" if memory else str(Path(path).expanduser())
         self.path: Final = None if memory else Path(target)
         """The database file; None for ":memory:"."""
+        self.location: Final = None if memory else target
+        """The file as a string, for ingest workers to open; None for ":memory:"."""
+        self.retain: Final = retain
+        """Seconds a trace is kept after its start (`prune`); None: for ever."""
         if not memory:
             Path(target).parent.mkdir(parents=True, exist_ok=True)
         # Its own file: closing any descriptor of the database would drop SQLite's POSIX locks.
@@ -178,6 +183,31 @@ class TraceStore:
         with self._read_lock:
             return self._reader.execute("SELECT coalesce(sum(span_count), 0) FROM traces").fetchone()[0]
 
+    def prune(self, now: float) -> int:
+        """Delete the traces that started more than `retain` seconds before `now`, spans and all; how many.
+
+        A few thousand traces per transaction, so ingest waits for one chunk at most.
+        """
+        if self.retain is None:
+            return 0
+        cutoff = int((now - self.retain) * 1e9)
+        pruned = 0
+        while True:
+            with self._write_lock, self._across_processes():
+                conn = self._writer
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    seqs = [seq for (seq,) in conn.execute(_EXPIRED, (cutoff, _PRUNE_CHUNK))]
+                    _chunked(conn, _delete_spans, seqs, 1)
+                    _chunked(conn, _delete_traces, seqs, 1)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+            pruned += len(seqs)
+            if len(seqs) < _PRUNE_CHUNK:
+                return pruned
+
     @contextlib.contextmanager
     def _across_processes(self) -> Generator[None]:
         if self._lock_file is None:
@@ -211,6 +241,10 @@ class TraceStore:
         if self._reader is not self._writer:
             with self._read_lock:
                 self._reader.close()
+
+
+TraceStore = SqliteTraceStore
+"""The SQLite store's name before `registry.trace_stores.TraceStore` became the seam; kept for imports."""
 
 
 # -- private helpers ---------------------------------------------------------------------------
@@ -266,6 +300,8 @@ _UPGRADES: Final = {
     ),
 }
 _SPAN_COLUMNS: Final = 10
+_PRUNE_CHUNK: Final = 2048  # traces deleted per transaction
+_EXPIRED: Final = "SELECT seq FROM traces WHERE start_ns < ? ORDER BY start_ns LIMIT ?"
 _CHUNK_SIZES: Final = (256, 128, 64, 32, 16, 8, 4, 2, 1)
 
 
@@ -447,7 +483,7 @@ def _connect(target: str) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous = NORMAL")
     conn.execute("PRAGMA busy_timeout = 5000")
     conn.execute("PRAGMA cache_size = -65536")
-    # Checkpoints belong in the background (`TraceStore.checkpoint`): their fsyncs would stall ingest.
+    # Checkpoints belong in the background (`SqliteTraceStore.checkpoint`): their fsyncs would stall ingest.
     conn.execute("PRAGMA wal_autocheckpoint = 8192")
     return conn
 
@@ -479,6 +515,16 @@ def _insert_values(table: str, columns: int, rows: int) -> str:
 @functools.cache
 def _fold_values(rows: int) -> str:
     return _FOLD_TRACES.format(values=", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * rows))
+
+
+@functools.cache
+def _delete_spans(rows: int) -> str:
+    return f"DELETE FROM spans WHERE trace_seq IN ({', '.join('?' * rows)})"
+
+
+@functools.cache
+def _delete_traces(rows: int) -> str:
+    return f"DELETE FROM traces WHERE seq IN ({', '.join('?' * rows)})"
 
 
 @functools.cache

@@ -22,7 +22,7 @@ def mesh_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     name = f"t-{uuid.uuid4().hex[:10]}"
     home = tmp_path / "mesh-home"
     home.mkdir()
-    for var in ("MESH_SECRET", "MESH_REGISTRY", "MESH_TRACER", "MESH_POLICY"):
+    for var in ("MESH_SECRET", "MESH_REGISTRY", "MESH_REGISTRY_DB", "MESH_TRACER", "MESH_POLICY"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("MESH_NAME", name)
     monkeypatch.setenv("MESH_HOME", str(home))

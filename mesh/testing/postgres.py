@@ -30,6 +30,31 @@ class PostgresCluster:
     port: int
     user: str
     bin_dir: Path
+    data_dir: Path | None = None
+    """The cluster's data folder: with it, `stop` and `start` can take the server down and back."""
+    options: str = ""
+    log_file: Path | None = None
+    run_as: tuple[str, ...] = ()
+
+    def stop(self) -> None:
+        """Stop the server (fast shutdown: clients are disconnected), keeping its data for `start`."""
+        _run([*self.run_as, str(self.bin_dir / "pg_ctl"), "-D", str(self._data()), "-m", "fast", "-w", "stop"])
+
+    def start(self) -> None:
+        """Start the server again on the same port, with the same data."""
+        log = str(self.log_file or self._data().parent / "server.log")
+        pg_ctl = [*self.run_as, str(self.bin_dir / "pg_ctl"), "-D", str(self._data())]
+        _run([*pg_ctl, "-o", self.options, "-w", "-t", "60", "-l", log, "start"])
+
+    def running(self) -> bool:
+        """True while the server runs (`pg_ctl status`)."""
+        status = [*self.run_as, str(self.bin_dir / "pg_ctl"), "-D", str(self._data()), "status"]
+        return subprocess.run(status, capture_output=True, check=False).returncode == 0
+
+    def _data(self) -> Path:
+        if self.data_dir is None:
+            raise RuntimeError("this cluster was not started by postgres_cluster(): it cannot be stopped or started")
+        return self.data_dir
 
     def dsn(self, database: str = "postgres") -> str:
         """A `postgresql://` URL for `database` on this cluster (trust auth on loopback)."""
@@ -76,10 +101,21 @@ def postgres_cluster() -> Generator[PostgresCluster]:
         _run([*run_as, str(bin_dir / "initdb"), "-D", str(data), "-U", user, "-A", "trust", "-E", "UTF8", "--no-sync"])
         log = str(folder / "server.log")
         _run([*run_as, str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-w", "-t", "60", "-l", log, "start"])
+        cluster = PostgresCluster(
+            host="127.0.0.1",
+            port=port,
+            user=user,
+            bin_dir=bin_dir,
+            data_dir=data,
+            options=options,
+            log_file=Path(log),
+            run_as=tuple(run_as),
+        )
         try:
-            yield PostgresCluster(host="127.0.0.1", port=port, user=user, bin_dir=bin_dir)
+            yield cluster
         finally:
-            _run([*run_as, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"])
+            if cluster.running():
+                cluster.stop()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

@@ -1,16 +1,22 @@
-"""The approvals queue: who may decide, single decisions, and requests whose call stopped waiting."""
+"""The approvals queue, on SQLite and PostgreSQL: who may decide, single decisions, requests nobody waits on."""
 
 from __future__ import annotations
 
 import sqlite3
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from mesh.errors import ConfigError
 from mesh.identity import Claims, MeshKeys, Role
-from mesh.wire import ApprovalDecision, ApprovalRequest
-from registry.approvals import ABANDONED_AFTER, ApprovalQueue, DecisionRefused
+from mesh.wire import Approval, ApprovalDecision, ApprovalRequest
+from registry.approvals import ABANDONED_AFTER, ApprovalQueue, DecisionRefused, shown_to
+from registry.sqlite_approvals import SqliteApprovals
+from tests.unit.store_backends import BACKENDS, Backend, opened
 
 KEYS = MeshKeys(b"secret", "acme")
 NOW = 1_700_000_000.0
@@ -45,10 +51,16 @@ def audit() -> list[tuple[str, dict[str, Any]]]:
     return []
 
 
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    with opened(request, tmp_path) as backend:
+        yield backend
+
+
 @pytest.fixture
-def queue(tmp_path: Path, clock: Clock, audit: list[tuple[str, dict[str, Any]]]) -> ApprovalQueue:
+def queue(backend: Backend, clock: Clock, audit: list[tuple[str, dict[str, Any]]]) -> ApprovalQueue:
     return ApprovalQueue(
-        tmp_path / "q.sqlite3", audit=lambda kind, record: audit.append((kind, dict(record))), clock=clock
+        backend.approvals(), audit=lambda kind, record: audit.append((kind, dict(record))), clock=clock
     )
 
 
@@ -128,6 +140,77 @@ def test_an_older_approvals_table_gains_the_new_columns(tmp_path: Path) -> None:
             " reason TEXT, summary TEXT)"
         )
         db.execute("INSERT INTO approvals VALUES ('old1','a','t','c','d',1,2,'approved',NULL,'alice',1.5,NULL,NULL)")
-    queue = ApprovalQueue(path)
-    [row] = queue.list(NOW)
-    assert (row.id, str(row.decided_by), row.approvers) == ("old1", "alice", [])
+    store = SqliteApprovals(path)
+    try:
+        [row] = ApprovalQueue(store).list(NOW)
+    finally:
+        store.close()
+    assert (row.id, str(row.decided_by), row.approvers, row.arguments) == ("old1", "alice", [], None)
+
+
+def test_a_call_s_arguments_are_stored_and_shown_to_approvers_and_admins_only(queue: ApprovalQueue) -> None:
+    arguments = {"account": "acme", "amount": 50, "card": "***", "note": {"z": 1, "a": [1, 2]}}
+    filed = queue.file(request(arguments=arguments), NOW)
+    [listed] = queue.list(NOW)
+    plain = queue.file(request(), NOW)
+
+    assert filed.arguments == listed.arguments == arguments
+    assert list(listed.arguments or {}) == ["account", "amount", "card", "note"]  # in the order the agent sent
+    assert queue.get(plain.id, NOW).arguments is None  # pyright: ignore[reportOptionalMemberAccess]
+    assert shown_to(listed, claims("alice", "approver")).arguments == arguments
+    assert shown_to(listed, claims("root", "admin")).arguments == arguments
+    for role in ("client", "agent"):
+        assert shown_to(listed, claims("bob", role)).arguments is None
+    assert shown_to(listed, None).arguments is None
+
+
+def test_arguments_stay_out_of_the_governance_record(
+    queue: ApprovalQueue, audit: list[tuple[str, dict[str, Any]]]
+) -> None:
+    filed = queue.file(request(arguments={"amount": 50}), NOW)
+    queue.decide(filed.id, APPROVE, claims("alice"), NOW)
+
+    assert [r["event"] for _, r in audit] == ["requested", "approved"]
+    assert all("arguments" not in r and r["arguments_digest"] == "a" * 64 for _, r in audit)
+
+
+def test_approvals_written_by_a_newer_agentplex_are_refused_in_one_line(backend: Backend) -> None:
+    backend.approvals()
+    backend.edit("UPDATE schema_version SET version = 7 WHERE component = 'approvals'")
+
+    with pytest.raises(ConfigError, match=r"the approvals tables in .* were written by a newer agentplex \(layout 7"):
+        backend.approvals()
+
+
+def test_an_expired_approval_is_closed_once_however_many_replicas_sweep(backend: Backend, clock: Clock) -> None:
+    records: list[tuple[str, dict[str, Any]]] = []
+    replicas = [
+        ApprovalQueue(backend.approvals(), audit=lambda kind, r: records.append((kind, dict(r))), clock=clock)
+        for _ in range(3)
+    ]
+    filed = replicas[0].file(request(expires_at=NOW + 5), NOW)
+    later = NOW + 6
+
+    def read(n: int) -> Approval | None:
+        return replicas[n % 3].get(filed.id, later)
+
+    with ThreadPoolExecutor(6) as pool:
+        seen = list(pool.map(read, range(12)))
+
+    assert {a.status for a in seen if a is not None} == {"expired"}
+    assert [r["event"] for _, r in records] == ["requested", "expired"]
+
+
+@pytest.mark.anyio
+async def test_a_call_waiting_through_one_replica_is_not_cancelled_as_abandoned_by_another(
+    backend: Backend, clock: Clock
+) -> None:
+    here, there = (ApprovalQueue(backend.approvals(), clock=clock) for _ in range(2))
+    filed = here.file(request(expires_at=time.time() + 600), NOW)
+    clock.now = NOW + ABANDONED_AFTER - 1
+    assert (await here.wait(filed.id, 0.01)).status == "pending"  # pyright: ignore[reportOptionalMemberAccess]
+
+    clock.now = NOW + ABANDONED_AFTER + 5
+    assert there.get(filed.id, time.time()).status == "pending"  # pyright: ignore[reportOptionalMemberAccess]
+    clock.now = NOW + 2 * ABANDONED_AFTER + 5
+    assert there.get(filed.id, time.time()).status == "cancelled"  # pyright: ignore[reportOptionalMemberAccess]

@@ -1,9 +1,8 @@
-"""The governance record: its MAC chain (`mesh.audit`) and its SQLite log (`registry.audit`)."""
+"""The governance record: its MAC chain (`mesh.audit`) and its log on SQLite and PostgreSQL (`registry.audit`)."""
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,9 +13,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mesh.audit import GENESIS, canonical, head_of, seal, verify_chain, verify_head, verify_seen
+from mesh.errors import ConfigError
 from mesh.identity import MeshKeys
 from mesh.wire import AuditRecord
-from registry.audit import AuditLog
+from registry.stores import AuditStore
+from tests.unit.store_backends import BACKENDS, Backend, opened
 
 KEYS = MeshKeys(b"correct horse battery staple", "acme")
 NOW = 1_700_000_000.0
@@ -33,16 +34,15 @@ def chain(*records: dict[str, Any], keys: MeshKeys = KEYS) -> list[AuditRecord]:
 FIVE = chain(*({"event": "approved", "id": f"a{n}", "by": {"person": "alice"}} for n in range(5)))
 
 
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    with opened(request, tmp_path) as backend:
+        yield backend
+
+
 @pytest.fixture
-def audit_log(tmp_path: Path) -> Iterator[AuditLog]:
-    log = AuditLog(tmp_path / "registry.sqlite3", KEYS, clock=lambda: NOW)
-    yield log
-    log.close()
-
-
-def edit(path: Path, sql: str, *args: object) -> None:
-    with sqlite3.connect(path) as db:
-        db.execute(sql, args)
+def audit_log(backend: Backend) -> AuditStore:
+    return backend.audit(KEYS, clock=lambda: NOW)
 
 
 # --- the chain ---
@@ -155,7 +155,7 @@ def test_any_chain_survives_a_json_round_trip_and_any_deletion_is_found(
 # --- the log ---
 
 
-def test_appended_records_form_a_chain_that_verifies(audit_log: AuditLog) -> None:
+def test_appended_records_form_a_chain_that_verifies(audit_log: AuditStore) -> None:
     audit_log.append("approval", {"event": "requested", "id": "a1"})
     audit_log.append("approval", {"event": "approved", "id": "a1", "decided_by": {"person": "alice"}})
     audit_log.append_many([{"key": "t/s/0", "event": "policy deny"}], kind="policy")
@@ -170,7 +170,7 @@ def test_appended_records_form_a_chain_that_verifies(audit_log: AuditLog) -> Non
     assert verify_head(entries, KEYS, audit_log.head()) is None
 
 
-def test_a_redelivered_record_with_a_stored_key_is_skipped(audit_log: AuditLog) -> None:
+def test_a_redelivered_record_with_a_stored_key_is_skipped(audit_log: AuditStore) -> None:
     span = [{"key": "t/s/0", "event": "policy deny"}, {"key": "t/s/1", "event": "policy approval"}]
     audit_log.append_many(span, kind="policy")
     audit_log.append_many([*span, {"key": "t/s/2", "event": "policy deny"}], kind="policy")
@@ -180,19 +180,16 @@ def test_a_redelivered_record_with_a_stored_key_is_skipped(audit_log: AuditLog) 
     assert verify_chain(entries, KEYS) is None
 
 
-def test_reads_page_by_seq_and_filter_by_time(tmp_path: Path) -> None:
+def test_reads_page_by_seq_and_filter_by_time(backend: Backend) -> None:
     clock = iter([NOW, NOW + 10, NOW + 20])
-    log = AuditLog(tmp_path / "r.sqlite3", KEYS, clock=lambda: next(clock))
-    try:
-        for n in range(3):
-            log.append("approval", {"n": n})
-        assert [e.seq for e in log.read(after=1, limit=1)] == [2]
-        assert [e.seq for e in log.read(since=NOW + 10)] == [2, 3]
-    finally:
-        log.close()
+    log = backend.audit(KEYS, clock=lambda: next(clock))
+    for n in range(3):
+        log.append("approval", {"n": n})
+    assert [e.seq for e in log.read(after=1, limit=1)] == [2]
+    assert [e.seq for e in log.read(since=NOW + 10)] == [2, 3]
 
 
-def test_appends_from_many_threads_keep_one_chain(audit_log: AuditLog) -> None:
+def test_appends_from_many_threads_keep_one_chain(audit_log: AuditStore) -> None:
     def append(n: int) -> None:
         audit_log.append("approval", {"n": n})
 
@@ -203,20 +200,21 @@ def test_appends_from_many_threads_keep_one_chain(audit_log: AuditLog) -> None:
     assert verify_chain(entries, KEYS) is None
 
 
-def test_an_edited_row_is_named_and_an_unreadable_one_too(audit_log: AuditLog, tmp_path: Path) -> None:
+def test_an_edited_row_is_named_and_an_unreadable_one_too(audit_log: AuditStore, backend: Backend) -> None:
     for n in range(4):
         audit_log.append("approval", {"n": n})
-    db = tmp_path / "registry.sqlite3"
-    edit(db, "UPDATE audit SET record = ? WHERE seq = 2", '{"n":99}')
+    backend.edit("UPDATE audit SET record = ? WHERE seq = 2", '{"n":99}')
     assert verify_chain(audit_log.read(), KEYS) == "record #2 was altered"
-    edit(db, "UPDATE audit SET record = 'not json', at = 'soon' WHERE seq = 1")
+    backend.edit("UPDATE audit SET record = 'not json' WHERE seq = 1")
+    if backend.kind == "sqlite":  # a column that holds whatever it is given
+        backend.edit("UPDATE audit SET at = 'soon' WHERE seq = 1")
     assert verify_chain(audit_log.read(), KEYS) == "record #1 was altered"
 
 
-def test_records_cut_off_the_end_stay_missing_after_the_next_append(audit_log: AuditLog, tmp_path: Path) -> None:
+def test_records_cut_off_the_end_stay_missing_after_the_next_append(audit_log: AuditStore, backend: Backend) -> None:
     for n in range(5):
         audit_log.append("approval", {"n": n})
-    edit(tmp_path / "registry.sqlite3", "DELETE FROM audit WHERE seq >= 4")
+    backend.edit("DELETE FROM audit WHERE seq >= 4")
     assert "the record ends at #3 but the registry's head says #5" in (
         verify_head(audit_log.read(), KEYS, audit_log.head()) or ""
     )
@@ -224,19 +222,44 @@ def test_records_cut_off_the_end_stay_missing_after_the_next_append(audit_log: A
     assert verify_chain(audit_log.read(), KEYS) == "records #4-#5 are missing"
 
 
-def test_a_deleted_head_leaves_a_break_the_next_append_does_not_heal(audit_log: AuditLog, tmp_path: Path) -> None:
+def test_a_deleted_head_leaves_a_break_the_next_append_does_not_heal(audit_log: AuditStore, backend: Backend) -> None:
     for n in range(5):
         audit_log.append("approval", {"n": n})
-    edit(tmp_path / "registry.sqlite3", "DELETE FROM audit WHERE seq >= 4")
-    edit(tmp_path / "registry.sqlite3", "DELETE FROM audit_head")
+    backend.edit("DELETE FROM audit WHERE seq >= 4")
+    backend.edit("DELETE FROM audit_head")
     assert verify_head(audit_log.read(), KEYS, audit_log.head()) == "the record's head is missing"
     audit_log.append("approval", {"n": 5})
     assert verify_chain(audit_log.read(), KEYS) == "the chain breaks after #3"
 
 
-def test_a_record_that_is_not_json_is_refused(audit_log: AuditLog) -> None:
+def test_a_record_that_is_not_json_is_refused(audit_log: AuditStore) -> None:
     with pytest.raises(ValueError, match="plain JSON"):
         audit_log.append("approval", {"when": object()})
     with pytest.raises(ValueError, match="kind"):
         audit_log.append("", {"n": 1})
     assert audit_log.read() == []
+
+
+def test_appends_through_two_replicas_keep_one_chain(backend: Backend) -> None:
+    replicas = [backend.audit(KEYS), backend.audit(KEYS)]
+
+    def append(n: int) -> None:
+        replicas[n % 2].append_many([{"key": f"k{n}", "n": n}, {"n": -n}], kind="policy")
+        replicas[(n + 1) % 2].append_many([{"key": f"k{n}", "n": n}], kind="policy")  # a redelivery elsewhere
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(append, range(40)))
+    entries = replicas[0].read(limit=1000)
+    assert len(entries) == 80
+    assert sorted(e.record["n"] for e in entries if "key" in e.record) == list(range(40))
+    assert verify_chain(entries, KEYS) is None
+    assert verify_head(entries, KEYS, replicas[1].head()) is None
+
+
+def test_a_record_written_by_a_newer_agentplex_is_refused_in_one_line(backend: Backend) -> None:
+    backend.audit(KEYS)
+    backend.edit("UPDATE schema_version SET version = 2 WHERE component = 'audit'")
+    with pytest.raises(
+        ConfigError, match=r"the audit tables in .* were written by a newer agentplex \(layout 2; this one"
+    ):
+        backend.audit(KEYS)

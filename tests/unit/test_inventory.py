@@ -1,17 +1,21 @@
-"""The inventory store: leases, first/last seen, filters, and durability across reopen."""
+"""The inventory store, on SQLite and PostgreSQL: leases, first/last seen, filters, durability across reopen."""
 
 from __future__ import annotations
 
 import sqlite3
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
 import pytest
 from anyio.streams.buffered import BufferedByteReceiveStream
 
+from mesh.errors import ConfigError
 from mesh.wire import Governance, Registration, ToolInfo
 from registry.inventory import Inventory
+from registry.stores import InventoryStore
+from tests.unit.store_backends import BACKENDS, Backend, opened
 
 
 def registration(
@@ -33,12 +37,18 @@ def registration(
     )
 
 
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    with opened(request, tmp_path) as backend:
+        yield backend
+
+
 @pytest.fixture
-def inventory(tmp_path: Path) -> Inventory:
-    return Inventory(tmp_path / "registry.sqlite3")
+def inventory(backend: Backend) -> InventoryStore:
+    return backend.inventory()
 
 
-def test_a_registration_is_stored_with_its_tools_metadata_and_lease(inventory: Inventory) -> None:
+def test_a_registration_is_stored_with_its_tools_metadata_and_lease(inventory: InventoryStore) -> None:
     record = inventory.upsert(registration(owner="sales", jurisdiction="eu", team="blue"), now=100.0)
 
     assert (record.first_seen, record.last_seen, record.expires_at) == (100.0, 100.0, 110.0)
@@ -49,7 +59,7 @@ def test_a_registration_is_stored_with_its_tools_metadata_and_lease(inventory: I
     assert inventory.all() == [record]
 
 
-def test_re_registering_keeps_first_seen_and_replaces_the_rest(inventory: Inventory) -> None:
+def test_re_registering_keeps_first_seen_and_replaces_the_rest(inventory: InventoryStore) -> None:
     inventory.upsert(registration(), now=100.0)
 
     again = inventory.upsert(registration(tools=("lookup", "update"), owner="crm-team"), now=150.0)
@@ -60,7 +70,7 @@ def test_re_registering_keeps_first_seen_and_replaces_the_rest(inventory: Invent
     assert len(inventory.all()) == 1
 
 
-def test_a_lease_lapses_unless_renewed(inventory: Inventory) -> None:
+def test_a_lease_lapses_unless_renewed(inventory: InventoryStore) -> None:
     inventory.upsert(registration("crm", lease=10.0), now=100.0)
     inventory.upsert(registration("kb", lease=10.0), now=100.0)
 
@@ -73,11 +83,11 @@ def test_a_lease_lapses_unless_renewed(inventory: Inventory) -> None:
     assert [r.name for r in inventory.all()] == ["crm", "kb"]
 
 
-def test_renewing_an_unknown_registration_returns_none(inventory: Inventory) -> None:
+def test_renewing_an_unknown_registration_returns_none(inventory: InventoryStore) -> None:
     assert inventory.renew("ghost", "a1", now=100.0) is None
 
 
-def test_removing_forgets_a_registration_once(inventory: Inventory) -> None:
+def test_removing_forgets_a_registration_once(inventory: InventoryStore) -> None:
     inventory.upsert(registration(), now=100.0)
 
     assert inventory.remove("crm", "a1") is True
@@ -85,14 +95,14 @@ def test_removing_forgets_a_registration_once(inventory: Inventory) -> None:
     assert inventory.all() == []
 
 
-def test_instances_of_one_agent_are_separate_rows(inventory: Inventory) -> None:
+def test_instances_of_one_agent_are_separate_rows(inventory: InventoryStore) -> None:
     inventory.upsert(registration(instance="a1"), now=100.0)
     inventory.upsert(registration(instance="b2"), now=100.0)
 
     assert [r.instance for r in inventory.find(100.0, name="crm")] == ["a1", "b2"]
 
 
-def test_find_matches_every_filter_and_governance_case_insensitively(inventory: Inventory) -> None:
+def test_find_matches_every_filter_and_governance_case_insensitively(inventory: InventoryStore) -> None:
     inventory.upsert(registration("crm", owner="sales", jurisdiction="EU", data_class="confidential"), now=100.0)
     inventory.upsert(
         registration("kb", tools=("search",), owner="support", jurisdiction="eu", data_class="public"),
@@ -112,23 +122,50 @@ def test_find_matches_every_filter_and_governance_case_insensitively(inventory: 
     assert names(name="ledger") == ["ledger"]
 
 
-def test_find_skips_lapsed_leases_unless_asked_for_them(inventory: Inventory) -> None:
+def test_find_skips_lapsed_leases_unless_asked_for_them(inventory: InventoryStore) -> None:
     inventory.upsert(registration("crm", jurisdiction="eu", lease=5.0), now=100.0)
 
     assert inventory.find(200.0, jurisdiction="eu") == []
     assert [r.name for r in inventory.find(None, jurisdiction="eu")] == ["crm"]
 
 
-def test_a_reopened_inventory_keeps_its_rows_and_first_seen(tmp_path: Path) -> None:
+def test_a_reopened_inventory_keeps_its_rows_and_first_seen(backend: Backend) -> None:
+    first = backend.inventory()
+    first.upsert(registration(), now=100.0)
+    first.close()
+
+    again = backend.inventory().upsert(registration(), now=200.0)
+
+    assert again.first_seen == 100.0
+
+
+def test_a_write_through_one_replica_is_read_through_another(backend: Backend) -> None:
+    one, other = backend.inventory(), backend.inventory()
+
+    one.upsert(registration("crm", jurisdiction="eu"), now=100.0)
+    other.renew("crm", "a1", now=105.0)
+
+    assert [(r.name, r.last_seen) for r in one.find(106.0, jurisdiction="EU")] == [("crm", 105.0)]
+
+
+def test_an_inventory_written_by_a_newer_agentplex_is_refused_in_one_line(backend: Backend) -> None:
+    backend.inventory()
+    backend.edit("UPDATE schema_version SET version = 99 WHERE component = 'inventory'")
+
+    with pytest.raises(
+        ConfigError, match=r"the inventory tables in .* were written by a newer agentplex \(layout 99"
+    ) as error:
+        backend.inventory()
+    assert "\n" not in str(error.value)
+
+
+def test_a_reopened_sqlite_file_passes_the_integrity_check(tmp_path: Path) -> None:
     path = tmp_path / "registry.sqlite3"
     with Inventory(path) as first:
         first.upsert(registration(), now=100.0)
 
     with Inventory(path) as second:
-        again = second.upsert(registration(), now=200.0)
         assert second.integrity_check() == "ok"
-
-    assert again.first_seen == 100.0
 
 
 def test_the_database_is_in_wal_mode_and_passes_the_integrity_check(tmp_path: Path) -> None:

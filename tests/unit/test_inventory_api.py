@@ -19,8 +19,9 @@ from starlette.responses import JSONResponse, Response
 
 from mesh.identity import MeshKeys
 from mesh.wire import AgentRecord, Governance, Registration, ToolInfo
-from registry.inventory import Inventory
 from registry.inventory_api import MAX_BODY_BYTES, install_inventory, openapi_document
+from registry.stores import InventoryStore
+from tests.unit.store_backends import BACKENDS, opened
 
 pytestmark = pytest.mark.anyio
 
@@ -43,37 +44,37 @@ class Registry:
     """An in-process registry: its server, its store, its clock, and an HTTP client of its app."""
 
     server: MCPServer[Any]
-    inventory: Inventory
+    inventory: InventoryStore
     clock: Clock
     app: Starlette
     http: httpx2.AsyncClient = field(init=False)
 
 
 @asynccontextmanager
-async def running_registry(tmp_path: Path, keys: MeshKeys = KEYS) -> AsyncGenerator[Registry]:
-    """A registry app (with the /healthz the real one composes) running, reached through ASGI."""
+async def running_registry(inventory: InventoryStore, keys: MeshKeys = KEYS) -> AsyncGenerator[Registry]:
+    """A registry app on `inventory` (with the /healthz the real one composes) running, reached through ASGI."""
     clock = Clock()
-    with Inventory(tmp_path / "registry.sqlite3") as inventory:
-        server = MCPServer("registry")
-        install_inventory(server, inventory, keys, clock=clock)
+    server = MCPServer("registry")
+    install_inventory(server, inventory, keys, clock=clock)
 
-        @server.custom_route("/healthz", methods=["GET"])
-        async def healthz(request: Request) -> Response:  # pyright: ignore[reportUnusedFunction]
-            return JSONResponse({"status": "ok"})
+    @server.custom_route("/healthz", methods=["GET"])
+    async def healthz(request: Request) -> Response:  # pyright: ignore[reportUnusedFunction]
+        return JSONResponse({"status": "ok"})
 
-        app = server.streamable_http_app()
-        async with app.router.lifespan_context(app):
-            registry = Registry(server, inventory, clock, app)
-            async with httpx2.AsyncClient(
-                transport=httpx2.ASGITransport(app), base_url="http://127.0.0.1:7420"
-            ) as registry.http:
-                yield registry
+    app = server.streamable_http_app()
+    async with app.router.lifespan_context(app):
+        registry = Registry(server, inventory, clock, app)
+        async with httpx2.AsyncClient(
+            transport=httpx2.ASGITransport(app), base_url="http://127.0.0.1:7420"
+        ) as registry.http:
+            yield registry
 
 
-@pytest.fixture
-async def registry(tmp_path: Path) -> AsyncIterator[Registry]:
-    async with running_registry(tmp_path) as running:
-        yield running
+@pytest.fixture(params=BACKENDS)
+async def registry(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Registry]:
+    with opened(request, tmp_path) as backend:
+        async with running_registry(backend.inventory()) as running:
+            yield running
 
 
 def registration(name: str = "crm", instance: str = "a1", **metadata: str) -> Registration:

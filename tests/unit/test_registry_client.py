@@ -14,6 +14,7 @@ import pytest
 from mesh.errors import RegistryError
 from mesh.registry_client import Registrar, RegistryClient
 from mesh.wire import Registration
+from registry.inventory import Inventory
 from tests.unit.test_inventory_api import KEYS, NOW, Registry, registration, running_registry
 
 pytestmark = pytest.mark.anyio
@@ -49,8 +50,9 @@ class Switchable(httpx2.AsyncBaseTransport):
 
 @pytest.fixture
 async def registry(tmp_path: Path) -> AsyncIterator[Registry]:
-    async with running_registry(tmp_path) as running:
-        yield running
+    with Inventory(tmp_path / "registry.sqlite3") as inventory:
+        async with running_registry(inventory) as running:
+            yield running
 
 
 @pytest.fixture

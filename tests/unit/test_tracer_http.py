@@ -29,8 +29,9 @@ from mesh.identity import MeshKeys, Role
 from mesh.tracing.export import SPANS_AUDIENCE
 from mesh.wire import SpanEventRecord, SpanRecord, TraceSummary, TraceTree
 from registry.otlp import decode_protobuf, encode_json, encode_spans
+from registry.trace_stores import TraceStore, open_trace_store
 from registry.tracer import Tracer, install_tracer, parse_since
-from registry.tracestore import TraceStore
+from registry.tracestore import SqliteTraceStore
 from tests.integration.helpers import child_pids
 
 KEYS = MeshKeys(b"tracer-test-secret", "tracer-test")
@@ -91,14 +92,17 @@ class Lanes:
     writers: int
 
 
-@pytest.fixture(params=["thread", "workers"])
+@pytest.fixture(params=["thread", "workers", "postgres"])
 def lanes(request: pytest.FixtureRequest, tmp_path: Path) -> Lanes:
     if request.param == "thread":
-        return Lanes(lambda: TraceStore(":memory:"), 0)
-    return Lanes(lambda: TraceStore(tmp_path / "traces.sqlite3"), 2)
+        return Lanes(lambda: SqliteTraceStore(":memory:"), 0)
+    if request.param == "postgres":  # ingest workers writing one PostgreSQL database
+        url: str = request.getfixturevalue("pg_url")
+        return Lanes(lambda: open_trace_store(url, tmp_path), 2)
+    return Lanes(lambda: SqliteTraceStore(tmp_path / "traces.sqlite3"), 2)
 
 
-THREAD = Lanes(lambda: TraceStore(":memory:"), 0)
+THREAD = Lanes(lambda: SqliteTraceStore(":memory:"), 0)
 
 
 @asynccontextmanager
@@ -391,7 +395,7 @@ async def test_a_governance_record_that_cannot_be_written_gets_503_so_the_spans_
 @pytest.mark.anyio
 async def test_a_tracer_outside_its_lifespan_refuses_with_503() -> None:
     server = MCPServer("idle")
-    install_tracer(server, TraceStore(":memory:"), keys=KEYS)
+    install_tracer(server, SqliteTraceStore(":memory:"), keys=KEYS)
     transport = httpx2.ASGITransport(app=app_of(server))
     async with httpx2.AsyncClient(transport=transport, base_url="http://t", headers=ADMIN) as client:
         answer = await client.post("/v1/traces", content=encode_spans(spans()), headers=PROTOBUF)
@@ -444,7 +448,7 @@ def prove_as_tracer(server: MCPServer, keys: MeshKeys = KEYS) -> None:
 
 @pytest.mark.anyio
 async def test_batches_are_forwarded_after_they_are_stored(lanes: Lanes) -> None:
-    target_store = TraceStore(":memory:")
+    target_store = SqliteTraceStore(":memory:")
     target = MCPServer("target")
     target_tracer = install_tracer(target, target_store, keys=KEYS)
     prove_as_tracer(target)
@@ -512,7 +516,7 @@ async def post_until_stored(client: httpx2.AsyncClient, body: bytes) -> list[int
 
 @pytest.mark.anyio
 async def test_killed_ingest_workers_are_replaced_and_lose_nothing(tmp_path: Path) -> None:
-    async with running(Lanes(lambda: TraceStore(tmp_path / "traces.sqlite3"), 2)) as (client, tracer):
+    async with running(Lanes(lambda: SqliteTraceStore(tmp_path / "traces.sqlite3"), 2)) as (client, tracer):
         assert (await post_until_stored(client, encode_spans(spans()))) == [200]
         first = ingest_workers()
         assert len(first) == 2
@@ -535,7 +539,7 @@ async def test_a_worker_that_cannot_start_hands_its_lane_to_a_thread(
     python: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(sys, "executable", python)
-    async with running(Lanes(lambda: TraceStore(tmp_path / "traces.sqlite3"), 1)) as (client, tracer):
+    async with running(Lanes(lambda: SqliteTraceStore(tmp_path / "traces.sqlite3"), 1)) as (client, tracer):
         assert (await post_until_stored(client, encode_spans(spans()))) == [200]
         assert tracer.store.span_count() == 2
     assert "storing in this process instead" in caplog.text
@@ -543,7 +547,7 @@ async def test_a_worker_that_cannot_start_hands_its_lane_to_a_thread(
 
 @pytest.mark.anyio
 async def test_mcp_tools_search_show_and_explain_decisions() -> None:
-    store = TraceStore(":memory:")
+    store = SqliteTraceStore(":memory:")
     server = MCPServer("tracer")
     tracer = install_tracer(server, store, keys=KEYS)
     store.ingest(decode_protobuf(encode_spans(spans())))

@@ -1,4 +1,6 @@
-"""The trace store: idempotent ingest, summaries kept current, filters, durability."""
+"""The trace store, on SQLite and on PostgreSQL alike: idempotent ingest, summaries kept current, filters,
+durability, retention. The PostgreSQL store's own matters (partitions, its schema, a lost server) are in
+test_pg_tracestore.py."""
 
 from __future__ import annotations
 
@@ -8,28 +10,45 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+import time
+import uuid
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import anyio
+import psycopg
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from mcp.server.mcpserver import MCPServer
 
 from mesh.errors import ConfigError
+from mesh.identity import MeshKeys
+from mesh.testing.postgres import PostgresCluster
 from mesh.tracing.stitch import summarize
 from mesh.wire import SpanRecord, SpanStatus
 from registry.otlp import SpanRow, decode_protobuf, encode_spans
-from registry.tracestore import TraceStore
+from registry.trace_stores import TraceStore, open_trace_store
+from registry.tracer import install_tracer
+from registry.tracestore import SqliteTraceStore
 
 T0 = 1_700_000_000_000_000_000
 MS = 1_000_000
+DAY_S = 86_400
+BACKENDS = ["sqlite", "postgres"]
 
 
 def chain(
-    trace: int, agents: list[str], *, start_ms: int = 0, length_ms: int = 100, status: SpanStatus = "ok"
+    trace: int,
+    agents: list[str],
+    *,
+    start_ms: int = 0,
+    length_ms: int = 100,
+    status: SpanStatus = "ok",
+    t0: int = T0,
 ) -> list[SpanRecord]:
-    """One call chain: agents[0] calls agents[1] calls ..., each hop a tools/call server span."""
+    """One call chain: agents[0] calls agents[1] calls ..., each hop a tools/call server span, from `t0` (ns)."""
     trace_id = f"{trace:032x}"
     return [
         SpanRecord(
@@ -39,8 +58,8 @@ def chain(
             name=f"tools/call {agent}-tool",
             kind="server",
             agent=agent,
-            start_ns=T0 + (start_ms + hop) * MS,
-            end_ns=T0 + (start_ms + length_ms - hop) * MS,
+            start_ns=t0 + (start_ms + hop) * MS,
+            end_ns=t0 + (start_ms + length_ms - hop) * MS,
             status=status if hop == len(agents) - 1 else "ok",
         )
         for hop, agent in enumerate(agents)
@@ -51,11 +70,40 @@ def rows(spans: list[SpanRecord]) -> list[SpanRow]:
     return decode_protobuf(encode_spans(spans))
 
 
+def open_store(location: str, retain: float | None = None) -> TraceStore:
+    """The store at `location` (a SQLite file or a PostgreSQL URL), as `mesh tracer --db` opens it."""
+    return open_trace_store(location, Path(location), retain=retain)
+
+
+@pytest.fixture(params=BACKENDS)
+def location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where a fresh store lives: a SQLite file in a folder still to be made, or an empty PostgreSQL database."""
+    if request.param == "sqlite":
+        return str(tmp_path / "nested" / "dir" / "traces.sqlite3")
+    return request.getfixturevalue("pg_url")
+
+
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[TraceStore]:
-    store = TraceStore(tmp_path / "nested" / "dir" / "traces.sqlite3")
+def store(location: str) -> Iterator[TraceStore]:
+    store = open_store(location)
     yield store
     store.close()
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def fresh_store(request: pytest.FixtureRequest) -> Callable[[], TraceStore]:
+    """Opens an empty store each call (for Hypothesis, which runs a test body many times per fixture)."""
+    if request.param == "sqlite":
+        return lambda: SqliteTraceStore(":memory:")
+    cluster: PostgresCluster = request.getfixturevalue("postgres")
+    url = cluster.create_database(f"t_{uuid.uuid4().hex[:12]}")
+
+    def fresh() -> TraceStore:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("DROP TABLE IF EXISTS traces, spans, trace_store_schema")
+        return open_store(url)
+
+    return fresh
 
 
 def test_a_redelivered_batch_stores_nothing_twice(store: TraceStore) -> None:
@@ -141,26 +189,40 @@ def test_listing_filters_by_agent_tool_status_start_and_duration(store: TraceSto
         store.list_traces(status="fine")
 
 
-def test_a_store_reopens_with_everything_it_acknowledged(tmp_path: Path) -> None:
-    path = tmp_path / "traces.sqlite3"
-    first = TraceStore(path)
+def test_names_with_quotes_backslashes_braces_and_commas_are_kept_as_they_are(store: TraceStore) -> None:
+    names = ['say "hi"', "back\\slash", "{a,b}", "NULL", "ünï cödé"]
+    for trace, name in enumerate(names, 1):
+        spans = [span.model_copy(update={"agent": name, "name": f"tools/call {name}!"}) for span in chain(trace, ["a"])]
+        store.ingest(rows(spans))
+    for trace, name in enumerate(names, 1):
+        (found,) = store.list_traces(agent=name)
+        assert (found.trace_id, found.agents, found.root.agent, found.root.tool) == (
+            f"{trace:032x}",
+            [name],
+            name,
+            f"{name}!",
+        )
+        assert [summary.trace_id for summary in store.list_traces(tool=f"{name}!")] == [f"{trace:032x}"]
+        assert [span.agent for span in store.get_trace(f"{trace:032x}")] == [name]
+
+
+def test_a_store_reopens_with_everything_it_acknowledged(location: str) -> None:
+    first = open_store(location)
     first.ingest(rows(chain(1, ["a", "b"])))
     first.close()
-    again = TraceStore(path)
+    again = open_store(location)
     assert again.ingest(rows(chain(1, ["a", "b"]))) == 0
     assert [s.span_count for s in again.list_traces()] == [2]
     again.close()
 
 
-def test_acknowledged_spans_survive_kill_9(tmp_path: Path) -> None:
-    path = tmp_path / "traces.sqlite3"
+def test_acknowledged_spans_survive_kill_9(location: str) -> None:
     child = textwrap.dedent(
         f"""
         import sys
         from registry.otlp import decode_protobuf, encode_spans
-        from registry.tracestore import TraceStore
-        from tests.unit.test_tracestore import chain
-        store = TraceStore({str(path)!r})
+        from tests.unit.test_tracestore import chain, open_store
+        store = open_store({location!r})
         for trace in range(1, 1000):
             store.ingest(decode_protobuf(encode_spans(chain(trace, ["a", "b", "c"]))))
             print(trace, flush=True)
@@ -172,15 +234,15 @@ def test_acknowledged_spans_survive_kill_9(tmp_path: Path) -> None:
         acknowledged = [int(proc.stdout.readline()) for _ in range(20)]
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
-    store = TraceStore(path)
+    store = open_store(location)
     for trace in acknowledged:
         assert len(store.get_trace(f"{trace:032x}")) == 3
     store.close()
 
 
-def test_stores_sharing_a_file_take_turns_and_agree_on_every_trace(tmp_path: Path) -> None:
-    # Each store stands for an ingest worker: its own connections and its own hold on the lock.
-    stores = [TraceStore(tmp_path / "traces.sqlite3") for _ in range(3)]
+def test_stores_sharing_a_database_agree_on_every_trace(location: str) -> None:
+    # Each store stands for an ingest worker, or a registry replica: its own connections and locks.
+    stores = [open_store(location) for _ in range(3)]
     traces = list(range(1, 121))
     random.Random(3).shuffle(traces)
 
@@ -245,7 +307,7 @@ PRAGMA user_version = 1;
 )
 
 
-def test_a_store_of_the_second_layout_is_brought_up_to_date_with_its_traces(tmp_path: Path) -> None:
+def test_a_sqlite_store_of_the_second_layout_is_brought_up_to_date_with_its_traces(tmp_path: Path) -> None:
     path = tmp_path / "traces.sqlite3"
     old = [chain(1, ["b", "a"], status="error"), chain(2, ["c"], start_ms=200)]
     with sqlite3.connect(path) as conn:
@@ -263,7 +325,7 @@ def test_a_store_of_the_second_layout_is_brought_up_to_date_with_its_traces(tmp_
             conn.executemany("INSERT INTO trace_agents VALUES (?, ?)", [(agent, seq) for agent in agents])
             conn.executemany("INSERT INTO trace_tools VALUES (?, ?)", [(f"{a}-tool", seq) for a in reversed(agents)])
     conn.close()
-    store = TraceStore(path)
+    store = SqliteTraceStore(path)
     store.ingest(rows(chain(1, ["b", "a", "d"])[2:]))  # a late span of a trace stored before
     assert [(t.agents, t.span_count, t.status) for t in store.list_traces()] == [
         (["c"], 1, "ok"),
@@ -284,7 +346,7 @@ def test_a_store_of_the_second_layout_is_brought_up_to_date_with_its_traces(tmp_
     store.close()
 
 
-def test_a_store_of_the_first_layout_is_brought_up_to_date_with_its_traces(tmp_path: Path) -> None:
+def test_a_sqlite_store_of_the_first_layout_is_brought_up_to_date_with_its_traces(tmp_path: Path) -> None:
     path = tmp_path / "traces.sqlite3"
     old = chain(1, ["b", "a"], status="error")
     with sqlite3.connect(path) as conn:
@@ -296,7 +358,7 @@ def test_a_store_of_the_first_layout_is_brought_up_to_date_with_its_traces(tmp_p
         conn.executemany("INSERT INTO trace_agents VALUES (1, ?)", [("a",), ("b",)])
         conn.executemany("INSERT INTO trace_tools VALUES (?, 1)", [("a-tool",), ("b-tool",)])
     conn.close()
-    store = TraceStore(path)
+    store = SqliteTraceStore(path)
     store.ingest(rows(chain(2, ["c"], start_ms=500)))
     assert [(t.agents, t.span_count, t.status) for t in store.list_traces()] == [
         (["c"], 1, "ok"),
@@ -306,22 +368,23 @@ def test_a_store_of_the_first_layout_is_brought_up_to_date_with_its_traces(tmp_p
     assert [t.trace_id for t in store.list_traces(tool="b-tool")] == [old[0].trace_id]
     assert len(store.get_trace(old[0].trace_id)) == 2
     store.close()
-    again = TraceStore(path)  # nothing left to bring up to date
+    again = SqliteTraceStore(path)  # nothing left to bring up to date
     assert again.list_traces(agent="c")[0].span_count == 1
     again.close()
 
 
-def test_a_store_written_by_a_newer_agentplex_is_refused_in_one_line(tmp_path: Path) -> None:
+def test_a_sqlite_store_written_by_a_newer_agentplex_is_refused_in_one_line(tmp_path: Path) -> None:
     path = tmp_path / "traces.sqlite3"
     with sqlite3.connect(path) as conn:
         conn.execute("PRAGMA user_version = 99")
     conn.close()
     with pytest.raises(ConfigError, match=r"^trace store .* newer agentplex \(layout 99; this one reads up to 2\)"):
-        TraceStore(path)
+        SqliteTraceStore(path)
 
 
 def test_an_in_memory_store_works_for_tests() -> None:
-    store = TraceStore(":memory:")
+    store = SqliteTraceStore(":memory:")
+    assert store.location is None
     assert store.ingest(rows(chain(1, ["a"]))) == 1
     assert store.span_count() == 1
     store.close()
@@ -329,7 +392,9 @@ def test_an_in_memory_store_works_for_tests() -> None:
 
 @settings(max_examples=40, deadline=None)
 @given(data=st.data())
-def test_summaries_match_summarize_however_spans_arrive(data: st.DataObject) -> None:
+def test_summaries_match_summarize_however_spans_arrive(
+    fresh_store: Callable[[], TraceStore], data: st.DataObject
+) -> None:
     rng = random.Random(data.draw(st.integers(0, 2**32)))
     traces = data.draw(st.integers(1, 6))
     spans: list[SpanRecord] = []
@@ -344,7 +409,7 @@ def test_summaries_match_summarize_however_spans_arrive(data: st.DataObject) -> 
         spans += trace_spans
     arriving = spans + rng.sample(spans, k=len(spans) // 3)
     rng.shuffle(arriving)
-    store = TraceStore(":memory:")
+    store = fresh_store()
     cut = sorted(rng.sample(range(len(arriving) + 1), k=min(3, len(arriving) + 1)))
     for start, end in zip([0, *cut], [*cut, len(arriving)], strict=True):
         store.ingest(rows(arriving[start:end]))
@@ -359,3 +424,49 @@ def test_summaries_match_summarize_however_spans_arrive(data: st.DataObject) -> 
         assert store.list_traces(tool=f"{name}-tool") == [t for t in expected if t.trace_id in named]
     assert store.span_count() == len(spans)
     store.close()
+
+
+def test_pruning_drops_whole_traces_past_the_retention_and_keeps_the_rest(location: str) -> None:
+    now = time.time()
+    store = open_store(location, retain=14 * DAY_S)
+    old = chain(1, ["a", "b"], t0=int((now - 20 * DAY_S) * 1e9))
+    recent = chain(2, ["a", "c"], t0=int((now - 3600) * 1e9))
+    older_root_late = chain(3, ["d", "e"], t0=int((now - 30 * DAY_S) * 1e9))
+    store.ingest(rows(old + recent + older_root_late[1:]))
+    assert store.prune(now - 40 * DAY_S) == 0  # nothing was 14 days old then
+    store.ingest(rows(older_root_late[:1]))
+    assert store.prune(now) == 2
+    assert [summary.trace_id for summary in store.list_traces()] == [recent[0].trace_id]
+    assert store.get_trace(old[0].trace_id) == []
+    assert store.get_trace(older_root_late[0].trace_id) == []
+    assert len(store.get_trace(recent[0].trace_id)) == 2
+    assert store.span_count() == 2
+    assert store.prune(now) == 0
+    assert store.ingest(rows(recent)) == 0  # what is kept is still known
+    store.close()
+
+
+def test_a_store_without_retention_keeps_everything(store: TraceStore) -> None:
+    store.ingest(rows(chain(1, ["a"], t0=int((time.time() - 400 * DAY_S) * 1e9))))
+    assert store.prune(time.time()) == 0
+    assert store.span_count() == 1
+
+
+@pytest.mark.anyio
+async def test_a_tracer_prunes_its_store_as_it_starts(location: str) -> None:
+    now = time.time()
+    store = open_store(location, retain=7 * DAY_S)
+    store.ingest(rows(chain(1, ["a"], t0=int((now - 10 * DAY_S) * 1e9)) + chain(2, ["b"], t0=int(now * 1e9))))
+    tracer = install_tracer(MCPServer("pruned"), store, keys=MeshKeys(b"prune-test-secret", "prune-test"), writers=0)
+    async with tracer:
+        with anyio.fail_after(10):
+            while store.span_count() > 1:
+                await anyio.sleep(0.02)
+    assert [summary.agents for summary in store.list_traces()] == [["b"]]
+    store.close()
+
+
+def test_a_retention_that_is_not_positive_is_refused(tmp_path: Path) -> None:
+    for retain in (0.0, -1.0, float("nan")):
+        with pytest.raises(ConfigError, match="positive"):
+            open_trace_store(None, tmp_path / "traces.sqlite3", retain=retain)
