@@ -1,6 +1,8 @@
 """kb: a small support knowledge base. `search(query, limit)` ranks articles with BM25; `article(id)`.
 
-Deterministic and offline: the articles are built in. Run it with `mesh run agents/kb.py`.
+Its articles are resources too (`kb://articles/{id}`, and the index at `kb://articles`), and the
+prompt `answer_ticket` drafts a reply from the articles that match a ticket. Deterministic and
+offline: the articles are built in. Run it with `mesh run agents/kb.py`.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ import math
 import re
 from collections import Counter
 
-from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 from pydantic import BaseModel
 
 from mesh import Agent
@@ -96,6 +98,38 @@ async def article(id: str) -> Article:
     if found is None:
         raise ToolError(f"no article {id!r}; known: {', '.join(_BY_ID)}")
     return found
+
+
+@agent.resource("kb://articles", name="articles", title="All help articles", mime_type="text/markdown")
+async def article_index() -> str:
+    """Every article's id, title and category, one per line: what `kb://articles/{id}` can read."""
+    return "\n".join(f"- {a.id} [{a.category}] {a.title}" for a in _ARTICLES)
+
+
+@agent.resource("kb://articles/{id}", name="article", title="A help article", mime_type="text/markdown")
+async def article_resource(id: str) -> str:
+    """The article with this id (`kb://articles/KB-101`) as Markdown: title, category, body."""
+    found = _BY_ID.get(id.strip().upper())
+    if found is None:
+        raise ResourceError(f"no article {id!r}; known: {', '.join(_BY_ID)}")
+    return markdown(found)
+
+
+@agent.prompt(title="Answer a support ticket")
+async def answer_ticket(ticket: str) -> str:
+    """A reply to `ticket` drafted from the help articles that match it best, each cited by id."""
+    hits = await search(ticket, 3)
+    sources = "\n\n".join(markdown(a) for a in hits) or "(no article matches this ticket)"
+    return (
+        "You answer customer support tickets. Use only the help articles below; cite each one you use by "
+        "its id in brackets, like [KB-101]. If they do not answer the ticket, say that a person will follow up.\n\n"
+        f"Ticket:\n{ticket.strip()}\n\nHelp articles:\n\n{sources}"
+    )
+
+
+def markdown(article: Article) -> str:
+    """An article as Markdown: a heading with its id and title, its category, its body."""
+    return f"# {article.id}: {article.title}\n\n*{article.category}*\n\n{article.body}"
 
 
 def tokens(text: str) -> list[str]:

@@ -1,9 +1,11 @@
-"""Policy: Cedar decides whether one agent may call another's tool (DESIGN §6).
+"""Policy: Cedar decides whether one agent may call another's tool, read its resource or get its prompt (DESIGN §6).
 
 The Cedar model: principal `Agent::"<caller>"` and resource `Agent::"<callee>"`, each with its
 metadata as string attributes (`name`, `owner`, `jurisdiction`, `data_class` always present, ""
-when unknown); action `Action::"call"`; context `{tool, data_class, person, groups}` (the call's
-classification, and the person it runs for with their groups). Allow -> "allow"; a deny whose
+when unknown); action `Action::"call"` (tools/call), `Action::"read_resource"` (resources/read) or
+`Action::"get_prompt"` (prompts/get); context `{tool, uri, prompt, data_class, person, groups}` (the
+target in the key its action names, "" in the others; the call's classification, and the person it
+runs for with their groups). Allow -> "allow"; a deny whose
 determining policies all carry `@approval` -> "approval" (`@approval("finance")` names the group
 whose members decide); any other deny (no permit matched included) -> "deny". Owns evaluation
 only; enforcing a verdict, asking a human and recording the decision event belong to the runtime.
@@ -31,7 +33,9 @@ Verdict: TypeAlias = Literal["allow", "deny", "approval"]
 _APPROVAL: Final = "approval"  # `@approval forbid(...)`: only with a human's approval
 _CACHE_SIZE: Final = 4096
 _ALWAYS_PRESENT: Final = ("owner", "jurisdiction", "data_class")
-_CALL: Final = {"type": "Action", "id": "call"}
+_TARGET_KEY: Final = {"call": "tool", "read_resource": "uri", "get_prompt": "prompt"}
+"""Each action, and the context key that names its target (the others are "")."""
+_VERB: Final = {"call": "call", "read_resource": "read", "get_prompt": "get the prompt"}
 
 _log = logging.getLogger(__name__)
 
@@ -40,16 +44,18 @@ _Meta: TypeAlias = tuple[tuple[str, str], ...]
 
 @dataclass(frozen=True, slots=True)
 class CallFacts:
-    """Everything a policy may look at for one call: who, whom, which tool, what data."""
+    """Everything a policy may look at for one call: who, whom, which tool (or resource, or prompt), what data."""
 
     caller: str
     caller_meta: tuple[tuple[str, str], ...]
     callee: str
     callee_meta: tuple[tuple[str, str], ...]
     tool: str
+    """The action's target: a tool's name, a resource's URI (`read_resource`) or a prompt's name (`get_prompt`)."""
     data_class: str = ""
     person: str = ""
     groups: tuple[str, ...] = ()
+    action: str = "call"
 
     @classmethod
     def of(
@@ -63,9 +69,14 @@ class CallFacts:
         *,
         person: str | None = None,
         groups: tuple[str, ...] = (),
+        action: str = "call",
     ) -> CallFacts:
         """Facts from raw metadata, keeping str, int and bool values as strings (bools as "true"/"false")."""
-        return cls(caller, _meta(caller_meta), callee, _meta(callee_meta), tool, data_class or "", person or "", groups)
+        if action not in _TARGET_KEY:
+            raise ValueError(f"unknown policy action {action!r}; one of {', '.join(_TARGET_KEY)}")
+        return cls(
+            caller, _meta(caller_meta), callee, _meta(callee_meta), tool, data_class or "", person or "", groups, action
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,10 +170,11 @@ class Policy:
             return PolicyDecision("allow", (), "no policy configured: every call is allowed")
         request = {
             "principal": {"type": "Agent", "id": facts.caller},
-            "action": _CALL,
+            "action": {"type": "Action", "id": facts.action},
             "resource": {"type": "Agent", "id": facts.callee},
             "context": {
-                "tool": facts.tool,
+                **dict.fromkeys(_TARGET_KEY.values(), ""),
+                _TARGET_KEY[facts.action]: facts.tool,
                 "data_class": facts.data_class,
                 "person": facts.person,
                 "groups": list(facts.groups),
@@ -182,7 +194,7 @@ class Policy:
             reason = f"allowed by {_listing(named)}"
         elif not determining:
             verdict = "deny"
-            reason = f"no policy permits '{facts.caller}' to call '{facts.tool}' on '{facts.callee}'"
+            reason = f"no policy permits '{facts.caller}' to {_VERB[facts.action]} '{facts.tool}' on '{facts.callee}'"
         elif all(policy_id in self._approval for policy_id in determining):
             verdict = "approval"
             approvers = tuple(sorted({self._approval[p] for p in determining} - {""}))

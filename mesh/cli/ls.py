@@ -1,4 +1,7 @@
-"""`mesh ls`: the peers this host can see, with where it learned of them and whether they answer."""
+"""`mesh ls`: the peers this host can see, with where it learned of them and whether they answer.
+
+An agent or adopted server that names no owner is flagged ungoverned (`"governed": false` in `--json`).
+"""
 
 from __future__ import annotations
 
@@ -38,6 +41,9 @@ def ls(
         out.print("no agents found (is anything running with this --mesh?)")
         return
     out.print(peer_table(views, f"mesh {mesh or ''}".strip(), width=out.width))
+    ungoverned = sorted({v.name for v in views if not v.governed})
+    if ungoverned:
+        out.print(f"[yellow]ungoverned (no owner; give one with --meta owner=...): {', '.join(ungoverned)}[/]")
 
 
 GOVERNANCE_FROM: Final = 120
@@ -71,7 +77,7 @@ def peer_table(views: list[PeerView], title: str, *, width: int | None = None) -
         table.add_column(name, no_wrap=name not in ("tools", "sources", "spans"))
     for v in views:
         cells = {
-            "agent": v.name,
+            "agent": v.name if v.governed else f"{v.name} [yellow](ungoverned)[/]",
             "instance": v.instance,
             "url": v.url,
             "tools": ", ".join(v.tools),

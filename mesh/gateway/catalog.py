@@ -1,8 +1,10 @@
-"""The gateway's catalog: which tools of the mesh an MCP client sees, under which names.
+"""The gateway's catalog: which tools, resources and prompts of the mesh an MCP client sees, under which names.
 
 Pure: turns peer-directory instances and the registry's own tool listing into MCP `Tool`s
-named `{agent}__{tool}`, each description led by the agent's governance facts. Serving the
-catalog, following the mesh and calling tools live in `mesh.gateway.server`.
+named `{agent}__{tool}`, and what each agent offers besides tools into `Resource`s at
+`mesh://{agent}/{uri}` (templates alike) and `Prompt`s named `{agent}__{prompt}`, each description
+led by the agent's governance facts; `OfferingCache` keeps what each instance offered for a while.
+Serving the catalog, following the mesh and calling live in `mesh.gateway.server` and `.resources`.
 """
 
 from __future__ import annotations
@@ -12,12 +14,12 @@ import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeVar, final
 
-from mcp_types import Tool, ToolAnnotations
+from mcp_types import Prompt, Resource, ResourceTemplate, Tool, ToolAnnotations
 from pydantic import ValidationError
 
-from mesh.naming import TOOL_SEPARATOR
+from mesh.naming import TOOL_SEPARATOR, is_name
 from mesh.peers.directory import Instance
 from mesh.runtime.tools import APPROVAL_META_KEY
 
@@ -29,11 +31,23 @@ __all__ = [
     "exposed_name",
     "split_name",
     "tool_info",
+    "MESH_URI_PREFIX",
+    "Offering",
+    "OfferingCache",
+    "Offerings",
+    "build_offerings",
+    "mesh_uri",
+    "split_uri",
 ]
 
 REGISTRY_AGENT: Final = "registry"
 """The prefix of the registry's own tools (`registry__list_agents`)."""
 
+MESH_URI_PREFIX: Final = "mesh://"
+"""How the gateway names an agent's resource: `mesh://{agent}/{the agent's own URI}` (reversible: agent
+names hold no `/`)."""
+
+_Listed = TypeVar("_Listed", Resource, ResourceTemplate, Prompt)
 _CLIENT_TOOL_NAME: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # Claude's rule: no dots, at most 64
 _ANY_OBJECT: Final[Mapping[str, Any]] = {"type": "object"}
 
@@ -157,3 +171,95 @@ def _tool(name: str, agent: str, metadata: Mapping[str, Any], info: Mapping[str,
         )
     except ValidationError:
         return None
+
+
+# -- resources and prompts ---------------------------------------------------------------------
+
+
+def mesh_uri(agent: str, uri: str) -> str:
+    """`kb`, `kb://articles/{id}` → `mesh://kb/kb://articles/{id}`: a URI or a URI template alike."""
+    return f"{MESH_URI_PREFIX}{agent}/{uri}"
+
+
+def split_uri(uri: str) -> tuple[str, str] | None:
+    """`mesh://kb/kb://articles/KB-101` → (`kb`, `kb://articles/KB-101`); None for any other URI."""
+    if not uri.startswith(MESH_URI_PREFIX):
+        return None
+    agent, sep, own = uri.removeprefix(MESH_URI_PREFIX).partition("/")
+    return (agent, own) if sep and own and is_name(agent) else None
+
+
+@dataclass(frozen=True, slots=True)
+class Offering:
+    """What one agent instance offers besides tools, as it listed them (wire dicts)."""
+
+    resources: tuple[Mapping[str, Any], ...] = ()
+    templates: tuple[Mapping[str, Any], ...] = ()
+    prompts: tuple[Mapping[str, Any], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Offerings:
+    """Every agent's resources, resource templates and prompts, as the gateway lists them."""
+
+    resources: tuple[Resource, ...] = ()
+    templates: tuple[ResourceTemplate, ...] = ()
+    prompts: tuple[Prompt, ...] = ()
+
+
+def build_offerings(agents: Mapping[str, tuple[Mapping[str, Any], Offering]]) -> Offerings:
+    """Each agent's (governance metadata, offering), URIs under `mesh://{agent}/`, names `{agent}__{name}`.
+
+    An entry the agent described in a shape MCP does not accept is left out rather than failing the listing.
+    """
+    resources: list[Resource] = []
+    templates: list[ResourceTemplate] = []
+    prompts: list[Prompt] = []
+    for agent, (metadata, offering) in sorted(agents.items()):
+        for info in offering.resources:
+            resources.extend(_entry(Resource, agent, metadata, info, uri=mesh_uri(agent, str(info.get("uri", "")))))
+        for info in offering.templates:
+            template = mesh_uri(agent, str(info.get("uriTemplate", "")))
+            templates.extend(_entry(ResourceTemplate, agent, metadata, info, uriTemplate=template))
+        for info in offering.prompts:
+            prompts.extend(_entry(Prompt, agent, metadata, info))
+    return Offerings(tuple(resources), tuple(templates), tuple(prompts))
+
+
+@final
+class OfferingCache:
+    """What each agent instance offered when last asked, trusted for `ttl` seconds."""
+
+    def __init__(self, ttl: float = 30.0) -> None:
+        self.ttl = ttl
+        self._entries: dict[tuple[str, str], tuple[float, Offering]] = {}
+
+    def get(self, key: tuple[str, str], *, now: float | None = None) -> Offering | None:
+        """The instance's offering if it was asked less than `ttl` seconds ago."""
+        entry = self._entries.get(key)
+        now = time.time() if now is None else now
+        return entry[1] if entry is not None and now - entry[0] < self.ttl else None
+
+    def put(self, key: tuple[str, str], offering: Offering, *, now: float | None = None) -> None:
+        """Remember what the instance answered (an empty offering too: it offers nothing)."""
+        self._entries[key] = (time.time() if now is None else now, offering)
+
+    def keep_only(self, keys: Iterable[tuple[str, str]]) -> None:
+        """Forget every instance but `keys` (the ones still in the mesh)."""
+        kept = set(keys)
+        self._entries = {k: v for k, v in self._entries.items() if k in kept}
+
+
+def _entry(
+    model: type[_Listed], agent: str, metadata: Mapping[str, Any], info: Mapping[str, Any], **renamed: str
+) -> list[_Listed]:
+    fields = {
+        **info,
+        **renamed,
+        "name": exposed_name(agent, str(info.get("name", ""))),
+        "description": describe(agent, metadata, info.get("description")),
+    }
+    try:
+        return [model.model_validate(fields)]
+    except ValidationError:
+        return []

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from mcp import Client
+from mcp.shared.exceptions import MCPError
 
 from mesh.runtime.loader import load_agent
 from mesh.runtime.tools import build_server
@@ -73,3 +74,33 @@ async def test_an_unknown_article_is_an_error_naming_the_known_ids(kb: Client) -
     text = "".join(getattr(block, "text", "") for block in result.content)
     assert "KB-999" in text
     assert "KB-101" in text
+
+
+async def test_each_article_is_a_resource_read_by_id_and_the_index_lists_them_all(kb: Client) -> None:
+    templates = [t.uri_template for t in (await kb.list_resource_templates()).resource_templates]
+    [index] = (await kb.list_resources()).resources
+    listed = (await kb.read_resource("kb://articles")).contents[0].model_dump()["text"]
+    [content] = (await kb.read_resource("kb://articles/kb-103")).contents
+    assert templates == ["kb://articles/{id}"]
+    assert (index.uri, index.mime_type) == ("kb://articles", "text/markdown")
+    assert len(listed.splitlines()) == 12
+    assert "- KB-601 [technical] API rate limits and errors" in listed
+    assert content.mime_type == "text/markdown"
+    assert content.model_dump()["text"].startswith("# KB-103: Charged twice or wrong amount\n\n*billing*\n\n")
+
+
+async def test_an_unknown_article_resource_is_an_error_naming_the_known_ids(kb: Client) -> None:
+    with pytest.raises(MCPError, match="no article 'KB-999'; known: KB-101"):
+        await kb.read_resource("kb://articles/KB-999")
+
+
+async def test_the_answer_ticket_prompt_carries_the_best_matching_articles(kb: Client) -> None:
+    [prompt] = (await kb.list_prompts()).prompts
+    rendered = await kb.get_prompt("answer_ticket", {"ticket": "I was charged twice on my card"})
+    [message] = rendered.messages
+    text = message.content.model_dump()["text"]
+    assert (prompt.name, prompt.title) == ("answer_ticket", "Answer a support ticket")
+    assert [(a.name, a.required) for a in prompt.arguments or []] == [("ticket", True)]
+    assert "I was charged twice on my card" in text
+    assert text.split("Help articles:\n\n")[1].startswith("# KB-103: Charged twice")  # the best match first
+    assert "cite each one you use" in text

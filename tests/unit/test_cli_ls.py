@@ -57,3 +57,24 @@ def test_wider_terminals_add_governance_then_addresses() -> None:
     for wide in (rendered(ADDRESSES_FROM), rendered(None)):
         for word in ("support-team", "confidential", "http://127.0.0.1:40105/mcp", "mdns, registry"):
             assert word in wide
+
+
+def test_an_agent_with_no_owner_is_flagged_ungoverned_in_the_table_and_the_json() -> None:
+    plain = PeerView(
+        name="plain",
+        instance="0badc0de",
+        url="http://127.0.0.1:40106/mcp",
+        tools=["add"],
+        sources=["registry"],
+        healthy=True,
+        metadata={"ungoverned": "true"},
+    )
+    owned = plain.model_copy(update={"name": "kb", "metadata": {"owner": "support-team"}})
+    console = Console(width=80, file=io.StringIO(), record=True)
+    console.print(peer_table([plain, owned], "mesh t", width=80))
+    shown = console.export_text()
+    assert "plain (ungoverned)" in shown
+    assert "kb (ungoverned)" not in shown
+    assert (plain.governed, owned.governed) == (False, True)
+    assert plain.model_dump(mode="json")["governed"] is False
+    assert owned.model_dump(mode="json")["governed"] is True

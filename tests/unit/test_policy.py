@@ -202,3 +202,67 @@ def test_a_policy_shows_where_it_came_from_and_whether_it_is_broken(tmp_path: Pa
     assert repr(Policy.allow_all()) == "Policy(source='<allow-all>')"
     broken = Policy.load(tmp_path / "missing.cedar")
     assert repr(broken).startswith(f"Policy(source='{tmp_path / 'missing.cedar'}', broken='cannot read it: ")
+
+
+# -- resources and prompts: their own Cedar actions ----------------------------------------------
+
+READS = """
+@id("agents-may-call-read-and-prompt")
+permit(principal, action in [Action::"call", Action::"read_resource", Action::"get_prompt"], resource);
+
+@id("no-refund-articles-for-crm")
+forbid(principal == Agent::"crm", action == Action::"read_resource", resource == Agent::"kb")
+  when { context.uri like "kb://articles/KB-2*" };
+
+@id("drafting-prompts-need-a-human")
+@approval
+forbid(principal, action == Action::"get_prompt", resource) when { context.prompt == "draft" };
+"""
+
+
+def read(uri: str, caller: str = "crm") -> CallFacts:
+    return CallFacts.of(caller, {}, "kb", {}, uri, action="read_resource")
+
+
+def test_a_read_is_its_own_action_and_its_uri_is_in_context_uri() -> None:
+    policy = Policy.from_text(READS)
+    assert policy.evaluate(read("kb://articles/KB-101")).verdict == "allow"
+    denied = policy.evaluate(read("kb://articles/KB-201"))
+    assert denied == PolicyDecision(
+        "deny", ("no-refund-articles-for-crm",), "denied by policy 'no-refund-articles-for-crm'"
+    )
+    assert policy.evaluate(read("kb://articles/KB-201", caller="triage")).verdict == "allow"
+
+
+def test_a_prompt_get_is_its_own_action_with_the_prompt_in_context_prompt() -> None:
+    policy = Policy.from_text(READS)
+    assert policy.evaluate(CallFacts.of("crm", {}, "kb", {}, "answer", action="get_prompt")).verdict == "allow"
+    assert policy.evaluate(CallFacts.of("crm", {}, "kb", {}, "draft", action="get_prompt")).verdict == "approval"
+    # A tool of the same name is a different target: the prompt rule does not touch it.
+    assert policy.evaluate(call("draft")).verdict == "allow"
+
+
+def test_a_policy_that_permits_only_calls_denies_reads_and_prompts_it_never_mentioned() -> None:
+    policy = Policy.from_text('permit(principal, action == Action::"call", resource);')
+    assert policy.evaluate(call()).verdict == "allow"
+    assert policy.evaluate(read("kb://articles/KB-101")) == PolicyDecision(
+        "deny", (), "no policy permits 'crm' to read 'kb://articles/KB-101' on 'kb'"
+    )
+    prompt = policy.evaluate(CallFacts.of("crm", {}, "kb", {}, "answer", action="get_prompt"))
+    assert prompt.reason == "no policy permits 'crm' to get the prompt 'answer' on 'kb'"
+
+
+def test_every_context_key_is_present_so_a_rule_on_another_action_needs_no_has() -> None:
+    policy = Policy.from_text(
+        "permit(principal, action, resource);\n"
+        'forbid(principal, action, resource) when { context.tool == "wipe" || context.uri == "kb://secret" };'
+    )
+    decision = policy.evaluate(read("kb://articles/KB-101"))
+    assert decision.verdict == "allow"
+    assert "error" not in decision.reason
+    assert policy.evaluate(read("kb://secret")).verdict == "deny"
+
+
+def test_an_unknown_action_is_a_programming_error() -> None:
+    with pytest.raises(ValueError, match="unknown policy action 'write'"):
+        CallFacts.of("crm", {}, "kb", {}, "x", action="write")
