@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 __all__ = [
     "AgentRecord",
@@ -106,6 +106,12 @@ class PeerView(_Model):
     reason: str | None = None
     spans: dict[str, int] | None = None
     """The instance's span export counters from its /healthz (exported, spooled, dropped...), when it answered."""
+
+    @computed_field
+    @property
+    def governed(self) -> bool:
+        """False when nobody owns it (no `owner` in its metadata): `mesh ls` and the web page flag it ungoverned."""
+        return bool(self.metadata.get("owner"))
 
 
 # -- traces ------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """`Gateway`: the whole mesh as one MCP server on stdio — what Claude Desktop launches (DESIGN §2).
 
 Owns the SDK's low-level `Server` that lists the catalog and routes each `tools/call` peer to
-peer through `node.pool` (or to the registry's own `/mcp`), and telling the client when the
+peer through `node.pool` (or to the registry's own `/mcp`), relaying the progress and log messages
+sent down the chain back to the client (`mesh.peers.notices`), and telling the client when the
 listing changes: `notifications/tools/list_changed` on the connection for handshake-era
 (2025-11-25) clients, a `ToolsListChanged` event on `subscriptions/listen` streams for
 2026-07-28 ones. The trace root is the SDK's own SERVER span (its OpenTelemetryMiddleware
@@ -43,10 +44,13 @@ from mesh.credentials import acting_credential
 from mesh.errors import MeshError
 from mesh.gateway.catalog import REGISTRY_AGENT, Catalog, build_catalog, split_name, tool_info
 from mesh.gateway.questions import relayed_call
+from mesh.gateway.resources import install_resources
 from mesh.gateway.results import failure, tool_result
 from mesh.identity import Credential, MeshKeys
 from mesh.peers.hop import HopClient
+from mesh.peers.notices import sink_var
 from mesh.runtime.node import MeshNode
+from mesh.runtime.notices import LogLevels, RequestNotices, answer_set_level
 from mesh.tracing.provider import Tracing
 
 __all__ = ["GATEWAY_NAME", "Gateway", "serve_gateway"]
@@ -77,6 +81,7 @@ class Gateway(AsyncContextManagerMixin):
         self.settle_timeout = settle_timeout
         self._bus = InMemorySubscriptionBus()
         self._link = _ClientLink()
+        self._levels = LogLevels()
         self.server: Server[Any] = Server(
             "agentplex",
             version=_version(),
@@ -87,7 +92,9 @@ class Gateway(AsyncContextManagerMixin):
             on_call_tool=self._call_tool,
             on_subscriptions_listen=ListenHandler(self._bus),
         )
+        answer_set_level(self.server, self._levels)  # for 2025-11-25 clients; later ones ask per call
         self.server.middleware.append(self._link)
+        install_resources(self)  # every agent's resources and prompts (mesh.gateway.resources)
         self._registry_tools: tuple[Mapping[str, Any], ...] = ()
         self._registry_hop: HopClient | None = None
         self._http: httpx2.AsyncClient | None = None
@@ -149,6 +156,8 @@ class Gateway(AsyncContextManagerMixin):
         missing = self._missing_tool(agent, tool)
         if missing is not None:
             return failure(missing)
+        # Progress and log messages from anywhere down the chain come back to this client, if it asked.
+        notices = sink_var.set(RequestNotices(ctx, self._levels))
         try:
             value = await relayed_call(
                 ctx,
@@ -158,6 +167,8 @@ class Gateway(AsyncContextManagerMixin):
             )
         except MeshError as exc:
             return failure(str(exc))
+        finally:
+            sink_var.reset(notices)
         if isinstance(value, InputRequiredResult):
             return value
         info = tool_info(self.node.directory.instances(agent), agent, tool) or {}

@@ -3,8 +3,9 @@
 The 2026-07-28 revision makes every request self-contained (no handshake, no session), so
 a call is one POST with a pre-built envelope on a pooled connection: no discover, no hidden
 `tools/list`, no per-call task groups. It is still MCP Streamable HTTP, answered by the SDK's
-own server. Owns the envelope and the response (JSON or SSE); translating failures into mesh
-errors is `mesh.peers.failures`' job.
+own server. Owns the envelope and the response: JSON, or an event stream read as it arrives when
+the caller passes a handler for the notifications a callee sends while it runs (progress, log
+messages). Translating failures into mesh errors is `mesh.peers.failures`' job.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import httpx2
 
 from mesh.errors import PeerRejected
 from mesh.peers.failures import translate
+from mesh.peers.notices import NoticeHandler
 
 __all__ = ["GOVERNANCE_META_KEY", "PROTOCOL_VERSION", "HopClient", "HopResult", "tool_value"]
 
@@ -105,15 +107,19 @@ class HopClient:
         timeout: float | None = None,
         input_responses: Mapping[str, Any] | None = None,
         request_state: str | None = None,
+        on_notice: NoticeHandler | None = None,
     ) -> HopResult:
-        """`tools/call` one tool; raises PeerError subclasses, never transport exceptions."""
+        """`tools/call` one tool; raises PeerError subclasses, never transport exceptions.
+
+        `on_notice` gets each notification the callee sends before its answer (ask for them in `meta`).
+        """
         params: dict[str, Any] = {"name": tool, "arguments": dict(arguments or {})}
         if input_responses:
             params["inputResponses"] = dict(input_responses)
         if request_state:
             params["requestState"] = request_state
         params["_meta"] = {**self._client_meta, **meta} if meta else self._client_meta
-        return HopResult(await self.request("tools/call", params, name=tool, timeout=timeout))
+        return HopResult(await self.request("tools/call", params, name=tool, timeout=timeout, on_notice=on_notice))
 
     async def list_tools(self, *, timeout: float | None = 5.0) -> list[dict[str, Any]]:
         """Every tool the instance serves (following pagination), as wire dicts; `listing_meta` keeps the `_meta`."""
@@ -133,7 +139,13 @@ class HopClient:
         return tools
 
     async def request(
-        self, method: str, params: dict[str, Any], *, name: str | None = None, timeout: float | None = None
+        self,
+        method: str,
+        params: dict[str, Any],
+        *,
+        name: str | None = None,
+        timeout: float | None = None,
+        on_notice: NoticeHandler | None = None,
     ) -> dict[str, Any]:
         """One JSON-RPC request; returns its `result` or raises a PeerError."""
         self._ids += 1
@@ -151,19 +163,23 @@ class HopClient:
         if self._token is not None:
             headers["authorization"] = f"Bearer {self._token()}"
         where = self.agent or self.url
+        limits = httpx2.Timeout(timeout, connect=min(timeout or 5.0, 5.0))
         with translate(where, name or method, self.agent):
-            response = await self._http.post(
-                self.url,
-                content=body,
-                headers=headers,
-                timeout=httpx2.Timeout(timeout, connect=min(timeout or 5.0, 5.0)),
-            )
-            if response.headers.get("content-type", "").startswith("text/event-stream"):
-                message = _last_sse_message(response.text)
+            if on_notice is None:  # the lean path: one body, read whole
+                response = await self._http.post(self.url, content=body, headers=headers, timeout=limits)
+                if response.headers.get("content-type", "").startswith("text/event-stream"):
+                    message = _last_sse_message(response.text)
+                else:
+                    message = _json_answer(response)
             else:
-                if response.status_code >= 400 and not response.content.startswith(b"{"):
-                    response.raise_for_status()
-                message = response.json()
+                async with self._http.stream(
+                    "POST", self.url, content=body, headers=headers, timeout=limits
+                ) as response:
+                    if response.headers.get("content-type", "").startswith("text/event-stream"):
+                        message = await _read_events(response, on_notice)
+                    else:
+                        await response.aread()
+                        message = _json_answer(response)
         if "error" in message:
             error = message["error"] or {}
             code, text = error.get("code"), error.get("message", "unknown error")
@@ -175,6 +191,42 @@ class HopClient:
         if not isinstance(result, dict):
             raise PeerRejected(f"{where} sent no result for {name or method!r}", agent=self.agent, tool=name)
         return result  # pyright: ignore[reportUnknownVariableType]
+
+
+def _json_answer(response: httpx2.Response) -> dict[str, Any]:
+    if response.status_code >= 400 and not response.content.startswith(b"{"):
+        response.raise_for_status()
+    return response.json()
+
+
+async def _read_events(response: httpx2.Response, on_notice: NoticeHandler) -> dict[str, Any]:
+    """The JSON-RPC response in an SSE stream; each notification before it goes to `on_notice`.
+
+    Read to the end (the server closes the stream right after the response): a connection left with
+    unread body cannot go back to the pool, and a new one per call costs a connect.
+    """
+    answer: dict[str, Any] = {}
+    data: list[str] = []
+    async for line in response.aiter_lines():
+        if line.startswith("data:"):
+            data.append(line[5:].strip())
+            continue
+        if line or not data:
+            continue  # `event:`, `id:`, `retry:`, comments (pings), or a blank line with nothing pending
+        decoded = json.loads("".join(data))
+        data.clear()
+        if not isinstance(decoded, dict) or answer:
+            continue
+        if "result" in decoded or "error" in decoded:
+            answer = decoded  # pyright: ignore[reportUnknownVariableType]
+            continue
+        method = decoded.get("method")  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
+        params = decoded.get("params")  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
+        if isinstance(method, str) and isinstance(params, dict):
+            await on_notice(method, params)  # pyright: ignore[reportUnknownArgumentType]
+    if data and not answer:  # a last event cut short of its blank line
+        answer = _last_sse_message("data:" + "".join(data))
+    return answer  # pyright: ignore[reportUnknownVariableType]
 
 
 def _last_sse_message(text: str) -> dict[str, Any]:

@@ -26,7 +26,9 @@ from mesh.agent import Agent
 from mesh.errors import PeerError
 from mesh.peers.pool import ERROR_META_KEY
 from mesh.protocols import PeerCaller
+from mesh.runtime.adopted_resources import AdoptedOfferings
 from mesh.runtime.guard import CallGuard
+from mesh.runtime.notices import LogLevels, answer_set_level, notices_of
 from mesh.runtime.process import RunOptions, Served, serve_on_mesh
 from mesh.runtime.tools import GovernanceListing
 from mesh.runtime.upstream import Upstream, UpstreamSpec
@@ -88,12 +90,18 @@ class AdoptedServer(MCPServer[Any]):
             agent.name,
             description=agent.description,
             version=agent.version,
-            middleware=[*middleware, GovernanceListing(agent.governance.model_dump(exclude_none=True))],
+            middleware=[
+                *middleware,
+                GovernanceListing(agent.governance.model_dump(exclude_none=True)),
+                AdoptedOfferings(upstream),  # its resources and prompts, passed through (inside the guard)
+            ],
             log_level="WARNING",
         )
         # The mesh's SERVER spans in place of the SDK's, as `build_server` does for a native agent.
         self.middleware[:] = [ServerSpans() if isinstance(m, OpenTelemetryMiddleware) else m for m in self.middleware]
         self._upstream = upstream
+        self._levels = LogLevels()
+        answer_set_level(self, self._levels)
 
     async def list_tools(self) -> list[Tool]:
         """The adopted server's tools, exactly as it last listed them."""
@@ -102,8 +110,11 @@ class AdoptedServer(MCPServer[Any]):
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
     ) -> CallToolResult:
-        """Forward `name` to the adopted server inside a CLIENT span; its answer comes back unchanged."""
-        del context
+        """Forward `name` to the adopted server inside a CLIENT span; its answer comes back unchanged.
+
+        The server's progress and log messages for the call go to the caller, when it asked for them.
+        """
+        notices = notices_of(context, self._levels)
         if name not in {tool.name for tool in self._upstream.tools}:
             raise ToolError(f"Unknown tool: {name}")
         spec = self._upstream.spec
@@ -120,7 +131,7 @@ class AdoptedServer(MCPServer[Any]):
             f"tools/call {name}", kind=trace.SpanKind.CLIENT, attributes=attributes
         ) as span:
             try:
-                result = await self._upstream.call(name, arguments)
+                result = await self._upstream.call(name, arguments, notices=notices)
             except PeerError as exc:
                 kind = type(exc).__name__
                 span.set_status(trace.StatusCode.ERROR, f"{kind}: {exc}")

@@ -25,6 +25,7 @@ from mesh.approvals import APPROVAL_INPUT_KEY, RoundState, Ticket, approval_prom
 from mesh.decisions import record_decision
 from mesh.errors import MeshError
 from mesh.identity import MeshKeys
+from mesh.masking import mask_arguments
 from mesh.peers.person import Person
 from mesh.registry_client import RegistryClient
 from mesh.wire import Approval, ApprovalRequest, Decider
@@ -35,6 +36,9 @@ log = logging.getLogger(__name__)
 
 APPROVAL_TTL = float(os.environ.get("MESH_APPROVAL_TTL", "300"))
 """Seconds a person has to answer, unless the tool sets its own (never more than the call's own time budget)."""
+
+_ALL_SECRET: Mapping[str, Any] = {"additionalProperties": {"writeOnly": True}}
+"""The schema assumed for a tool whose own is unknown: every value is masked."""
 
 Verdict = tuple[bool, str]
 """(may run, why): the gate's answer when it does not need another round."""
@@ -55,9 +59,16 @@ class ApprovalGate:
     """Decides, for one call that needs a person, whether it may run now."""
 
     def __init__(
-        self, *, agent: str, keys: MeshKeys, registry_url: Callable[[], str | None], instance: str = ""
+        self,
+        *,
+        agent: str,
+        keys: MeshKeys,
+        registry_url: Callable[[], str | None],
+        instance: str = "",
+        input_schema: Callable[[str], Mapping[str, Any] | None] = lambda tool: None,
     ) -> None:
         self.agent = agent
+        self._input_schema = input_schema
         self.instance = instance
         self.keys = keys
         self._registry_url = registry_url
@@ -123,7 +134,8 @@ class ApprovalGate:
         record_decision("approval", choice="asked", reason=f"elicitation relayed to the origin: {need.why}")
         question = ElicitRequest(
             params=ElicitRequestFormParams(
-                message=approval_prompt(need.ticket, arguments, need.why), requested_schema=approval_schema()
+                message=approval_prompt(need.ticket, self.shown(need.ticket.tool, arguments), need.why),
+                requested_schema=approval_schema(),
             )
         )
         state = self.round(asked=need.ticket.encode(self.keys)).encode(self.keys)
@@ -136,6 +148,7 @@ class ApprovalGate:
             return (False, "needs a person's approval, but no interactive client and no registry queue is reachable")
         span = trace.get_current_span().get_span_context()
         ticket = need.ticket
+        shown = self.shown(ticket.tool, arguments)
         request = ApprovalRequest(
             agent=self.agent,
             tool=ticket.tool,
@@ -143,9 +156,10 @@ class ApprovalGate:
             arguments_digest=ticket.digest,
             expires_at=ticket.expires_at,
             trace_id=f"{span.trace_id:032x}" if span.is_valid else None,
-            summary=approval_prompt(ticket, arguments, need.why),
+            summary=approval_prompt(ticket, shown, need.why),
             requested_by=need.person.name if need.person else None,
             approvers=list(need.approvers),
+            arguments=shown,
         )
         try:
             async with self._client(url) as client:
@@ -187,6 +201,11 @@ class ApprovalGate:
                     await client.file_approval(request)
             except MeshError as exc:
                 log.warning("could not record the approval in the registry: %s", exc)
+
+    def shown(self, tool: str, arguments: Mapping[str, Any] | None) -> dict[str, Any]:
+        """`arguments` as a person may see them: secret fields masked (all values, if the tool's schema is unknown)."""
+        schema = self._input_schema(tool)
+        return mask_arguments(arguments, schema if schema is not None else _ALL_SECRET)
 
     async def _wait(self, client: RegistryClient, filed: Approval) -> Approval:
         current = filed

@@ -1,8 +1,11 @@
-"""The callee's side of every `tools/call`: its time budget, policy, and human approval (DESIGN §6, §7).
+"""The callee's side of every governed request: its time budget, policy, and human approval (DESIGN §6, §7).
 
-A `ServerMiddleware` inside the SDK's OpenTelemetry middleware, so its decisions land on
-the server span. A spent budget, a policy deny, a refused approval or a replayed answer answers
-with an error result naming why, and the tool never runs. Identity was already proven by the
+A `ServerMiddleware` inside the SDK's OpenTelemetry middleware, so its decisions land on the server
+span. It governs `tools/call`, `resources/read` and `prompts/get` alike (the Cedar actions in
+`ACTIONS`). A spent budget, a policy deny, a refused approval or a replayed answer answers with an
+error naming why (a JSON-RPC error for a read or a prompt, whose results carry no error flag), and
+the agent's code never runs. A read or a prompt that needs a person waits in the registry's approvals
+queue: relaying a question to the origin is built for tool calls. Identity was already proven by the
 ASGI layer; policy facts about the caller come only from its verified token and signed record.
 """
 
@@ -11,11 +14,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from contextvars import Token
 from dataclasses import replace
-from typing import Any, final
+from typing import Any, Final, final
 
 import anyio
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
-from mcp_types import CallToolResult, InputRequiredResult, TextContent
+from mcp.shared.exceptions import MCPError
+from mcp_types import CLIENT_CAPABILITIES_META_KEY, INVALID_REQUEST, CallToolResult, InputRequiredResult, TextContent
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from opentelemetry import baggage, propagate, trace
 
@@ -30,7 +34,10 @@ from mesh.policy import CallFacts, Policy, PolicyDecision
 from mesh.runtime.approval_gate import ApprovalGate, Need
 from mesh.runtime.tools import verified_claims
 
-__all__ = ["CallGuard"]
+__all__ = ["ACTIONS", "CallGuard"]
+
+ACTIONS: Final = {"tools/call": "call", "resources/read": "read_resource", "prompts/get": "get_prompt"}
+"""The methods the guard governs, and the Cedar action each is (docs/policy.md)."""
 
 
 @final
@@ -49,6 +56,7 @@ class CallGuard:
         approval_tools: frozenset[str] = frozenset(),
         approval_ttls: Mapping[str, float] | None = None,
         registry_url: Callable[[], str | None] = lambda: None,
+        input_schema: Callable[[str], Mapping[str, Any] | None] = lambda tool: None,
     ) -> None:
         self.agent = agent
         self.metadata = dict(metadata)
@@ -57,11 +65,16 @@ class CallGuard:
         self.approval_tools = approval_tools
         self.approval_ttls = dict(approval_ttls or {})
         self._caller_metadata = caller_metadata
-        self._gate = ApprovalGate(agent=agent, instance=instance, keys=keys, registry_url=registry_url)
+        self._gate = ApprovalGate(
+            agent=agent, instance=instance, keys=keys, registry_url=registry_url, input_schema=input_schema
+        )
 
     async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
-        if ctx.method != "tools/call" or not ctx.params:
+        action = ACTIONS.get(ctx.method)
+        if action is None or not ctx.params:
             return await call_next(ctx)
+        if action != "call":
+            return await self._guard_read(ctx, call_next, action)
         params = ctx.params
         tool = str(params.get("name"))
         arguments: Mapping[str, Any] | None = params.get("arguments")
@@ -85,7 +98,9 @@ class CallGuard:
             span.set_status(trace.StatusCode.ERROR, verdict.reason)
             return _refusal("PolicyDenied", f"{caller} may not call {self.agent}.{tool}: {verdict.reason}")
 
-        interactive = bool(meta.get(INTERACTIVE_META_KEY)) and ctx.protocol_version in MODERN_PROTOCOL_VERSIONS
+        interactive = (
+            bool(meta.get(INTERACTIVE_META_KEY)) or _declares_elicitation(meta)
+        ) and ctx.protocol_version in MODERN_PROTOCOL_VERSIONS
         state = RoundState.decode(params.get("requestState"), self.keys)
         if state is not None:
             used = self._gate.consume(state)
@@ -142,8 +157,61 @@ class CallGuard:
                 token.var.reset(token)
         return result
 
+    async def _guard_read(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext, action: str) -> HandlerResult:
+        """A resource read or a prompt get: the same budget, policy and approval as a tool call."""
+        params = ctx.params or {}
+        target = str(params.get("uri") if action == "read_resource" else params.get("name"))
+        arguments: Mapping[str, Any] | None = params.get("arguments")
+        meta: Mapping[str, Any] = ctx.meta or {}
+        claims = verified_claims(ctx.request)
+        caller = claims.caller if claims is not None else "anonymous"
+        person = person_of(claims, meta)
+        span = trace.get_current_span()
+        span.set_attribute("mesh.caller", caller)
+        if person is not None:
+            span.set_attribute("mesh.person", person.name)
+        if action == "read_resource":
+            span.set_attribute("mcp.resource.uri", target)
+        what = f"{self.agent} {target}"
+        budget = budget_from_meta(meta)
+        if budget is not None and budget <= 0:
+            record_decision("deadline", choice="refuse", reason="the caller's time budget was already spent")
+            raise _read_refusal("DeadlineExceeded", f"{what}: the time budget was spent before it started")
+        verdict = self._policy(caller, claims, person, meta, target, action)
+        if verdict.verdict == "deny":
+            span.set_status(trace.StatusCode.ERROR, verdict.reason)
+            verb = "read" if action == "read_resource" else "get the prompt"
+            raise _read_refusal("PolicyDenied", f"{caller} may not {verb} {what}: {verdict.reason}")
+        if verdict.verdict == "approval":
+            ticket = self._gate.ticket(f"{ctx.method} {target}", arguments, caller, budget)
+            need = Need(ticket=ticket, why=verdict.reason, approvers=verdict.approvers, person=person)
+            answer = None
+            with anyio.move_on_after(budget if budget is not None else float("inf")):
+                answer = await self._gate.queue(need, arguments)
+            answer = answer or (False, "approval expired: the call's time budget ran out while waiting")
+            if not answer[0]:
+                span.set_status(trace.StatusCode.ERROR, answer[1])
+                raise _read_refusal("ApprovalDenied", f"{what}: {answer[1]}")
+        tokens: list[Token[Any]] = [person_var.set(person)]
+        if budget is not None:
+            tokens.append(deadline_var.set(current_deadline(budget, budget)))
+        try:
+            with anyio.move_on_after(budget if budget is not None else float("inf")):
+                return await call_next(ctx)
+        finally:
+            for token in reversed(tokens):
+                token.var.reset(token)
+        span.set_status(trace.StatusCode.ERROR, "deadline exceeded")
+        raise _read_refusal("DeadlineExceeded", f"{what} ran out of its {budget:.3f}s budget")
+
     def _policy(
-        self, caller: str, claims: Claims | None, person: Person | None, meta: Mapping[str, Any], tool: str
+        self,
+        caller: str,
+        claims: Claims | None,
+        person: Person | None,
+        meta: Mapping[str, Any],
+        tool: str,
+        action: str = "call",
     ) -> PolicyDecision:
         # Facts about the caller come from whoever can vouch for them: its signed record, and only for an
         # agent's token (no other role stands in for an agent). Never from what the caller sends.
@@ -159,6 +227,7 @@ class CallGuard:
             data_class,
             person=person.name if person else None,
             groups=person.groups if person else (),
+            action=action,
         )
         decision = self.policy.evaluate(facts)
         if known is None:
@@ -203,9 +272,20 @@ def _travelling_class(meta: Mapping[str, Any]) -> str | None:
     return str(value) if value else None
 
 
+def _read_refusal(kind: str, message: str) -> MCPError:
+    """A refused read or prompt: a JSON-RPC error, its kind in `data` as a tool refusal's is in `_meta`."""
+    return MCPError(code=INVALID_REQUEST, message=f"{kind}: {message}", data={ERROR_META_KEY: kind})
+
+
 def _refusal(kind: str, message: str) -> CallToolResult:
     return CallToolResult(
         content=[TextContent(type="text", text=f"{kind}: {message}")],
         is_error=True,
         _meta={ERROR_META_KEY: kind},  # pyright: ignore[reportCallIssue]
     )
+
+
+def _declares_elicitation(meta: Mapping[str, Any]) -> bool:
+    """Whether a 2026-07-28 client said it can answer questions (mesh hops declare no capabilities)."""
+    caps = meta.get(CLIENT_CAPABILITIES_META_KEY)
+    return isinstance(caps, dict) and isinstance(caps.get("elicitation"), dict)  # pyright: ignore[reportUnknownMemberType]

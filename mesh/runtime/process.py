@@ -40,6 +40,7 @@ from mesh.runtime.auth import BearerAuth
 from mesh.runtime.guard import CallGuard
 from mesh.runtime.http import bind, serve
 from mesh.runtime.node import MeshNode
+from mesh.runtime.streaming import AnswerSwitch
 from mesh.runtime.tools import build_server
 from mesh.tracing.provider import Tracing
 from mesh.wire import Governance, Registration, ToolInfo
@@ -156,15 +157,13 @@ async def serve_on_mesh(
         approval_tools=served.approval_tools,
         approval_ttls=served.approval_ttls,
         registry_url=lambda: node.registry_url,
+        # What an approver may see of a call's arguments depends on its tool's schema (mesh.masking).
+        input_schema=lambda tool: next((t.input_schema for t in listing.tools if t.name == tool), None),
     )
     server = served.build(guard, node.pool)
     listing = _Listing([_tool_info(t, served.approval_tools) for t in await server.list_tools()])
     _add_health(server, served, options, started, tracing, lambda: [t.name for t in listing.tools])
-    app: ASGIApp = server.streamable_http_app(
-        json_response=True,
-        transport_security=_transport_security(options.host, options.public),
-        host=options.host,
-    )
+    app: ASGIApp = _answering_app(server, _transport_security(options.host, options.public), options.host)
     if options.auth:
         app = BearerAuth(app, keys=node.keys, audience=served.name)
     else:
@@ -322,6 +321,14 @@ def _add_health(
         return JSONResponse(body)
 
     server.custom_route("/healthz", methods=["GET"])(healthz)
+
+
+def _answering_app(server: MCPServer, security: TransportSecuritySettings | None, host: str) -> ASGIApp:
+    """The server's MCP endpoint: a lean JSON answer, or an event stream when the call may need one."""
+    server.streamable_http_app(json_response=True, transport_security=security, host=host)
+    lean = server.session_manager  # the app around it is not needed: the switch calls the manager itself
+    app = server.streamable_http_app(json_response=False, transport_security=security, host=host)
+    return AnswerSwitch(lean=lean, streams=server.session_manager, app=app)
 
 
 def _transport_security(host: str, public: bool) -> TransportSecuritySettings | None:

@@ -26,8 +26,13 @@ from mesh.context import Context
 from mesh.errors import MeshError
 from mesh.identity import Claims
 from mesh.peers.hop import GOVERNANCE_META_KEY
-from mesh.peers.rounds import InputNeeded
+from mesh.peers.notices import sink_var
+from mesh.peers.questions import Questions
+from mesh.peers.rounds import InputNeeded, relay_var
 from mesh.protocols import PeerCaller
+from mesh.runtime.notices import LogLevels, answer_set_level, notices_of
+from mesh.runtime.resources import add_resources
+from mesh.runtime.schema_tools import schema_tool
 from mesh.tracing.server_spans import ServerSpans
 
 __all__ = [
@@ -56,8 +61,9 @@ def build_server(
     peers: PeerCaller | None,
     middleware: Sequence[ServerMiddleware[Any]] = (),
 ) -> MCPServer:
-    """An `MCPServer` serving `agent`'s tools, each wrapped to get a `mesh.Context`."""
-    tools = [_sdk_tool(agent, spec, peers) for spec in agent.tools.values()]
+    """An `MCPServer` serving `agent`'s tools, resources and prompts, each wrapped to get a `mesh.Context`."""
+    levels = LogLevels()
+    tools = [_sdk_tool(agent, spec, peers, levels) for spec in agent.tools.values()]
     server = MCPServer(
         agent.name,
         description=agent.description,
@@ -72,6 +78,8 @@ def build_server(
     )
     # The same SERVER spans as the SDK's own middleware, for two thirds of the work (mesh.tracing.server_spans).
     server.middleware[:] = [ServerSpans() if isinstance(m, OpenTelemetryMiddleware) else m for m in server.middleware]
+    add_resources(server, agent, peers=peers, caller_of=verified_caller)
+    answer_set_level(server, levels)
     return server
 
 
@@ -142,7 +150,7 @@ def verified_claims(request: object) -> Claims | None:
     return claims if isinstance(claims, Claims) else None
 
 
-def _sdk_tool(agent: Agent, spec: ToolSpec, peers: PeerCaller | None) -> Tool:
+def _sdk_tool(agent: Agent, spec: ToolSpec, peers: PeerCaller | None, levels: LogLevels) -> Tool:
     annotations = ToolAnnotations(
         title=spec.title,
         read_only_hint=spec.read_only,
@@ -150,8 +158,20 @@ def _sdk_tool(agent: Agent, spec: ToolSpec, peers: PeerCaller | None) -> Tool:
         destructive_hint=spec.destructive if spec.destructive is not None else not spec.read_only,
         open_world_hint=spec.open_world,
     )
+    if spec.input_schema is not None and spec.arguments_param is not None:
+        return schema_tool(
+            _wrap(agent, spec, peers, levels),
+            spec.input_schema,
+            spec.arguments_param,
+            name=spec.name,
+            title=spec.title,
+            description=spec.description or "",
+            context_kwarg=_SDK_CONTEXT_KWARG,
+            annotations=annotations,
+            meta={APPROVAL_META_KEY: True} if spec.approval else None,
+        )
     return Tool.from_function(
-        _wrap(agent, spec, peers),
+        _wrap(agent, spec, peers, levels),
         name=spec.name,
         title=spec.title,
         description=spec.description or "",
@@ -161,23 +181,13 @@ def _sdk_tool(agent: Agent, spec: ToolSpec, peers: PeerCaller | None) -> Tool:
     )
 
 
-def _wrap(agent: Agent, spec: ToolSpec, peers: PeerCaller | None) -> Callable[..., Any]:
+def _wrap(agent: Agent, spec: ToolSpec, peers: PeerCaller | None, levels: LogLevels) -> Callable[..., Any]:
     fn = spec.fn
     agent_name = agent.name
     metadata = agent.governance.model_dump(exclude_none=True)
     is_async = inspect.iscoroutinefunction(fn)
 
-    async def tool(**kwargs: Any) -> Any:
-        sdk_ctx: SdkContext[Any, Any] | None = kwargs.pop(_SDK_CONTEXT_KWARG, None)
-        if spec.context_param is not None:
-            kwargs[spec.context_param] = Context(
-                agent=agent_name,
-                tool=spec.name,
-                caller=caller_of(sdk_ctx),
-                peers=peers,
-                metadata=metadata,
-                request=sdk_ctx,
-            )
+    async def run(kwargs: dict[str, Any]) -> Any:
         try:
             if is_async:
                 return await fn(**kwargs)
@@ -187,6 +197,33 @@ def _wrap(agent: Agent, spec: ToolSpec, peers: PeerCaller | None) -> Callable[..
         except MeshError as exc:
             # A mesh failure inside a tool is the tool's answer, not a crash: keep its words.
             raise ToolError(f"{type(exc).__name__}: {exc}") from exc
+
+    async def tool(**kwargs: Any) -> Any:
+        sdk_ctx: SdkContext[Any, Any] | None = kwargs.pop(_SDK_CONTEXT_KWARG, None)
+        if spec.context_param is None:
+            return await run(kwargs)
+        notices = notices_of(sdk_ctx, levels)
+        # This tool's own questions answered in earlier rounds; what is left of the relay is for its callees.
+        questions, relay = Questions.of_round(agent_name, spec.name, relay_var.get())
+        kwargs[spec.context_param] = Context(
+            agent=agent_name,
+            tool=spec.name,
+            caller=caller_of(sdk_ctx),
+            peers=peers,
+            metadata=metadata,
+            request=sdk_ctx,
+            notices=notices,
+            questions=questions,
+        )
+        # The pool reads both for the hops this tool makes: notices go up to this call's caller.
+        sink_token, relay_token = sink_var.set(notices), relay_var.set(relay)
+        try:
+            return await run(kwargs)
+        except InputNeeded as need:
+            raise questions.carry(need) from None  # keep this run's answers for the round after a callee's
+        finally:
+            relay_var.reset(relay_token)
+            sink_var.reset(sink_token)
 
     full = inspect.signature(fn, eval_str=True)
     # The SDK builds the input schema from this signature: hide the mesh.Context parameter.

@@ -2,8 +2,9 @@
 
 Owns the child's life (started on entry, restarted with backoff when it dies, stopped on exit:
 the SDK's stdio transport closes stdin, then kills the process tree), the current tool listing
-(listed again on `notifications/tools/list_changed`), and turning the server's failures into
-`PeerError`s and one-line `ConfigError`s. Serving the listing to the mesh is `mesh.runtime.adapter`'s.
+(listed again on `notifications/tools/list_changed`), the progress and log messages a call's
+caller asked for, and turning the server's failures into `PeerError`s and one-line `ConfigError`s.
+Serving the listing to the mesh is `mesh.runtime.adapter`'s.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import shlex
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, Final, Self, final
+from typing import Any, Final, Self, TypeVar, final
 
 import anyio
 import httpx2
@@ -26,14 +27,16 @@ from mcp.client import IncomingMessage, Transport
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.message import SessionMessage
-from mcp_types import CallToolResult, Tool, ToolListChangedNotification
+from mcp_types import CallToolResult, LoggingMessageNotification, Tool, ToolListChangedNotification
 
 from mesh.errors import ConfigError, PeerError, PeerUnavailable
 from mesh.peers.failures import first_leaf, translate
+from mesh.peers.notices import NoticeSink
 
 __all__ = ["Upstream", "UpstreamSpec"]
 
 log = logging.getLogger("mesh.upstream")
+_T = TypeVar("_T")
 
 START_TIMEOUT: Final = 30.0
 """Seconds a server has to complete MCP initialize and list its tools."""
@@ -112,6 +115,7 @@ class Upstream(AsyncContextManagerMixin):
         self._stale = anyio.Event()
         self._relisted = anyio.Event()
         self._entered = False
+        self._calls: list[_Call] = []
 
     @asynccontextmanager
     async def __asynccontextmanager__(self) -> AsyncGenerator[Self]:
@@ -129,20 +133,50 @@ class Upstream(AsyncContextManagerMixin):
         """Return the next time the server's tool list changed (or it restarted)."""
         await self._relisted.wait()
 
-    async def call(self, tool: str, arguments: Mapping[str, Any]) -> CallToolResult:
-        """Forward one `tools/call`; a server that is gone or goes mid-call raises `PeerUnavailable`."""
+    async def call(
+        self, tool: str, arguments: Mapping[str, Any], *, notices: NoticeSink | None = None
+    ) -> CallToolResult:
+        """Forward one `tools/call`; a server that is gone or goes mid-call raises `PeerUnavailable`.
+
+        Its progress goes to `notices` when the caller asked for it, and so do its log messages while
+        this is the only call in flight (a log message names no request: with several, it is kept
+        from every caller rather than shown to the wrong one).
+        """
         client = self._client
         if client is None:
             raise PeerUnavailable(f"{self._what} is restarting; try again shortly", tool=tool)
+        progress = notices.progress if notices is not None and notices.progress_wanted else None
+        call = _Call(notices)
+        self._calls.append(call)
         try:
             with translate(self._what, tool, None):
-                return await client.call_tool(tool, dict(arguments), read_timeout_seconds=CALL_TIMEOUT)
+                return await client.call_tool(
+                    tool, dict(arguments), read_timeout_seconds=CALL_TIMEOUT, progress_callback=progress
+                )
         except PeerUnavailable:
             self._lost.set()  # a URL server gives no end-of-stream: reconnect on the first failure
             raise
         except PeerError:
             if self._lost.is_set() or self._client is not client:
                 raise PeerUnavailable(f"lost {self._what} mid-call; it is being restarted", tool=tool) from None
+            raise
+        finally:
+            self._calls.remove(call)
+
+    async def forward(self, what: str, send: Callable[[Client], Awaitable[_T]]) -> _T:
+        """Send one other request (`what` names it in errors) on the live session, failing as `call` fails."""
+        client = self._client
+        if client is None:
+            raise PeerUnavailable(f"{self._what} is restarting; try again shortly", tool=what)
+        try:
+            with translate(self._what, what, None):
+                return await send(client)
+        except PeerUnavailable:
+            self._lost.set()
+            raise
+        except PeerError:
+            if self._lost.is_set() or self._client is not client:
+                raise PeerUnavailable(f"lost {self._what} mid-request; it is being restarted", tool=what) from None
             raise
 
     @property
@@ -208,6 +242,13 @@ class Upstream(AsyncContextManagerMixin):
     async def _on_message(self, message: IncomingMessage) -> None:
         if isinstance(message, ToolListChangedNotification):
             self._stale.set()
+        elif isinstance(message, LoggingMessageNotification):
+            calls = self._calls
+            if len(calls) == 1 and calls[0].notices is not None:
+                entry = message.params
+                await calls[0].notices.log(entry.level, entry.data, entry.logger or self.server_name)
+            else:
+                log.debug("%s: a log message with %d calls in flight was not relayed", self.spec.describe(), len(calls))
 
     async def _relist_when_stale(self, client: Client) -> None:
         while True:
@@ -242,6 +283,16 @@ class Upstream(AsyncContextManagerMixin):
 
     def _garbage(self, error: Exception) -> None:
         log.error("%s wrote something that is not MCP on stdout (ignored): %s", self.spec.describe(), _line(error))
+
+
+@final
+class _Call:
+    """One call in flight, and where its caller wants notices (compared by identity)."""
+
+    __slots__ = ("notices",)
+
+    def __init__(self, notices: NoticeSink | None) -> None:
+        self.notices = notices
 
 
 class _NoParseTraceback(logging.Filter):
