@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Inside mesh, a module may import only from its own layer or below.
 LAYERS: list[tuple[str, ...]] = [
-    ("mesh.errors", "mesh.naming", "mesh.wire", "mesh.protocols", "mesh.config"),
+    ("mesh.errors", "mesh.naming", "mesh.wire", "mesh.protocols", "mesh.config", "mesh.tls"),
     (
         "mesh.identity",
         "mesh.credentials",
@@ -19,6 +19,7 @@ LAYERS: list[tuple[str, ...]] = [
         "mesh.policy",
         "mesh.decisions",
         "mesh.approvals",
+        "mesh.masking",
         "mesh.discovery.txt",
         "mesh.tracing",
     ),

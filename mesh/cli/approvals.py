@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import datetime
-from typing import Annotated
+import json
+import re
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any, Final
 
 import anyio
 import typer
-from rich.table import Table
+from rich.text import Text
 
 from mesh.cli.options import FoundMeshOpt, JsonOpt, RegistryOpt, fail, out, print_json
 from mesh.credentials import acting_credential
@@ -17,7 +20,7 @@ from mesh.registry_client import RegistryClient
 from mesh.runtime.node import MeshNode
 from mesh.wire import Approval, ApprovalDecision
 
-__all__ = ["register", "resolve_id"]
+__all__ = ["arguments_line", "register", "render_approvals", "resolve_id"]
 
 approvals_app = typer.Typer(help="Human approvals of risky calls (the registry's queue).", no_args_is_help=True)
 
@@ -34,7 +37,7 @@ def ls(
     registry: RegistryOpt = None,
     mesh: FoundMeshOpt = None,
 ) -> None:
-    """List approvals, newest first."""
+    """List approvals, newest first, each with the call's arguments under it (to approvers; secrets masked)."""
     rows = anyio.run(_list, mesh, registry, status)
     if json_:
         print_json(rows)
@@ -42,16 +45,39 @@ def ls(
     if not rows:
         out.print("no approvals")
         return
-    table = Table()
-    for column in ("id", "agent", "tool", "caller", "requested", "expires", "status", "decided by"):
-        table.add_column(column)
-    for a in rows:
-        colour = {"pending": "yellow", "approved": "green"}.get(a.status, "red")
-        table.add_row(
-            a.id, a.agent, a.tool, a.caller, _clock(a.requested_at), _clock(a.expires_at),
-            f"[{colour}]{a.status}[/]", str(a.decided_by or ""),
-        )  # fmt: skip
-    out.print(table)
+    out.print(render_approvals(rows, width=out.width), soft_wrap=True)
+
+
+def render_approvals(rows: Sequence[Approval], *, width: int) -> Text:
+    """`mesh approvals ls` laid out for a terminal `width` columns wide, one request per line.
+
+    Ids are never cut (`approve` takes them); the call and its status always show, and the other
+    columns join while they fit. Under each request whose arguments the registry showed us, one
+    line of them, cut to the width (`--json` has them whole).
+    """
+    cells = [_cells(a) for a in rows]
+    room = {name: max(len(name), *(len(c[name]) for c in cells)) for name, _ in _COLUMNS}
+    shown: list[str] = []
+    used = 0
+    for name, always in _COLUMNS:
+        if always or used + room[name] + 2 <= width:
+            shown.append(name)
+            used += room[name] + 2
+    text = Text()
+    _line(text, {name: name for name in shown}, shown, room, "bold")
+    for a, row in zip(rows, cells, strict=True):
+        _line(text, row, shown, room, "", status=a.status)
+        if a.arguments is not None:
+            text.append("  " + arguments_line(a.arguments, width - 2) + "\n", style="dim")
+    text.rstrip()
+    return text
+
+
+def arguments_line(arguments: Mapping[str, Any], width: int) -> str:
+    """`k=v k=v` (JSON values, plain words bare), cut with "…" to `width` characters."""
+    parts = [f"{key}={_shown(value)}" for key, value in arguments.items()]
+    line = " ".join(parts) or "(no arguments)"
+    return line if len(line) <= width else line[: max(width - 1, 0)] + "…"
 
 
 @approvals_app.command("approve")
@@ -134,3 +160,50 @@ def resolve_id(given: str, approvals: list[Approval]) -> str:
 
 def _clock(epoch: float) -> str:
     return datetime.datetime.fromtimestamp(epoch).strftime("%H:%M:%S")
+
+
+_COLUMNS: Final = (
+    ("id", True),
+    ("call", True),
+    ("status", True),
+    ("caller", False),
+    ("expires", False),
+    ("for", False),
+    ("decided by", False),
+    ("requested", False),
+)
+"""The columns, in the order they join a narrow terminal's line (`True`: always shown); shown in `_ORDER`."""
+_ORDER: Final = ("id", "call", "caller", "for", "requested", "expires", "status", "decided by")
+_STATUS_STYLE: Final = {"pending": "yellow", "approved": "green"}
+_BARE: Final = re.compile(r"[\w.@:/+*-]+")
+
+
+def _cells(a: Approval) -> dict[str, str]:
+    return {
+        "id": a.id,
+        "call": f"{a.agent}.{a.tool}",
+        "caller": a.caller,
+        "for": a.requested_by or "",
+        "requested": _clock(a.requested_at),
+        "expires": _clock(a.expires_at),
+        "status": a.status,
+        "decided by": str(a.decided_by or ""),
+    }
+
+
+def _line(
+    text: Text, cells: Mapping[str, str], shown: list[str], room: Mapping[str, int], style: str, status: str = ""
+) -> None:
+    for name in sorted(shown, key=_ORDER.index):
+        cell = cells[name].ljust(room[name] + 2)
+        text.append(cell, style=_STATUS_STYLE.get(status, "red") if name == "status" and status else style)
+    text.rstrip()
+    text.append("\n")
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, str) and _BARE.fullmatch(value):
+        return value
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    # A value may not steer the terminal: escape what is not printable (C1 controls, bidi overrides).
+    return "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in text)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
@@ -17,18 +18,18 @@ from mesh.cli.args import build_arguments
 from mesh.cli.options import FoundMeshOpt, JsonOpt, LanOpt, RegistryOpt, err, fail, mesh_flag, out, print_json
 from mesh.config import mesh_name
 from mesh.credentials import acting_credential
-from mesh.errors import ConfigError, MeshError, ToolFailed
+from mesh.errors import ConfigError, DiscoveryError, MeshError, ToolFailed
 from mesh.identity import ANY_AGENT, Credential, MeshKeys
 from mesh.peers.directory import Instance
 from mesh.peers.rounds import with_answers
 from mesh.peers.session import PeerSession, result_value, shared_transport
 from mesh.registry_client import RegistryClient
 from mesh.runtime.approval_gate import APPROVAL_TTL
-from mesh.runtime.node import MeshNode
+from mesh.runtime.node import DISCOVERY_GRACE, MeshNode
 from mesh.runtime.tools import APPROVAL_META_KEY
 from mesh.wire import Approval
 
-__all__ = ["register"]
+__all__ = ["register", "unknown_agent"]
 
 CLI_CALLER = "mesh-cli"
 """The caller name the CLI's tokens carry."""
@@ -36,6 +37,8 @@ CLI_CALLER = "mesh-cli"
 _DEFAULT_TIMEOUT: Final = 30.0
 _FIRST_LOOK: Final = 1.0
 _REGISTRY_WAIT: Final = 1.0
+_ANNOUNCE_WAIT: Final = 0.3
+"""How long an agent neither the registry nor mDNS knows yet may take to be announced (on loopback: ms)."""
 _LOOK_EVERY: Final = 1.0
 
 
@@ -131,6 +134,10 @@ async def _call_through_mesh(
         if not node.directory.instances(agent):  # not heard of on mDNS yet: the registry's listing may know it
             with anyio.move_on_after(_REGISTRY_WAIT):
                 await node.registry_synced.wait()
+            await _announced(node, agent, DISCOVERY_GRACE if lan else _ANNOUNCE_WAIT)
+            names = {i.name for i in node.directory.all()}
+            if agent not in names and not await _registered(node, credential, agent):
+                raise DiscoveryError(unknown_agent(agent, mesh, names))  # a typo answers at once, with close names
         info = _tool_info(node.directory.all(), agent, tool)
         schema = info.get("inputSchema") if info else None
         arguments = _arguments(f"{agent}.{tool}", pairs, raw_json, schema if isinstance(schema, dict) else None)  # pyright: ignore[reportUnknownArgumentType]
@@ -148,6 +155,39 @@ async def _call_through_mesh(
         except ToolFailed as exc:
             failure = exc  # reported once the node has shut down: an exit inside its task group is a traceback
     return fail(f"tool {tool!r} failed: {failure}")
+
+
+def unknown_agent(agent: str, mesh: str, names: set[str]) -> str:
+    """Why `agent` cannot be called: not in `mesh`; the close names (difflib), else the names there are."""
+    close = sorted(difflib.get_close_matches(agent, names, n=3, cutoff=0.6))
+    if close:
+        return f"no agent named {agent!r} in mesh {mesh!r}; did you mean {' or '.join(close)}?"
+    if names:
+        shown = sorted(names)
+        listed = ", ".join(shown[:12]) + (f", ... ({len(shown)} in all)" if len(shown) > 12 else "")
+        return f"no agent named {agent!r} in mesh {mesh!r} (its agents: {listed})"
+    return f"no agent named {agent!r} in mesh {mesh!r}: no agent is running in it (see `mesh ls`)"
+
+
+async def _registered(node: MeshNode, credential: Credential, agent: str) -> bool:
+    """Whether the registry holds `agent` now (it may have registered since the node's first look)."""
+    url = node.registry_url
+    if url is None:
+        return False
+    with anyio.move_on_after(_REGISTRY_WAIT):
+        try:
+            async with RegistryClient(url, token_factory=lambda: credential.token("registry")) as client:
+                return bool(await client.agents(name=agent))
+        except MeshError:
+            return False
+    return False
+
+
+async def _announced(node: MeshNode, agent: str, wait: float) -> None:
+    """Return once `agent` is in the node's directory, or after `wait` seconds."""
+    with anyio.move_on_after(wait), node.directory.watch() as changes:
+        while not any(i.name == agent for i in node.directory.all()):
+            await changes.receive()
 
 
 async def _watched(call: Callable[[], Awaitable[Any]], watch: Callable[[float], Coroutine[Any, Any, None]]) -> Any:

@@ -8,6 +8,7 @@ import anyio
 import httpx2
 import typer
 from pydantic import TypeAdapter, ValidationError
+from rich.console import Console
 
 from mesh.cli.options import FoundMeshOpt, JsonOpt, RegistryOpt, fail, out, print_json
 from mesh.credentials import acting_credential
@@ -18,7 +19,7 @@ from mesh.runtime.node import MeshNode
 from mesh.tracing.render import render_summaries, render_tree
 from mesh.wire import TraceSummary, TraceTree
 
-__all__ = ["register"]
+__all__ = ["print_tree", "register"]
 
 traces_app = typer.Typer(help="Decision traces: who called what, why, and what was decided.", no_args_is_help=True)
 TracerOpt = Annotated[
@@ -79,7 +80,12 @@ def show(
     if json_:
         print_json(tree)
     else:
-        out.print(render_tree(tree))
+        print_tree(tree, out)
+
+
+def print_tree(tree: TraceTree, console: Console) -> None:
+    """Print `tree`, a long line wrapped under its own branch (never cut at the terminal's edge)."""
+    console.print(render_tree(tree), soft_wrap=False)
 
 
 async def _get(mesh: str | None, registry: str | None, tracer: str | None, path: str, params: dict[str, str]) -> Any:

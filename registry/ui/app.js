@@ -6,6 +6,7 @@
 "use strict";
 (() => {
   const REFRESH_MS = 3000;
+  const VIEWS = ["agents", "traces", "map", "approvals"];
   const state = {
     view: "agents",
     traceId: null,
@@ -16,6 +17,10 @@
     traces: [],
     approvals: [],
     tree: null,
+    map: null,
+    mapSince: "15m",
+    mapError: "",
+    mapSelected: null,
     rendered: {},
     open: new Set(),
     folded: new Set(),
@@ -166,14 +171,17 @@
         api("/api/approvals"),
         state.view === "traces" ? api(traceQuery()) : null,
         state.view === "traces" && state.traceId ? api(`/api/traces/${encodeURIComponent(state.traceId)}`) : null,
+        state.view === "map" ? api(`/api/map?since=${encodeURIComponent(state.mapSince)}`) : null,
       ];
-      const [agents, approvals, traces, tree] = await Promise.all(wanted.map((p) => p && p.catch((e) => e)));
+      const [agents, approvals, traces, tree, map] = await Promise.all(wanted.map((p) => p && p.catch((e) => e)));
       for (const value of [agents, approvals]) if (value instanceof Error) throw value;
       state.agents = agents;
       state.approvals = approvals;
       if (traces && !(traces instanceof Error)) state.traces = traces;
       state.traceError = traces instanceof Error ? traces.message : "";
       if (state.traceId) state.tree = tree instanceof Error || !tree ? { missing: state.traceId } : tree;
+      if (map && !(map instanceof Error)) state.map = map;
+      state.mapError = map instanceof Error ? map.message : "";
       state.down = "";
       state.locked = false;
       state.updated = Date.now() / 1000;
@@ -195,7 +203,7 @@
   }
 
   function render() {
-    for (const view of ["agents", "traces", "approvals"]) {
+    for (const view of VIEWS) {
       $(`view-${view}`).hidden = state.locked || view !== state.view;
     }
     $("view-locked").hidden = !state.locked;
@@ -220,6 +228,7 @@
     }
     if (state.view === "agents") renderAgents();
     if (state.view === "traces") renderTraces();
+    if (state.view === "map") renderMap();
     if (state.view === "approvals") renderApprovals();
     tick();
   }
@@ -622,6 +631,348 @@
     once("trace-detail", [state.tree, state.traceId, [...state.open], [...state.folded]], drawTraceDetail);
   }
 
+  // -- map ---------------------------------------------------------------------------------
+
+  // Agents as nodes in columns (a caller left of what it calls, one jurisdiction after another
+  // in a column), calls as edges drawn from the registry's /api/map over the chosen window.
+  const SVG_NS = "http://www.w3.org/2000/svg";
+  const NODE_W = 168;
+  const NODE_H = 50;
+  const COL_GAP = 300;
+  const ROW_GAP = 78;
+  const PAD = 36;
+  const IDLE_ROWS = 6;
+
+  function svg(tag, attrs, ...kids) {
+    const el = document.createElementNS(SVG_NS, tag);
+    for (const [key, value] of Object.entries(attrs || {})) {
+      if (value === null || value === undefined || value === false) continue;
+      if (key === "data") for (const [k, v] of Object.entries(value)) el.setAttribute(`data-${k}`, String(v));
+      else if (key.startsWith("on")) el.addEventListener(key.slice(2), value);
+      else el.setAttribute(key, String(value));
+    }
+    append(el, kids);
+    return el;
+  }
+
+  const edgeKey = (e) => `${e.source}\u2192${e.target}`;
+  const percent = (part, whole) => (whole ? `${Math.round((100 * part) / whole)}%` : "0%");
+  const cut = (text, max) => (text.length > max ? `${text.slice(0, max - 1)}…` : text);
+
+  function rate(calls, seconds) {
+    const perSecond = calls / Math.max(seconds, 1);
+    if (perSecond >= 1) return `${perSecond.toFixed(perSecond < 10 ? 1 : 0)}/s`;
+    const perMinute = perSecond * 60;
+    return perMinute >= 1 ? `${perMinute.toFixed(perMinute < 10 ? 1 : 0)}/min` : `${calls} in window`;
+  }
+
+  function layout(nodes, edges) {
+    const names = nodes.map((n) => n.name);
+    const linked = new Set(edges.flatMap((e) => [e.source, e.target]));
+    const column = new Map(names.filter((n) => linked.has(n)).map((n) => [n, 0]));
+    // Longest path from the callers; a cycle stops growing once a column passes the node count.
+    for (let round = 0; round < names.length; round += 1) {
+      let moved = false;
+      for (const e of edges) {
+        const next = column.get(e.source) + 1;
+        if (e.source !== e.target && next < names.length && column.get(e.target) < next) {
+          column.set(e.target, next);
+          moved = true;
+        }
+      }
+      if (!moved) break;
+    }
+    const byName = new Map(nodes.map((n) => [n.name, n]));
+    const columns = [];
+    for (const [name, at] of column) (columns[at] = columns[at] || []).push(name);
+    const idle = names.filter((n) => !linked.has(n));
+    for (let i = 0; i < idle.length; i += IDLE_ROWS) columns.push(idle.slice(i, i + IDLE_ROWS));
+    const row = new Map();
+    const juris = (name) => byName.get(name).jurisdiction || "~";
+    columns.forEach((names, at) => {
+      const callers = (name) =>
+        edges.filter((e) => e.target === name && row.has(e.source)).map((e) => row.get(e.source));
+      const centre = (name) => {
+        const seen = callers(name);
+        return seen.length ? seen.reduce((a, b) => a + b, 0) / seen.length : 0;
+      };
+      names.sort((a, b) => juris(a).localeCompare(juris(b)) || (at ? centre(a) - centre(b) : 0) || a.localeCompare(b));
+      names.forEach((name, i) => row.set(name, i));
+    });
+    const tallest = Math.max(1, ...columns.map((c) => c.length));
+    // Room above the nodes for the arcs of calls that skip a column (MapEdge draws them over the top).
+    const arcs = edges.some((e) => column.get(e.target) - column.get(e.source) > 1) ? ROW_GAP * 0.6 : 0;
+    const place = new Map();
+    columns.forEach((names, at) => {
+      const top = PAD + arcs + ((tallest - names.length) * ROW_GAP) / 2;
+      names.forEach((name, i) => place.set(name, { x: PAD + at * COL_GAP, y: top + i * ROW_GAP, column: at }));
+    });
+    const width = PAD * 2 + Math.max(0, columns.length - 1) * COL_GAP + NODE_W;
+    const height = PAD * 2 + arcs + (tallest - 1) * ROW_GAP + NODE_H;
+    return { place, width, height };
+  }
+
+  function renderMap() {
+    const m = state.map;
+    const windowS = m ? m.until - m.since : 0;
+    $("map-lede").textContent = m
+      ? `${m.nodes.length} node${m.nodes.length === 1 ? "" : "s"} and ${m.edges.length} edge${m.edges.length === 1 ? "" : "s"}` +
+        ` from ${m.traces} trace${m.traces === 1 ? "" : "s"} of the last ${state.mapSince}.` +
+        " Click an edge for its traces."
+      : "Who calls whom: agents as nodes, calls as edges, from the traces of the window.";
+    const shape = m ? [m.nodes, m.edges, Math.round(windowS / 60)] : [state.mapError];
+    once("map", [shape, state.mapSelected], drawMap);
+    once("map-side", [shape, state.mapSelected], drawMapSide);
+  }
+
+  function drawMap() {
+    const body = $("map-body");
+    const m = state.map;
+    if (state.mapError && !m) {
+      fill(body, Empty("Cannot draw the map", state.mapError));
+      return;
+    }
+    if (!m) {
+      fill(body, Empty("Loading the map…", ""));
+      return;
+    }
+    if (!m.nodes.length) {
+      fill(body, Empty("Nothing to draw yet", "Start agents (`mesh up`, `mesh run echo`) and make a call."));
+      return;
+    }
+    const { place, width, height } = layout(m.nodes, m.edges);
+    const markers = ["ok", "failing", "denied"].map((kind) =>
+      svg(
+        "marker",
+        {
+          id: `arrow-${kind}`,
+          viewBox: "0 0 10 10",
+          refX: "9",
+          refY: "5",
+          markerWidth: "9",
+          markerHeight: "9",
+          markerUnits: "userSpaceOnUse",
+          orient: "auto-start-reverse",
+          class: `arrow ${kind}`,
+        },
+        svg("path", { d: "M0,0 L10,5 L0,10 z" }),
+      ),
+    );
+    const edges = m.edges.map((e) => MapEdge(e, place, m.until - m.since));
+    const nodes = m.nodes.map((n) => MapNode(n, place.get(n.name)));
+    const picture = svg(
+      "svg",
+      {
+        id: "map-svg",
+        viewBox: `0 0 ${width} ${height}`,
+        role: "img",
+        "aria-label": "map of the mesh",
+      },
+      svg("defs", {}, markers),
+      svg("g", { class: "edges" }, edges),
+      svg("g", { class: "nodes" }, nodes),
+    );
+    picture.style.maxWidth = `${width}px`; // scaled down to fit, never up
+    fill(body, h("div", { class: "map-scroll" }, picture), MapLegend());
+  }
+
+  function MapEdge(e, place, windowS) {
+    const a = place.get(e.source);
+    const b = place.get(e.target);
+    const kind = e.denied ? "denied" : e.errors ? "failing" : "ok";
+    let d;
+    let mid;
+    if (e.source === e.target) {
+      const x = a.x + NODE_W;
+      const y = a.y + NODE_H / 2;
+      d = `M${x},${y - 10} C${x + 60},${y - 50} ${x + 60},${y + 50} ${x},${y + 10}`;
+      mid = { x: x + 46, y };
+    } else if (b.column === a.column + 1) {
+      const [x1, y1, x2, y2] = [a.x + NODE_W, a.y + NODE_H / 2, b.x, b.y + NODE_H / 2];
+      const bend = Math.max(40, (x2 - x1) / 2);
+      d = `M${x1},${y1} C${x1 + bend},${y1} ${x2 - bend},${y2} ${x2},${y2}`;
+      mid = { x: (x1 + x2) / 2, y: (y1 + y2) / 2 };
+    } else if (b.column > a.column) {
+      // Over every node, not through the columns between: leave the top, arc in the room `layout`
+      // keeps above the nodes (peaking at PAD + 8), land on the top.
+      const [x1, y1, x2, y2] = [a.x + NODE_W - 24, a.y, b.x + 24, b.y];
+      const peak = PAD + 8;
+      const control = (8 * peak - y1 - y2) / 6; // a cubic's midpoint is (P0 + 3 P1 + 3 P2 + P3) / 8
+      d = `M${x1},${y1} C${x1 + 40},${control} ${x2 - 40},${control} ${x2},${y2}`;
+      mid = { x: (x1 + x2) / 2, y: peak + 30 };
+    } else {
+      // Backwards or within a column: leave and enter on the right, bulging out.
+      const [x1, y1, x2, y2] = [a.x + NODE_W, a.y + NODE_H / 2 + 8, b.x + NODE_W, b.y + NODE_H / 2 - 8];
+      const out = Math.max(x1, x2) + 70;
+      d = `M${x1},${y1} C${out},${y1} ${out},${y2} ${x2},${y2}`;
+      mid = { x: (x1 + 3 * out + 3 * out + x2) / 8, y: (y1 + y2) / 2 };
+    }
+    const key = edgeKey(e);
+    const selected = state.mapSelected === `edge:${key}`;
+    const calls = `${e.calls} call${e.calls === 1 ? "" : "s"}`;
+    const lines = e.denied
+      ? [`${e.denied} denied`, e.policies.join(", ") || "by policy"]
+      : [`${calls} · ${percent(e.errors, e.calls)} err`, `p99 ${ms(e.p99_ms)}`];
+    const label = lines.join(" · ");
+    const pick = () => {
+      state.mapSelected = selected ? null : `edge:${key}`;
+      renderMap();
+    };
+    return svg(
+      "g",
+      {
+        class: `map-edge ${kind}${selected ? " selected" : ""}`,
+        data: { source: e.source, target: e.target },
+        tabindex: "0",
+        role: "button",
+        "aria-label": `${e.source} calls ${e.target}: ${label}`,
+        onclick: pick,
+        onkeydown: (event) => {
+          if (event.key === "Enter" || event.key === " ") {
+            event.preventDefault();
+            pick();
+          }
+        },
+      },
+      svg("title", {}, `${e.source} → ${e.target}: ${calls} (${rate(e.calls, windowS)}), ${label}`),
+      svg("path", { class: "edge-hit", d }),
+      svg("path", {
+        class: "edge-line",
+        d,
+        "stroke-width": String(1.5 + Math.min(4, Math.log2(e.calls))),
+        "marker-end": `url(#arrow-${kind})`,
+      }),
+      svg(
+        "text",
+        { class: "edge-label", x: String(mid.x), y: String(mid.y - 19), "text-anchor": "middle" },
+        lines.map((line, i) => svg("tspan", { x: String(mid.x), dy: i ? "13" : "0" }, line)),
+      ),
+    );
+  }
+
+  function MapNode(n, at) {
+    const facts =
+      n.state === "outside"
+        ? "outside the inventory"
+        : [n.jurisdiction ? n.jurisdiction.toUpperCase() : "no jurisdiction", n.owner || "no owner"].join(" · ");
+    const selected = state.mapSelected === `node:${n.name}`;
+    const governed = n.state === "outside" || n.governed ? "" : " ungoverned";
+    return svg(
+      "g",
+      {
+        class: `map-node ${n.state}${governed}${selected ? " selected" : ""}`,
+        data: { node: n.name },
+        transform: `translate(${at.x},${at.y})`,
+        tabindex: "0",
+        role: "button",
+        "aria-label": `${n.name}: ${n.state}`,
+        onclick: () => {
+          state.mapSelected = selected ? null : `node:${n.name}`;
+          renderMap();
+        },
+      },
+      svg("title", {}, `${n.name} · ${n.state}${n.instances ? ` · ${n.instances} instance(s)` : ""} · ${facts}`),
+      svg("rect", { class: "node-box", width: String(NODE_W), height: String(NODE_H), rx: "10" }),
+      svg("circle", { class: "node-dot", cx: "16", cy: "18", r: "5" }),
+      svg("text", { class: "node-name", x: "28", y: "22" }, cut(n.name, n.instances > 1 ? 14 : 17)),
+      n.instances > 1 && svg("text", { class: "node-count", x: String(NODE_W - 12), y: "22", "text-anchor": "end" }, `×${n.instances}`),
+      svg("text", { class: "node-facts", x: "16", y: "39" }, cut(facts, 24)),
+      n.approval_tools.length > 0 &&
+        svg(
+          "g",
+          { class: "node-approval", transform: `translate(${NODE_W - 14},0)` },
+          svg("title", {}, `needs a person's approval: ${n.approval_tools.join(", ")}`),
+          svg("circle", { cx: "0", cy: "0", r: "9" }),
+          svg("text", { x: "0", y: "4", "text-anchor": "middle" }, "A"),
+        ),
+    );
+  }
+
+  function MapLegend() {
+    const item = (cls, text) => h("span", { class: "legend-item" }, h("span", { class: `legend-mark ${cls}` }), text);
+    return h(
+      "div",
+      { class: "map-legend" },
+      item("healthy", "healthy"),
+      item("late", "lease late"),
+      item("lapsed", "lapsed"),
+      item("outside", "outside the inventory"),
+      item("ungoverned", "no owner"),
+      item("edge-ok", "calls"),
+      item("edge-failing", "with errors"),
+      item("edge-denied", "denied by policy"),
+      item("approval", "needs approval"),
+    );
+  }
+
+  function drawMapSide() {
+    const side = $("map-side");
+    const m = state.map;
+    const chosen = state.mapSelected || "";
+    const windowS = m ? m.until - m.since : 0;
+    const edge = m && chosen.startsWith("edge:") ? m.edges.find((e) => `edge:${edgeKey(e)}` === chosen) : null;
+    const node = m && chosen.startsWith("node:") ? m.nodes.find((n) => `node:${n.name}` === chosen) : null;
+    if (edge) {
+      fill(side, EdgeFacts(edge, windowS));
+      return;
+    }
+    if (node) {
+      fill(side, NodeFacts(node, m.edges));
+      return;
+    }
+    fill(side, Empty("Select an edge or an agent", "An edge lists its calls' latest traces; an agent, its facts."));
+  }
+
+  function EdgeFacts(e, windowS) {
+    const facts = [
+      ["calls", `${e.calls} (${rate(e.calls, windowS)})`],
+      ["errors", `${e.errors} (${percent(e.errors, e.calls)})`],
+      ["denied", e.denied ? `${e.denied} by ${e.policies.join(", ") || "policy"}` : "none"],
+      ["latency", `p50 ${ms(e.p50_ms)} · p99 ${ms(e.p99_ms)}`],
+      ["tools", Object.entries(e.tools).map(([t, n]) => `${t} ×${n}`).join(", ") || "—"],
+      ["last call", stamp(e.last)],
+    ];
+    return h(
+      "div",
+      { class: "map-facts", data: { edge: edgeKey(e) } },
+      h("div", { class: "detail-title" }, AgentChip(e.source), "→", AgentChip(e.target)),
+      h("dl", { class: "attrs" }, facts.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])),
+      h(
+        "div",
+        { class: "edge-list" },
+        h("h2", { class: "section-title" }, "Latest traces"),
+        h(
+          "div",
+          { class: "edge-traces" },
+          e.traces.map((id) =>
+            h("a", { class: "mono edge-trace", href: `#/traces/${encodeURIComponent(id)}`, data: { trace: id } }, id),
+          ),
+        ),
+      ),
+    );
+  }
+
+  function NodeFacts(n, edges) {
+    const out = edges.filter((e) => e.source === n.name);
+    const into = edges.filter((e) => e.target === n.name);
+    const facts = [
+      ["state", n.state],
+      ["instances", String(n.instances)],
+      ["owner", n.owner || (n.state === "outside" ? "—" : "none (ungoverned)")],
+      ["jurisdiction", n.jurisdiction || "—"],
+      ["data class", n.data_class || "—"],
+      ["approval", n.approval_tools.join(", ") || "no tool needs one"],
+      ["calls", out.map((e) => `${e.target} (${e.calls})`).join(", ") || "—"],
+      ["called by", into.map((e) => `${e.source} (${e.calls})`).join(", ") || "—"],
+    ];
+    return h(
+      "div",
+      { class: "map-facts", data: { node: n.name } },
+      h("div", { class: "detail-title" }, AgentChip(n.name), Badge(cssWord(n.state), n.state)),
+      h("dl", { class: "attrs" }, facts.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])),
+    );
+  }
+
   // -- approvals ---------------------------------------------------------------------------
 
   function renderApprovals() {
@@ -690,6 +1041,7 @@
           ),
           a.trace_id && h("a", { href: `#/traces/${encodeURIComponent(a.trace_id)}` }, "view trace →"),
         ),
+        a.arguments && CallArguments(a.arguments),
         error && h("div", { class: "form-error", role: "alert" }, error),
       ),
       h(
@@ -704,6 +1056,33 @@
         ),
         !signedIn && h("div", { class: "hint" }, "Sign in with your approver token to decide."),
       ),
+    );
+  }
+
+  // The call's arguments as the agent filed them (shown to approvers only); the agent already
+  // replaced the values of secret fields with "***" (mesh.masking), which read as masked here.
+  const MASKED = "***";
+
+  function flatten(value, prefix = "") {
+    return Object.entries(value).flatMap(([key, v]) =>
+      v && typeof v === "object" && !Array.isArray(v) && Object.keys(v).length
+        ? flatten(v, `${prefix}${key}.`)
+        : [[`${prefix}${key}`, v]],
+    );
+  }
+
+  function CallArguments(args) {
+    const entries = flatten(args);
+    if (!entries.length) return h("div", { class: "call-args empty-args" }, "no arguments");
+    return h(
+      "dl",
+      { class: "call-args", "aria-label": "arguments" },
+      entries.map(([key, value]) => [
+        h("dt", {}, key),
+        value === MASKED
+          ? h("dd", { class: "masked", title: "a secret field: its value is not shown" }, "•••••• secret")
+          : h("dd", { data: { arg: key } }, typeof value === "string" ? value : JSON.stringify(value)),
+      ]),
     );
   }
 
@@ -834,7 +1213,7 @@
 
   function route() {
     const [view, id] = location.hash.replace(/^#\/?/, "").split("/");
-    state.view = ["agents", "traces", "approvals"].includes(view) ? view : "agents";
+    state.view = VIEWS.includes(view) ? view : "agents";
     const traceId = state.view === "traces" && id ? decodeURIComponent(id) : null;
     if (traceId !== state.traceId) {
       state.traceId = traceId;
@@ -857,6 +1236,12 @@
       });
     }
     $("trace-filters").addEventListener("submit", (event) => event.preventDefault());
+    $("map-filters").addEventListener("submit", (event) => event.preventDefault());
+    $("map-since").value = state.mapSince;
+    $("map-since").addEventListener("change", (event) => {
+      state.mapSince = event.target.value;
+      refresh();
+    });
     $("show-lapsed").addEventListener("change", (event) => {
       state.lapsed = event.target.checked;
       refresh();

@@ -15,6 +15,7 @@ from playwright.async_api import ConsoleMessage, Page, async_playwright, expect
 from mesh.identity import MeshKeys
 from mesh.runtime.node import MeshNode
 from mesh.testing import AgentProcess, RegistryProcess
+from tests.integration.test_approval_arguments import waiting_rotation
 from tests.security.helpers import pending_approval
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -218,3 +219,25 @@ async def test_on_the_lan_the_page_asks_for_a_sign_in_before_showing_anything(me
             await expect(row).to_contain_text("denied")
             await expect(row.locator(".decided-by")).to_have_text("alice · finance")
     assert [p for p in problems if "status of 401" not in p] == []  # reads before signing in are refused
+
+
+async def test_a_signed_in_approver_sees_the_calls_arguments_on_the_card_with_secrets_masked(
+    mesh_env: dict[str, str],
+) -> None:
+    problems: list[str] = []
+    async with waiting_rotation() as (registry, pending), browser_page(problems) as page:
+        await page.goto(registry.base_url + "/#/approvals")
+        card = page.locator(f'.approval-card[data-approval="{pending["id"]}"]')
+        await expect(card).to_contain_text("keyring")
+        await expect(card.locator(".call-args")).to_have_count(0)  # nobody signed in: no arguments
+
+        await sign_in(page, approver_token("alice"))
+        arguments = card.locator(".call-args")
+        await expect(arguments.locator('dd[data-arg="service"]')).to_have_text("billing-db")
+        await expect(arguments.locator('dd[data-arg="card.holder"]')).to_have_text("Ann Lee")
+        await expect(arguments.locator("dd.masked")).to_have_count(2)  # password, card.pin
+        await expect(arguments.locator("dt")).to_have_text(["service", "password", "card.holder", "card.pin"])
+        content = await page.content()
+    assert "hunter2" not in content
+    assert "4921" not in content
+    assert problems == []
