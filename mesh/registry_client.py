@@ -23,6 +23,7 @@ from anyio.abc import TaskStatus
 from pydantic import TypeAdapter, ValidationError
 
 from mesh.errors import MeshError, RegistryError
+from mesh.tls import client_context
 from mesh.wire import (
     AgentRecord,
     Approval,
@@ -66,7 +67,9 @@ class RegistryClient(anyio.AsyncContextManagerMixin):
 
     @asynccontextmanager
     async def __asynccontextmanager__(self) -> AsyncGenerator[Self]:
-        async with httpx2.AsyncClient(base_url=self.base_url, timeout=self._timeout, transport=self._transport) as http:
+        async with httpx2.AsyncClient(
+            base_url=self.base_url, timeout=self._timeout, transport=self._transport, verify=client_context()
+        ) as http:
             self._http = http
             try:
                 yield self

@@ -23,11 +23,11 @@ from mesh.config import mesh_paths
 from mesh.runtime import supervisor
 from mesh.runtime.meshfile import MeshPlan, load_plan
 from mesh.runtime.running import marked_running
-from mesh.runtime.supervisor import ChildStatus
+from mesh.runtime.supervisor import ChildStatus, summary
 
 __all__ = ["next_steps", "register"]
 
-_STYLES = {"starting": "yellow", "ready": "green", "stopping": "yellow", "exited": "red"}
+_STYLES = {"starting": "yellow", "ready": "green", "restarting": "magenta", "stopping": "yellow", "exited": "red"}
 
 
 def register(app: typer.Typer) -> None:
@@ -69,26 +69,38 @@ def next_steps(mesh: str, registry_url: str | None) -> list[str]:
 
 @final
 class _PlainLines:
-    """One line on stdout per change (`LABEL STATE pid=PID URL`); children's lines on stderr."""
+    """One line on stdout per change (`LABEL STATE pid=PID URL`); children's lines on stderr.
+
+    Once the mesh is first up, each change of the agents' tally is a line too (`mesh up: ready: ...`).
+    """
 
     def __init__(self, plan: MeshPlan) -> None:
         self._width = max((len(a.label) for a in plan.agents), default=0)
         self._width = max(self._width, len("registry"))
         self._shown: dict[str, str] = {}
+        self._statuses: dict[str, ChildStatus] = {}
+        self._tally: str | None = None
         self._mesh = plan.mesh
         _say(f"mesh up: mesh {plan.mesh} from {plan.source}")
 
     def changed(self, status: ChildStatus) -> None:
-        """Print the child's new state (a URL learnt while starting waits for `ready`)."""
-        if self._shown.get(status.label) == status.shown_state:
-            return
-        self._shown[status.label] = status.shown_state
-        fields = [status.label.ljust(self._width), status.shown_state.ljust(9), f"pid={status.pid}"]
-        if status.url:
-            fields.append(status.url)
-        if status.state == "exited" and status.last_line:
-            fields.append(f"({status.last_line})")
-        _say("  ".join(fields))
+        """Print the child's new state (a URL learnt while starting waits for `ready`), then the tally if it moved."""
+        self._statuses[status.label] = status
+        if status.state == "stopping":
+            self._tally = None  # stopping: the tally would only count down
+        if self._shown.get(status.label) != status.shown_state:
+            self._shown[status.label] = status.shown_state
+            fields = [status.label.ljust(self._width), status.shown_state.ljust(10), f"pid={status.pid}"]
+            if status.url and status.state != "restarting":
+                fields.append(status.url)
+            if status.state == "restarting":
+                fields.append(f"(exit {status.exit_code}; restart {status.restarts + 1} in {status.restart_in:g}s)")
+            elif status.state == "exited" and status.last_line:
+                fields.append(f"({status.last_line})")
+            _say("  ".join(fields))
+        if self._tally is not None and (tally := summary(self._statuses.values())) != self._tally:
+            self._tally = tally
+            _say(f"mesh up: {tally}")
 
     def output(self, label: str, line: str) -> None:
         """Relay a child's line to stderr, prefixed with its label."""
@@ -100,8 +112,9 @@ class _PlainLines:
         _say(f"mesh up: {message}")
 
     def ready(self, registry_url: str | None) -> None:
-        """Print what to type next, one line."""
+        """Print what to type next, one line; from now on the tally is printed when it changes."""
         _say(f"mesh up: next: {' · '.join(next_steps(self._mesh, registry_url))}")
+        self._tally = summary(self._statuses.values())
 
 
 @final
@@ -111,7 +124,7 @@ class _LiveTable:
     def __init__(self, plan: MeshPlan) -> None:
         self._plan = plan
         self._rows: dict[str, ChildStatus] = {}
-        self._note = "starting"
+        self._note = ""
         self._hint = " · Ctrl-C stops everything"
         self._live = Live(console=Console(), auto_refresh=False, redirect_stderr=False)
 
@@ -146,9 +159,11 @@ class _LiveTable:
             self._live.console.print(f"  {step}", markup=False, highlight=False)
 
     def _redraw(self) -> None:
+        tally = summary(self._rows.values())
+        note = f" · {self._note}" if self._note and not self._note.startswith("ready:") else ""  # the tally says it
         table = Table(
             title=f"mesh [bold]{self._plan.mesh}[/] from {self._plan.source}",
-            caption=self._note + self._hint,
+            caption=tally + note + self._hint,
             caption_justify="left",
         )
         table.add_column("agent", no_wrap=True)
@@ -159,10 +174,15 @@ class _LiveTable:
         for s in self._rows.values():
             style = "dim" if s.state == "exited" and s.exit_code == 0 else _STYLES[s.state]
             shown = s.name if s.name and s.name != s.label else ""
+            state = s.shown_state
+            if s.state == "restarting":
+                state += f" in {s.restart_in:g}s (exit {s.exit_code})"
+            if s.restarts:
+                state += f" ↻{s.restarts}"
             table.add_row(
                 s.label + (f" ({shown})" if shown else ""),
                 str(s.pid or ""),
-                Text(s.shown_state, style=style),
+                Text(state, style=style),
                 s.url or "",
                 _short(s.target),
             )

@@ -108,17 +108,25 @@ async def feed_registry(
     keys: MeshKeys,
     *,
     interval: float = 1.0,
+    max_interval: float | None = None,
     synced: anyio.Event | None = None,
     moved: Callable[[], Awaitable[None]] | None = None,
     failed: Callable[[str], None] | None = None,
 ) -> None:
-    """Poll the registry's inventory every `interval` seconds and sync the directory with it.
+    """Poll the registry's inventory and sync the directory with it: every `interval` seconds while the
+    membership changes, twice as long after each poll that only renewed leases, up to `max_interval`.
 
+    Every agent polls, so a mesh of N agents lists N records N times a poll: backing off while nothing
+    changes keeps that from being what an idle mesh spends its CPU on. `max_interval` must stay under
+    the time a lease lasts after its renewal, or healthy peers would lapse between polls. `moved()`
+    returning (the registry moved, or a caller misses an agent) polls at once and at `interval` again.
     `url()` names the registry to poll (None: none yet); `failed(url)` hears of each failed poll.
     """
     client: RegistryClient | None = None
     current: str | None = None
     warned = False
+    members: set[tuple[str, str, str, tuple[str, ...]]] | None = None
+    wait = interval
     try:
         while True:
             target = url()
@@ -141,12 +149,17 @@ async def feed_registry(
                         failed(current)
                 else:
                     warned = False
-                    directory.sync("registry", [instance_from_record(r) for r in records])
+                    found = [instance_from_record(r) for r in records]
+                    directory.sync("registry", found)
                     if synced is not None:
                         synced.set()
-            with anyio.move_on_after(interval):
+                    now = {(i.name, i.instance, i.url, i.tools) for i in found}
+                    wait = min(wait * 2, max_interval or interval) if now == members else interval
+                    members = now
+            with anyio.move_on_after(wait):
                 if moved is not None:
                     await moved()  # a registry found (or moved) is polled at once
+                    wait = interval
                 else:
                     await anyio.sleep_forever()
     finally:
@@ -163,10 +176,14 @@ async def probe(
     only: Callable[[Instance], bool] | None = None,
     timeout: float = 1.5,
     urgent: bool = False,
+    settling: float = 0.0,
 ) -> None:
     """One round: list the tools of every verified instance (that has no lease) — alive if it answers.
 
     `urgent` also asks instances still in their failure backoff (a caller is waiting on them).
+    `settling` leaves alone the instances first heard of less than that many seconds ago: with a
+    registry, its listing brings their lease and tools in a moment, where probes from every agent
+    of the mesh at once would each open a session to a process that is still starting.
     """
     now = time.time()
     targets = [
@@ -176,6 +193,7 @@ async def probe(
         and (not only_unleased or now >= i.lease_until)
         and (urgent or now >= i.down_until)
         and (only is None or only(i))
+        and now - i.seen >= settling
     ]
 
     async def one(inst: Instance) -> None:

@@ -1,10 +1,12 @@
 """The one adapter that touches zeroconf: announce signed announcements, and browse for them.
 
-Owns mDNS sockets, re-signing before expiry, goodbyes, and the asyncio bridge: each announcer
-and browser opens its own AsyncZeroconf inside the running loop (`use_asyncio=True`), so
-zeroconf's callbacks run on our loop thread and reach anyio code without thread hops. One
-instance per context manager keeps no process-wide state; two in one process see each other
-as two hosts would. Does not own trust (`txt.verify`) nor liveness (leases and probes do).
+Owns mDNS sockets, re-signing before expiry, goodbyes, and the asyncio bridge: the announcers
+and browsers of one event loop share one AsyncZeroconf per set of interfaces, opened inside the
+running loop (`use_asyncio=True`) so zeroconf's callbacks run on our loop thread and reach anyio
+code without thread hops, and closed when the last of them leaves. Every packet on the group is
+read and parsed by every socket joined to it: one per process instead of one per announcer and
+browser halves what each announcement and answer costs the mesh. A browser sees the services of
+its own process as any other. Does not own trust (`txt.verify`) nor liveness (leases and probes do).
 By default it binds 127.0.0.1 only, IPv4 only; `lan=True` uses every interface.
 """
 
@@ -13,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import math
 import time
+import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
@@ -68,8 +72,11 @@ class MdnsEvent:
 class MdnsAnnouncer(AsyncContextManagerMixin):
     """Announces `announcement_factory()` while entered, re-signed before expiry; goodbye on exit.
 
-    A wildcard host (0.0.0.0) is announced with this machine's IPv4 addresses: the non-loopback
-    ones with `lan=True`, else the bound interfaces. Single use.
+    Re-signed when half the signature's life is left (or every `refresh` seconds, if sooner): each
+    re-announcement is read by every mDNS socket of the mesh on this host, so a mesh of many agents
+    pays for each one many times over, and nothing but the signature's expiry needs it. A wildcard
+    host (0.0.0.0) is announced with this machine's IPv4 addresses: the non-loopback ones with
+    `lan=True`, else the bound interfaces. Single use.
     """
 
     def __init__(
@@ -78,7 +85,7 @@ class MdnsAnnouncer(AsyncContextManagerMixin):
         *,
         interfaces: Sequence[str] | None = None,
         lan: bool = False,
-        refresh: float = 60.0,
+        refresh: float = math.inf,
     ) -> None:
         if not refresh > 0:
             raise ValueError(f"refresh must be positive seconds, not {refresh!r}")
@@ -101,7 +108,7 @@ class MdnsAnnouncer(AsyncContextManagerMixin):
         if self._used:
             raise RuntimeError("an MdnsAnnouncer is single-use: create a new one to announce again")
         self._used = True
-        aiozc = _open(self._interfaces)
+        aiozc = _acquire(self._interfaces)
         try:
             with anyio.fail_after(_REGISTER_TIMEOUT):
                 await self._publish(aiozc, self._factory(), first=True)
@@ -167,7 +174,7 @@ class MdnsAnnouncer(AsyncContextManagerMixin):
         return machine_addresses() or list(LOOPBACK)
 
     async def _goodbye(self, aiozc: AsyncZeroconf) -> None:
-        """Withdraw the service (goodbye packets) and close the sockets, each bounded."""
+        """Withdraw the service (goodbye packets) and let go of the sockets, each bounded."""
         for pending in self._broadcasts:
             pending.cancel()  # a late hello must not follow the goodbye
         try:
@@ -176,8 +183,7 @@ class MdnsAnnouncer(AsyncContextManagerMixin):
                     await (await aiozc.async_unregister_service(self._info))
         finally:
             self._current = self._info = None
-            with anyio.move_on_after(_CLOSE_TIMEOUT):
-                await aiozc.async_close()
+            await _release(aiozc)
 
 
 @final
@@ -247,7 +253,7 @@ class MdnsBrowser(AsyncContextManagerMixin):
         if self._used:
             raise RuntimeError("an MdnsBrowser is single-use: create a new one to browse again")
         self._used = True
-        aiozc = _open(self._interfaces)
+        aiozc = _acquire(self._interfaces)
         browser: AsyncServiceBrowser | None = None
         self._send, self._receive = anyio.create_memory_object_stream[MdnsEvent](self._buffer)
         try:
@@ -261,10 +267,11 @@ class MdnsBrowser(AsyncContextManagerMixin):
         finally:
             self._send.close()  # readers see the end of the stream
             self._receive.close()
-            with anyio.CancelScope(shield=True), anyio.move_on_after(_CLOSE_TIMEOUT):
+            with anyio.CancelScope(shield=True):
                 if browser is not None:
-                    await browser.async_cancel()
-                await aiozc.async_close()
+                    with anyio.move_on_after(_CLOSE_TIMEOUT):
+                        await browser.async_cancel()
+                await _release(aiozc)
 
     def _on_change(self, zeroconf: Zeroconf, service_type: str, name: str, state_change: ServiceStateChange) -> None:
         """Zeroconf's callback (on our loop thread, by keyword): note the change, resolve elsewhere."""
@@ -346,6 +353,43 @@ def _interfaces(interfaces: Sequence[str] | None, *, lan: bool) -> tuple[str, ..
             raise ValueError("pass interfaces or lan=True, not both")
         return ()
     return tuple(interfaces) if interfaces is not None else LOOPBACK
+
+
+def _acquire(interfaces: tuple[str, ...]) -> AsyncZeroconf:
+    """The running loop's AsyncZeroconf on `interfaces`, opened if none is; `_release` it when done."""
+    by_interfaces = _SHARED.setdefault(asyncio.get_running_loop(), {})
+    shared = by_interfaces.get(interfaces)
+    if shared is None:
+        shared = by_interfaces[interfaces] = _Shared(_open(interfaces))
+    shared.users += 1
+    return shared.aiozc
+
+
+async def _release(aiozc: AsyncZeroconf) -> None:
+    """One user less of `aiozc`; the last one closes it (bounded, even when cancelled)."""
+    by_interfaces = _SHARED.get(asyncio.get_running_loop(), {})
+    for interfaces, shared in list(by_interfaces.items()):
+        if shared.aiozc is aiozc:
+            shared.users -= 1
+            if shared.users > 0:
+                return
+            del by_interfaces[interfaces]  # a newcomer opens a fresh one while this one closes
+    with anyio.CancelScope(shield=True), anyio.move_on_after(_CLOSE_TIMEOUT):
+        await aiozc.async_close()
+
+
+@final
+class _Shared:
+    """An AsyncZeroconf and how many announcers and browsers use it."""
+
+    def __init__(self, aiozc: AsyncZeroconf) -> None:
+        self.aiozc = aiozc
+        self.users = 0
+
+
+_SHARED: Final[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, ...], _Shared]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def _open(interfaces: tuple[str, ...]) -> AsyncZeroconf:

@@ -42,6 +42,8 @@ class Instance:
     last_ok: float = 0.0
     down_until: float = 0.0
     failures: int = 0
+    seen: float = 0.0
+    """When this process first heard of the instance (set by the directory)."""
 
     @property
     def key(self) -> tuple[str, str]:
@@ -94,7 +96,7 @@ class PeerDirectory:
         """Merge what `source` says about an instance; returns the merged view."""
         old = self._instances.get(found.key)
         if old is None:
-            merged = replace(found, sources=frozenset({source}))
+            merged = replace(found, sources=frozenset({source}), seen=time.time())
         else:
             merged = replace(
                 old,

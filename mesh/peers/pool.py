@@ -2,7 +2,8 @@
 
 Owns the caller's side of a hop: resolve the agent in the directory, check policy, pick an
 instance, send one lean MCP request (`HopClient`), and record every choice as a decision on
-the call's client span. One pooled HTTP client serves every instance.
+the call's client span. One pooled HTTP client serves every instance. Progress and log messages
+the callee sends while it runs go to the caller's own caller, when it asked (`mesh.peers.notices`).
 """
 
 from __future__ import annotations
@@ -33,10 +34,12 @@ from mesh.peers.budget import BUDGET_META_KEY, current_deadline, remaining
 from mesh.peers.directory import Instance, PeerDirectory
 from mesh.peers.failures import NotSent
 from mesh.peers.hop import HopClient, HopResult
+from mesh.peers.notices import ask_for_notices, sink_var
 from mesh.peers.person import PERSON_META_KEY, Person, person_var
 from mesh.peers.rounds import InputNeeded, interactive_var, relay_var
 from mesh.peers.routing import Load, RetryBudget, choose, retry_safe
 from mesh.policy import CallFacts, Policy
+from mesh.tls import client_context
 from mesh.tracing.stitch import SENT_ATTRIBUTE
 
 __all__ = ["DATA_CLASS_BAGGAGE", "ERROR_META_KEY", "PeerPool", "stricter"]
@@ -105,6 +108,7 @@ class PeerPool:
         self._http = httpx2.AsyncClient(
             limits=httpx2.Limits(max_connections=256, max_keepalive_connections=64, keepalive_expiry=30.0),
             timeout=httpx2.Timeout(30.0),
+            verify=client_context(),
         )
         return self
 
@@ -192,6 +196,8 @@ class PeerPool:
                     raise ApprovalDenied(text)
                 if kind == "ApprovalRequired":
                     raise ApprovalRequired(text)
+                if kind == "PeerUnavailable":  # an adopted server's child died mid-call: not retried here
+                    raise PeerUnavailable(text, agent=name, tool=tool)
                 raise ToolFailed(text or f"{name}.{tool} failed", agent=name, tool=tool)
             return result.value
 
@@ -266,6 +272,7 @@ class PeerPool:
             if person is not None:
                 meta[PERSON_META_KEY] = person.meta()
             propagate.inject(meta)
+            on_notice = ask_for_notices(meta, sink_var.get())
             hop = self.hop(inst)
             span.set_attribute(SENT_ATTRIBUTE, True)
             self.attempts[inst.key] += 1
@@ -282,6 +289,7 @@ class PeerPool:
                         timeout=left,
                         input_responses=answers.responses if answers else None,
                         request_state=answers.state if answers else None,
+                        on_notice=on_notice,
                     )
             except NotSent as exc:
                 self.load.finished(inst.key, None)

@@ -16,7 +16,7 @@ from types import ModuleType
 from mesh.agent import Agent
 from mesh.errors import AgentLoadError
 
-__all__ = ["builtin_agents", "load_agent"]
+__all__ = ["builtin_agents", "load_agent", "preload_agent"]
 
 _BUILTIN_DIRS = (
     Path(__file__).resolve().parent.parent / "_builtin_agents",  # installed wheel
@@ -37,6 +37,8 @@ def builtin_agents() -> dict[str, Path]:
 
 def load_agent(target: str) -> Agent:
     """The Agent that `target` names, or AgentLoadError saying why there is not exactly one."""
+    if (agent := _preloaded.get(target)) is not None:
+        return agent
     source, _, attr = target.partition(":")
     if source.endswith(".py") or "/" in source or Path(source).is_file():
         module = _import_file(Path(source))
@@ -48,6 +50,19 @@ def load_agent(target: str) -> Agent:
         known = ", ".join(builtin_agents()) or "none"
         raise AgentLoadError(f"{target!r} is not a file, a module:attribute, or a built-in agent (built-in: {known})")
     return _pick(module, attr, target)
+
+
+def preload_agent(target: str) -> Agent:
+    """Load `target` now; later `load_agent(target)` calls in this process (and its forks) return this Agent.
+
+    The launcher of `mesh up` imports each agent once, then forks it: the forks share its pages.
+    """
+    agent = load_agent(target)
+    _preloaded[target] = agent
+    return agent
+
+
+_preloaded: dict[str, Agent] = {}
 
 
 def _import_file(path: Path) -> ModuleType:

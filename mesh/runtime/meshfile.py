@@ -40,6 +40,7 @@ __all__ = [
     "RUN_ENV",
     "RUN_HEADERS",
     "AgentKind",
+    "RestartPolicy",
     "MeshFile",
     "MeshSection",
     "RegistrySection",
@@ -62,6 +63,9 @@ RUN_HEADERS: Final = "MESH_RUN_HEADERS"
 
 AgentKind = Literal["target", "command", "url"]
 """What an `[[agents]]` entry runs: a mesh agent, a stdio MCP server, or a remote one."""
+
+RestartPolicy = Literal["on-failure", "no"]
+"""Whether `mesh up` starts an agent again (with backoff) after it exits with a failure, or leaves it down."""
 
 _Scalar = str | int | float | bool
 
@@ -103,6 +107,7 @@ class AgentEntry(_Table):
     meta: dict[str, _Scalar] = Field(default_factory=dict[str, _Scalar])
     env: dict[str, _Scalar] = Field(default_factory=dict[str, _Scalar])
     headers: dict[str, str] = Field(default_factory=dict[str, str])
+    restart: RestartPolicy = "on-failure"
 
     @field_validator("name")
     @classmethod
@@ -208,6 +213,7 @@ class AgentLaunch:
     env: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     kind: AgentKind = "target"
     headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    restart: RestartPolicy = "on-failure"
 
     def argv(self, *, mesh: str, registry: str | None, policy: Path | None, mdns: bool = True) -> list[str]:
         """The command line: `python -m mesh run TARGET --port 0 ...` (`--command=CMD`, `--url=URL`); no secret."""
@@ -308,6 +314,7 @@ def load_plan(
                     env=tuple((k, _text(v)) for k, v in entry.env.items()),
                     kind=entry.kind,
                     headers=tuple(entry.headers.items()),
+                    restart=entry.restart,
                 )
             )
     if registry is None and not agents:

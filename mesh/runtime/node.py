@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncGenerator, Mapping
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Final, Self, final
 
@@ -28,6 +29,7 @@ from mesh.peers.directory import Instance, PeerDirectory
 from mesh.peers.hop import HopClient
 from mesh.peers.pool import PeerPool
 from mesh.policy import Policy
+from mesh.tls import client_context
 
 __all__ = ["DISCOVERY_GRACE", "MeshNode"]
 
@@ -52,6 +54,7 @@ class MeshNode(AsyncContextManagerMixin):
         mdns: bool = True,
         lan: bool = False,
         poll_interval: float = 1.0,
+        max_poll_interval: float = 4.0,
         probe_interval: float = 2.0,
         default_timeout: float = 30.0,
         credential: Credential | None = None,
@@ -69,6 +72,10 @@ class MeshNode(AsyncContextManagerMixin):
         self.mdns = mdns
         self.lan = lan
         self.poll_interval = poll_interval
+        self.max_poll_interval = max(poll_interval, max_poll_interval)
+        """The registry is polled every `poll_interval` s while its listing changes, less often (up to this)
+        while it does not: under the 6.7 s a lease lasts after its renewal (a 10 s lease renewed every third)."""
+        self._poll_wanted = anyio.Event()
         self.probe_interval = probe_interval
         self.registry_synced = anyio.Event()
         self._registry_moved = anyio.Event()
@@ -181,7 +188,8 @@ class MeshNode(AsyncContextManagerMixin):
             self._services.wake.set()
 
     async def _poll_registry(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        async with httpx2.AsyncClient(timeout=_PROOF_TIMEOUT) as http, anyio.create_task_group() as tg:
+        http = httpx2.AsyncClient(timeout=_PROOF_TIMEOUT, verify=client_context())
+        async with http, anyio.create_task_group() as tg:
             await tg.start(self._adopt_services, http)
             task_status.started()
             await feed_registry(
@@ -189,25 +197,50 @@ class MeshNode(AsyncContextManagerMixin):
                 self.directory,
                 self.keys,
                 interval=self.poll_interval,
+                max_interval=self.max_poll_interval,
                 synced=self.registry_synced,
-                moved=self.registry_moved,
+                moved=self._poll_now,
                 failed=self._registry_failed,
             )
+
+    async def _poll_now(self) -> None:
+        """Return when the registry should be polled at once: it moved, or a caller misses an agent."""
+        async with anyio.create_task_group() as tg:
+
+            async def wait(event: Callable[[], Awaitable[None]]) -> None:
+                await event()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(wait, self.registry_moved)
+            tg.start_soon(wait, self._poll_wanted.wait)
+        if self._poll_wanted.is_set():
+            self._poll_wanted = anyio.Event()
 
     async def _probe_forever(self) -> None:
         changes = self.directory.watch()
         with changes:
             while True:
-                # A new announcement is probed at once; everything else every probe_interval.
-                with anyio.move_on_after(self.probe_interval):
+                # A new announcement is probed at once, everything else every probe_interval; with a
+                # registry, a newcomer's lease comes with the next listing: probed only if it does not.
+                # While every instance holds a lease and none has failed, nothing needs a probe before
+                # the first lease lapses.
+                known = [i for i in self.directory.all() if i.verified]
+                lapse = min(i.lease_until for i in known) - time.time() if known else 0.0
+                if any(i.failures for i in known):
+                    lapse = 0.0
+                with anyio.move_on_after(max(self.probe_interval, lapse)):
                     await changes.receive()
-                await probe(self.directory, self._hop_for)
+                settling = 2 * self.poll_interval if self.registry_url is not None else 0.0
+                await probe(self.directory, self._hop_for, settling=settling)
 
     async def _refresh(self, agent: str | None, tool: str) -> None:
         """Called on a miss: wait briefly for the agent to be announced, then ask its instances."""
 
         def known() -> bool:
             return any(i.name == agent if agent else tool in i.tools for i in self.directory.all())
+
+        if not known():
+            self._poll_wanted.set()  # the registry may know it already: ask now, not at the next poll
 
         with anyio.move_on_after(DISCOVERY_GRACE):
             changes = self.directory.watch()
@@ -226,11 +259,17 @@ class MeshNode(AsyncContextManagerMixin):
     async def _adopt_services(
         self, http: httpx2.AsyncClient, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        """Prove the registry and tracer candidates every poll interval, at once when one appears or fails."""
+        """Prove the registry and tracer candidates every poll interval, at once when one appears or fails.
+
+        While every candidate named has proved itself, a round has nothing to do: it runs at the
+        longest poll interval then (an announcement or a failed poll still wakes it at once).
+        """
         await self._adoption_round(http)
         task_status.started()
         while True:
-            with anyio.move_on_after(self.poll_interval):
+            named = {*self._registry_candidates(), *self._tracer_candidates()}
+            settled = named <= set(self._services.proven)
+            with anyio.move_on_after(self.max_poll_interval if settled else self.poll_interval):
                 await self._services.wake.wait()
             await self._adoption_round(http)
 

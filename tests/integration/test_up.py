@@ -23,14 +23,14 @@ import pytest
 from anyio.streams.text import TextReceiveStream
 
 from mesh.runtime.node import MeshNode
-from tests.integration.helpers import mesh_cli
+from tests.integration.helpers import mesh_cli, sdk_client
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
 ROOT = Path(__file__).resolve().parents[2]
 SUPPORT_DESK = ROOT / "examples" / "support-desk"
 DESK_AGENTS = {"kb", "crm", "triage", "drafter", "human-desk", "analytics"}
-_STATE = re.compile(r"^(\S+)\s+(starting|ready|stopping|exited\(-?\d+\))\s+pid=(\d+)(?:\s+(http://\S+))?")
+_STATE = re.compile(r"^(\S+)\s+(starting|ready|restarting|stopping|exited\(-?\d+\))\s+pid=(\d+)(?:\s+(http://\S+))?")
 
 
 @dataclass
@@ -45,8 +45,13 @@ class Up:
 
     @property
     def pids(self) -> dict[str, int]:
-        """Every child's pid, by label."""
+        """Every child's latest pid, by label."""
         return {m[1]: int(m[3]) for line in self.lines if (m := _STATE.match(line))}
+
+    @property
+    def all_pids(self) -> set[int]:
+        """Every pid any child has had (a restarted child has had several)."""
+        return {int(m[3]) for line in self.lines if (m := _STATE.match(line))}
 
     def state(self, label: str) -> str | None:
         """The label's latest state, as printed."""
@@ -80,9 +85,13 @@ class Up:
 
 
 @asynccontextmanager
-async def mesh_up(*args: str) -> AsyncGenerator[Up]:
-    """`python -m mesh up ARGS`, its output followed; stopped (and its children checked) on the way out."""
-    process = await anyio.open_process([sys.executable, "-m", "mesh", "up", *args], env=dict(os.environ))
+async def mesh_up(*args: str, preload: bool = True) -> AsyncGenerator[Up]:
+    """`python -m mesh up ARGS`, its output followed; stopped (and its children checked) on the way out.
+
+    `preload=False` sets `MESH_UP_PRELOAD=0`: every agent its own `python -m mesh run`.
+    """
+    env = {**os.environ, "MESH_UP_PRELOAD": "1" if preload else "0"}
+    process = await anyio.open_process([sys.executable, "-m", "mesh", "up", *args], env=env)
     up = Up(process)
     async with process, anyio.create_task_group() as tg:
         tg.start_soon(_follow_stdout, up)
@@ -98,7 +107,7 @@ async def mesh_up(*args: str) -> AsyncGenerator[Up]:
                 if process.returncode is None:
                     process.kill()
                     await process.wait()
-                for pid in _alive(up.pids.values()):  # only if mesh up failed to: these are ours
+                for pid in _alive(up.all_pids):  # only if mesh up failed to: these are ours
                     os.kill(pid, signal.SIGKILL)
 
 
@@ -184,7 +193,7 @@ async def test_mesh_up_serves_the_support_desk_and_stops_every_process_on_ctrl_c
     assert all(_first_index(up.lines, f"{label} ", "exited") < registry_stops for label in set(children) - {"registry"})
 
 
-async def test_an_agent_that_exits_is_shown_as_exited_while_the_others_keep_running(
+async def test_an_agent_that_fails_to_start_is_tried_again_then_left_down_while_the_others_keep_running(
     mesh_env: dict[str, str], tmp_path: Path
 ) -> None:
     (tmp_path / "broken.py").write_text("raise RuntimeError('no database configured')\n")
@@ -192,16 +201,76 @@ async def test_an_agent_that_exits_is_shown_as_exited_while_the_others_keep_runn
         '[registry]\nenabled = false\n[[agents]]\ntarget = "echo"\n[[agents]]\ntarget = "broken.py"\n'
     )
     async with mesh_up(str(tmp_path), "--no-mdns") as up:
-        await up.until(lambda: up.state("broken") not in (None, "starting"))
         await up.wait_for("mesh up: ready: 1 of 2 agents")
-        broken_state, echo_state = up.state("broken"), up.state("echo")
+        gave_up = await up.wait_for("mesh up: broken exited before it was ready")
+        await up.until(lambda: up.state("broken") == "exited(1)")
+        tally = await up.wait_for("mesh up: ready: 1 of 2 agents · 1 crashed")
+        restarts = [line for line in up.lines if line.startswith("broken ") and "restarting" in line]
+        echo_state = up.state("echo")
         code = await up.interrupt()
 
-    assert broken_state == "exited(1)"
-    assert "no database configured" in up.stderr
+    assert "4 times in a row" in gave_up
+    assert [line.split("(")[-1] for line in restarts] == [
+        "exit 1; restart 1 in 0.5s)",
+        "exit 1; restart 2 in 1s)",
+        "exit 1; restart 3 in 2s)",
+    ]
+    assert tally.startswith("mesh up: ready: 1 of 2 agents")
+    assert up.stderr.count("no database configured") == 4
     assert echo_state == "ready"
     assert code == 0
-    assert _alive(up.pids.values()) == []
+    assert _alive(up.all_pids) == []
+
+
+@pytest.mark.parametrize("preload", [True, False], ids=["forked", "own-process"])
+async def test_an_agent_killed_with_sigkill_is_restarted_and_answers_again(
+    mesh_env: dict[str, str], tmp_path: Path, preload: bool
+) -> None:
+    (tmp_path / "mesh.toml").write_text('[registry]\nenabled = false\n[[agents]]\ntarget = "echo"\nreplicas = 2\n')
+    async with mesh_up(str(tmp_path), "--no-mdns", preload=preload) as up:
+        await up.wait_for("mesh up: ready: 2 of 2 agents")
+        first = up.pids["echo#1"]
+        os.kill(first, signal.SIGKILL)
+        await up.until(lambda: up.state("echo#1") == "restarting")
+        restarting = up.lines[-2:]
+        await up.until(lambda: up.state("echo#1") == "ready" and up.pids["echo#1"] != first)
+        await up.wait_for("mesh up: ready: 1 of 2 agents · 1 restarting")
+        await up.until(lambda: up.lines.count("mesh up: ready: 2 of 2 agents") == 2)  # first up, then back
+        url = up.url("echo#1")
+        assert url is not None
+        async with sdk_client(url) as client:
+            answer = await client.call_tool("echo", {"text": "again"})
+        tallies = [line for line in up.lines if line.startswith("mesh up: ready:")]
+        code = await up.interrupt()
+
+    assert any("restarting" in line and "(exit -9; restart 1 in 0.5s)" in line for line in restarting)
+    assert answer.structured_content == {"result": "again"}
+    assert tallies[-1] == "mesh up: ready: 2 of 2 agents"  # the truth again, once it is back
+    assert code == 0
+    assert _alive(up.all_pids) == []
+
+
+async def test_an_agent_with_restart_no_stays_down_and_the_tally_says_so(
+    mesh_env: dict[str, str], tmp_path: Path
+) -> None:
+    (tmp_path / "mesh.toml").write_text(
+        '[registry]\nenabled = false\n[[agents]]\ntarget = "echo"\n'
+        '[[agents]]\ntarget = "echo"\nname = "fragile"\nrestart = "no"\n'
+    )
+    async with mesh_up(str(tmp_path), "--no-mdns") as up:
+        await up.wait_for("mesh up: ready: 2 of 2 agents")
+        fragile = up.pids["fragile"]
+        os.kill(fragile, signal.SIGKILL)
+        tally = await up.wait_for("mesh up: ready: 1 of 2 agents · 1 crashed")
+        await up.until(lambda: up.state("fragile") == "exited(-9)")
+        pids_after = up.pids
+        code = await up.interrupt()
+
+    assert tally == "mesh up: ready: 1 of 2 agents · 1 crashed"
+    assert pids_after["fragile"] == fragile  # never started again
+    assert not any(line.startswith("fragile ") and "restarting" in line for line in up.lines)
+    assert code == 0
+    assert _alive(up.all_pids) == []
 
 
 async def test_a_second_ctrl_c_kills_an_agent_that_ignores_sigterm(mesh_env: dict[str, str], tmp_path: Path) -> None:
@@ -221,7 +290,7 @@ async def test_a_second_ctrl_c_kills_an_agent_that_ignores_sigterm(mesh_env: dic
     assert code == 0
     assert up.state("stubborn") == "exited(-9)"
     assert "mesh up: SIGINT: killing what is left" in up.lines
-    assert _alive(up.pids.values()) == []
+    assert _alive(up.all_pids) == []
 
 
 async def test_mesh_up_fails_in_one_line_when_every_agent_exits(mesh_env: dict[str, str], tmp_path: Path) -> None:
