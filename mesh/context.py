@@ -9,7 +9,8 @@ them. How calls and notices travel is the PeerCaller's and the runtime's busines
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, TypeVar, final
+from contextvars import ContextVar
+from typing import Any, Protocol, TypeVar, final
 
 from mcp.server.elicitation import (
     AcceptedElicitation,
@@ -28,7 +29,17 @@ from mesh.peers.notices import NoticeSink
 from mesh.peers.questions import Questions
 from mesh.protocols import PeerCaller
 
-__all__ = ["Context"]
+__all__ = ["Context", "ResourceUpdates", "resource_updates_var"]
+
+
+class ResourceUpdates(Protocol):
+    """Tells the clients subscribed to a resource that it changed (the runtime's subscriptions)."""
+
+    async def updated(self, uri: str) -> int: ...
+
+
+resource_updates_var: ContextVar[ResourceUpdates | None] = ContextVar("mesh_resource_updates", default=None)
+"""The serving agent's resource subscriptions, set by the runtime while it serves."""
 
 _SchemaT = TypeVar("_SchemaT", bound=BaseModel)
 
@@ -121,6 +132,11 @@ class Context:
     async def error(self, data: Any, *, logger_name: str | None = None) -> None:
         """Send an error log message."""
         await self.log("error", data, logger_name=logger_name)
+
+    async def resource_updated(self, uri: str) -> int:
+        """Tell the clients subscribed to this agent's resource `uri` that it changed; how many were told."""
+        updates = resource_updates_var.get()
+        return 0 if updates is None else await updates.updated(uri)
 
     async def elicit(self, message: str, schema: type[_SchemaT]) -> ElicitationResult[_SchemaT]:
         """Ask the person at the origin of the chain to fill in `schema`; their accept, decline or cancel.

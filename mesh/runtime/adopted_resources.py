@@ -9,23 +9,27 @@ reads and gets as it governs tool calls. A server that offers no resources or pr
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final, final
 
 from mcp import Client
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
-from mcp.shared.exceptions import MCPError
+from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp_types import (
     INTERNAL_ERROR,
     INVALID_PARAMS,
     ListPromptsResult,
     ListResourcesResult,
     ListResourceTemplatesResult,
+    SubscribeRequestParams,
+    UnsubscribeRequestParams,
 )
 from pydantic import BaseModel
 
 from mesh.errors import PeerError, PeerRejected
 from mesh.peers.pool import ERROR_META_KEY
+from mesh.runtime.subscriptions import ResourceSubscriptions
 from mesh.runtime.upstream import Upstream
 
 __all__ = ["AdoptedOfferings"]
@@ -39,6 +43,8 @@ class AdoptedOfferings:
 
     def __init__(self, upstream: Upstream) -> None:
         self._upstream = upstream
+        self._subscriptions = ResourceSubscriptions(None)
+        upstream.on_resource_updated = self._subscriptions.updated
         self._handlers: Final[dict[str, _Handler]] = {
             "resources/list": self._list_resources,
             "resources/templates/list": self._list_templates,
@@ -48,6 +54,8 @@ class AdoptedOfferings:
         }
 
     async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        if ctx.method in ("resources/subscribe", "resources/unsubscribe"):
+            return await self._subscription(ctx)
         handler = self._handlers.get(ctx.method)
         if handler is None:
             return await call_next(ctx)
@@ -110,6 +118,32 @@ class AdoptedOfferings:
             return await client.get_prompt(name, arguments)
 
         return await self._upstream.forward(name, send)
+
+    async def _subscription(self, ctx: ServerRequestContext[Any, Any]) -> HandlerResult:
+        """Pass a (un)subscription to the server, and remember who asked so its updates reach them."""
+        uri = str((ctx.params or {}).get("uri", ""))
+        subscribing = ctx.method == "resources/subscribe"
+
+        async def send(client: Client) -> BaseModel:
+            if subscribing:
+                return await client.subscribe_resource(uri)  # pyright: ignore[reportDeprecated]
+            return await client.unsubscribe_resource(uri)  # pyright: ignore[reportDeprecated]
+
+        try:
+            with warnings.catch_warnings():  # a 2025-11-25 method, which the adopted session speaks
+                warnings.simplefilter("ignore", MCPDeprecationWarning)
+                result = await self._upstream.forward(uri, send)
+        except PeerRejected as exc:
+            raise MCPError(code=INVALID_PARAMS, message=str(exc)) from None
+        except PeerError as exc:
+            kind = type(exc).__name__
+            raise MCPError(code=INTERNAL_ERROR, message=f"{kind}: {exc}", data={ERROR_META_KEY: kind}) from None
+        params = {"uri": uri}
+        if subscribing:
+            await self._subscriptions.subscribe(ctx, SubscribeRequestParams.model_validate(params))
+        else:
+            await self._subscriptions.unsubscribe(ctx, UnsubscribeRequestParams.model_validate(params))
+        return result
 
     def _name(self, client: Client) -> str:
         return f"the adopted server {client.server_info.name if client.server_info else self._upstream.spec.describe()}"

@@ -21,10 +21,11 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import INTERNAL_ERROR
 
 from mesh.agent import Agent
-from mesh.context import Context
+from mesh.context import Context, resource_updates_var
 from mesh.errors import MeshError
 from mesh.peers.rounds import InputNeeded
 from mesh.protocols import PeerCaller
+from mesh.runtime.subscriptions import ResourceSubscriptions
 
 __all__ = ["GOVERNED_METHODS", "RequestScope", "add_resources"]
 
@@ -45,6 +46,10 @@ def add_resources(
     if not agent.resources and not agent.prompts:
         return
     server.middleware.append(RequestScope())
+    if agent.resources:
+        subscriptions = ResourceSubscriptions(tuple(agent.resources))
+        subscriptions.install(server)
+        resource_updates_var.set(subscriptions)  # inherited by the tasks that serve this agent's calls
     binder = _Binder(agent, server, peers, caller_of)
     for res in agent.resources.values():
         register = server.resource(

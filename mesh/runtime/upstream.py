@@ -27,7 +27,13 @@ from mcp.client import IncomingMessage, Transport
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.message import SessionMessage
-from mcp_types import CallToolResult, LoggingMessageNotification, Tool, ToolListChangedNotification
+from mcp_types import (
+    CallToolResult,
+    LoggingMessageNotification,
+    ResourceUpdatedNotification,
+    Tool,
+    ToolListChangedNotification,
+)
 
 from mesh.errors import ConfigError, PeerError, PeerUnavailable
 from mesh.peers.failures import first_leaf, translate
@@ -116,6 +122,8 @@ class Upstream(AsyncContextManagerMixin):
         self._relisted = anyio.Event()
         self._entered = False
         self._calls: list[_Call] = []
+        self.on_resource_updated: Callable[[str], Awaitable[object]] | None = None
+        """Told the URI of each `notifications/resources/updated` the server sends (the adapter's subscriptions)."""
 
     @asynccontextmanager
     async def __asynccontextmanager__(self) -> AsyncGenerator[Self]:
@@ -242,6 +250,9 @@ class Upstream(AsyncContextManagerMixin):
     async def _on_message(self, message: IncomingMessage) -> None:
         if isinstance(message, ToolListChangedNotification):
             self._stale.set()
+        elif isinstance(message, ResourceUpdatedNotification):
+            if self.on_resource_updated is not None:
+                await self.on_resource_updated(str(message.params.uri))
         elif isinstance(message, LoggingMessageNotification):
             calls = self._calls
             if len(calls) == 1 and calls[0].notices is not None:
