@@ -25,6 +25,7 @@ from google.rpc.status_pb2 import Status
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from mesh.tls import client_context
 from mesh.tracing.otlp_options import PROTOBUF, OtlpOptions
 from mesh.tracing.otlp_wire import encode_batch
 from mesh.tracing.spool import Spool
@@ -68,6 +69,7 @@ class SpoolingExporter:
             timeout=options.timeout if options is not None else timeout,
             headers={"content-type": PROTOBUF},
             transport=transport,
+            verify=client_context(),  # the process's one TLS context: no trust store parsed per agent start
         )
         self._stop = threading.Event()
         self._drain_every = drain_every
