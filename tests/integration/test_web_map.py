@@ -85,7 +85,7 @@ async def test_the_map_draws_the_agents_their_calls_and_a_denied_edge_and_an_edg
             await expect(denied).to_have_class("map-edge denied")
             await expect(denied.locator(".edge-label")).to_have_text("1 denied" + "no-confidential-abroad")
 
-            await allowed.click()
+            await allowed.press("Enter")  # a curved edge's box centre is empty canvas: pick it as a keyboard user does
             side = page.locator("#map-side")
             await expect(side.locator(".detail-title")).to_have_text("client→c")
             [trace_id] = next(e for e in found["edges"] if (e["source"], e["target"]) == ("client", "c"))["traces"]
@@ -122,7 +122,7 @@ async def test_the_support_desk_scenario_on_the_map_and_in_the_trace_view_saved_
             await expect(denied).to_have_class("map-edge denied")
             await expect(denied.locator(".edge-label")).to_contain_text("no-confidential-abroad")
             await expect(page.locator('#map-svg .map-node[data-node="human-desk"] .node-approval')).to_have_count(1)
-            await _edge(page, "support-demo", "triage").click()
+            await _edge(page, "support-demo", "triage").press("Enter")
             await page.screenshot(path=str(IMAGES / "map.png"))
 
             trace_id = next(e for e in found["edges"] if e["target"] == "triage")["traces"][0]
