@@ -31,11 +31,12 @@ from psycopg_pool import ConnectionPool
 from mesh.errors import ConfigError
 from mesh.wire import SpanRecord, TraceRoot, TraceSummary
 from registry.otlp import SpanRow, span_record
+from registry.pg import redacted
 from registry.pg_tracefold import fold, no_nul, pin, plain, summarize
 from registry.pg_traceschema import PRUNE_LOCK, create_partition, one_line, partition_name, partitions, prepare
 from registry.trace_stores import StoreUnavailable
 
-__all__ = ["PgTraceStore", "shown_url"]
+__all__ = ["PgTraceStore"]
 
 
 @final
@@ -57,7 +58,7 @@ class PgTraceStore:
         """The URL, for ingest workers to open."""
         self.retain: Final = retain
         """Seconds a trace is kept after its start (`prune`); None: for ever."""
-        prepare(url, shown_url(url))
+        prepare(url, redacted(url))
         self._partitions: set[int] = set()  # days known to have a partition
         self._partition_lock = threading.Lock()
         self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
@@ -78,7 +79,7 @@ class PgTraceStore:
             self._pool.open(wait=True, timeout=max(timeout, 1.0))
         except psycopg.OperationalError as exc:
             self._pool.close()
-            raise ConfigError(f"cannot reach the trace database {shown_url(url)}: {one_line(exc)}") from None
+            raise ConfigError(f"cannot reach the trace database {redacted(url)}: {one_line(exc)}") from None
 
     def ingest(self, rows: Sequence[SpanRow]) -> int:
         """Store rows in one transaction and return how many were new; they are durable on return."""
@@ -238,11 +239,6 @@ class PgTraceStore:
             for day in sorted(days - self._partitions):
                 create_partition(conn, day)
                 self._partitions.add(day)
-
-
-def shown_url(url: str) -> str:
-    """The URL with any password hidden, for messages."""
-    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
 
 
 # -- private helpers ---------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import CLIENT_CAPABILITIES_META_KEY, INVALID_REQUEST, CallToolResult, InputRequiredResult, TextContent
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from opentelemetry import baggage, propagate, trace
+from opentelemetry.trace import Span
 
 from mesh.approvals import INTERACTIVE_META_KEY, RoundState
 from mesh.decisions import record_decision
@@ -79,13 +80,7 @@ class CallGuard:
         tool = str(params.get("name"))
         arguments: Mapping[str, Any] | None = params.get("arguments")
         meta: Mapping[str, Any] = ctx.meta or {}
-        claims = verified_claims(ctx.request)
-        caller = claims.caller if claims is not None else "anonymous"
-        person = person_of(claims, meta)
-        span = trace.get_current_span()
-        span.set_attribute("mesh.caller", caller)
-        if person is not None:
-            span.set_attribute("mesh.person", person.name)
+        claims, caller, person, span = _who(ctx, meta)
         budget = budget_from_meta(meta)
         if budget is not None and budget <= 0:
             record_decision("deadline", choice="refuse", reason="the caller's time budget was already spent")
@@ -163,13 +158,7 @@ class CallGuard:
         target = str(params.get("uri") if action == "read_resource" else params.get("name"))
         arguments: Mapping[str, Any] | None = params.get("arguments")
         meta: Mapping[str, Any] = ctx.meta or {}
-        claims = verified_claims(ctx.request)
-        caller = claims.caller if claims is not None else "anonymous"
-        person = person_of(claims, meta)
-        span = trace.get_current_span()
-        span.set_attribute("mesh.caller", caller)
-        if person is not None:
-            span.set_attribute("mesh.person", person.name)
+        claims, caller, person, span = _who(ctx, meta)
         if action == "read_resource":
             span.set_attribute("mcp.resource.uri", target)
         what = f"{self.agent} {target}"
@@ -289,3 +278,17 @@ def _declares_elicitation(meta: Mapping[str, Any]) -> bool:
     """Whether a 2026-07-28 client said it can answer questions (mesh hops declare no capabilities)."""
     caps = meta.get(CLIENT_CAPABILITIES_META_KEY)
     return isinstance(caps, dict) and isinstance(caps.get("elicitation"), dict)  # pyright: ignore[reportUnknownMemberType]
+
+
+def _who(
+    ctx: ServerRequestContext[Any, Any], meta: Mapping[str, Any]
+) -> tuple[Claims | None, str, Person | None, Span]:
+    """Who calls (from the verified token), for whom, and the SERVER span that records both."""
+    claims = verified_claims(ctx.request)
+    caller = claims.caller if claims is not None else "anonymous"
+    person = person_of(claims, meta)
+    span = trace.get_current_span()
+    span.set_attribute("mesh.caller", caller)
+    if person is not None:
+        span.set_attribute("mesh.person", person.name)
+    return claims, caller, person, span
