@@ -1,6 +1,6 @@
 """Run the sample leads through the pipeline and print where each one ended up.
 
-Start the mesh first (`mesh up examples/sales-pipeline`), then: `python examples/sales-pipeline/run_demo.py`.
+Start the mesh first (`mesh up examples/sales-pipeline`), then: `python3 examples/sales-pipeline/run_demo.py`.
 Qualified leads wait for a sign-off: approve them from another terminal (`mesh approvals ls`).
 """
 

@@ -1,6 +1,6 @@
 """Send the sample tickets to triage and print what happened to each.
 
-Start the mesh first (`mesh up examples/support-desk`), then: `python examples/support-desk/run_demo.py`.
+Start the mesh first (`mesh up examples/support-desk`), then: `python3 examples/support-desk/run_demo.py`.
 """
 
 from __future__ import annotations

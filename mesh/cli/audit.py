@@ -19,7 +19,7 @@ import anyio
 import typer
 
 from mesh.audit import verify_chain, verify_head, verify_seen
-from mesh.cli.options import JsonOpt, MeshOpt, RegistryOpt, fail, print_json
+from mesh.cli.options import FoundMeshOpt, JsonOpt, RegistryOpt, fail, print_json
 from mesh.config import mesh_paths
 from mesh.credentials import acting_credential
 from mesh.errors import RegistryError
@@ -60,7 +60,7 @@ def export(
     since: Annotated[str | None, typer.Option(help="Only entries of the last DURATION: 30m, 8h, 1d.")] = None,
     json_: JsonOpt = False,
     registry: RegistryOpt = None,
-    mesh: MeshOpt = None,
+    mesh: FoundMeshOpt = None,
 ) -> None:
     """Print the governance record as JSON Lines (one entry a line), or one JSON array with --json."""
     ctx.obj = {"registry": registry, "mesh": mesh}
@@ -80,7 +80,7 @@ def export(
 
 
 @audit_app.command("verify", help=_VERIFY_HELP)
-def verify(ctx: typer.Context, registry: RegistryOpt = None, mesh: MeshOpt = None) -> None:
+def verify(ctx: typer.Context, registry: RegistryOpt = None, mesh: FoundMeshOpt = None) -> None:
     """Check the whole chain with the mesh keys; exit 1 naming the first bad entry."""
     given: dict[str, Any] = ctx.obj if isinstance(ctx.obj, dict) else {}
     registry = registry or given.get("registry")

@@ -76,7 +76,7 @@ FoundMeshOpt = Annotated[
         help="Mesh name (default: the one mesh running on this host, else `default`).",
     ),
 ]
-"""`--mesh` of the commands that look at a running mesh (ls, call, traces, approvals); `MeshOpt` starts one."""
+"""`--mesh` of commands that use a running mesh (ls, call, traces, approvals, audit, token); `MeshOpt` starts one."""
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print pure JSON on stdout.")]
 LanOpt = Annotated[
     bool,

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from mesh.cli.options import JsonOpt, MeshOpt, fail, out, print_json
+from mesh.cli.options import FoundMeshOpt, JsonOpt, fail, out, print_json
 from mesh.credentials import acting_credential, forget_login, login_file, save_login
 from mesh.errors import IdentityError
 from mesh.identity import ANY_AGENT, ROLES, MeshKeys, parse_duration
@@ -30,7 +30,7 @@ def token(
     caller: Annotated[str | None, typer.Option(help="The caller name it carries (default: the person).")] = None,
     audience: Annotated[str, typer.Option(help="The agent it is for ('*': any agent of this mesh).")] = ANY_AGENT,
     ttl: Annotated[str, typer.Option(help="How long it lives: 30s, 10m, 8h, 30d at most.")] = "10m",
-    mesh: MeshOpt = None,
+    mesh: FoundMeshOpt = None,
 ) -> None:
     """Print a token to send as `Authorization: Bearer <token>` (or to give a person for `mesh login`)."""
     if role not in ROLES:
@@ -49,7 +49,7 @@ def token(
 
 def login(
     value: Annotated[str, typer.Argument(metavar="TOKEN", help="A person's token from `mesh token --person`.")],
-    mesh: MeshOpt = None,
+    mesh: FoundMeshOpt = None,
 ) -> None:
     """Act as the person TOKEN names in later commands (kept in this mesh's config, mode 0600)."""
     keys = MeshKeys.load(mesh)
@@ -61,13 +61,13 @@ def login(
     out.print(f"logged in as {principal.person or principal.name} ({principal.role}{groups})")
 
 
-def logout(mesh: MeshOpt = None) -> None:
+def logout(mesh: FoundMeshOpt = None) -> None:
     """Forget the saved login: commands act as the local operator again."""
     keys = MeshKeys.load(mesh)
     out.print("logged out" if forget_login(keys.mesh) else f"no saved login ({login_file(keys.mesh)})")
 
 
-def whoami(json_: JsonOpt = False, mesh: MeshOpt = None) -> None:
+def whoami(json_: JsonOpt = False, mesh: FoundMeshOpt = None) -> None:
     """Whom this CLI acts as: MESH_TOKEN, the saved login, or the local operator."""
     keys = MeshKeys.load(mesh)
     credential = acting_credential(keys, "mesh-cli")

@@ -60,11 +60,21 @@ def up(
 def next_steps(mesh: str, registry_url: str | None) -> list[str]:
     """What to type in another terminal once the mesh is up (`--mesh` only where it would not be found)."""
     flag = mesh_flag(mesh)
-    steps: list[str] = []
+    steps: list[str] = [activate] if (activate := _activate_line()) else []
     if registry_url is not None:
         steps.append(f"web page: {registry_url.removesuffix('/mcp').rstrip('/')}/")
     steps += [f"mesh ls{flag}", f"mesh approvals ls{flag}", f"mesh traces ls{flag}"]
     return steps
+
+
+def _activate_line() -> str | None:
+    """`. .venv/bin/activate` when this `mesh` runs from a virtual environment a fresh shell does not have."""
+    if sys.prefix == sys.base_prefix or not (script := Path(sys.prefix) / "bin" / "activate").exists():
+        return None
+    try:
+        return f". {script.relative_to(Path.cwd())}"
+    except ValueError:
+        return f". {script}"
 
 
 @final
