@@ -11,14 +11,20 @@ mode runs in its own MESH_HOME under its own mesh name. For each mode it measure
 - restart → callable: `--kills` agents killed one by one (SIGKILL) in the idle mesh, each from its
   new process's `starting` line to its first answer: one agent started by `mesh up`, p50 and p95;
 - PSS: the sum of `/proc/PID/smaps_rollup` Pss over `mesh up` and every process below it;
-- idle CPU: utime + stime of all those processes over `--idle` seconds, after `--settle` seconds;
-- `mesh ls`: wall time of `mesh ls --json --registry URL` (the median of three; the count it lists);
+- idle CPU: utime + stime of all those processes over `--idle` seconds, after `--settle` seconds, and
+  its split: the agents' event loops (main threads), the agents' other threads, the registry (with its
+  ingest workers), the rest (`mesh up`, the launcher);
+- `mesh ls`: wall time of `mesh ls --json --registry URL` (the median of three; the count it lists), and
+  of `mesh ls --json` with no registry named (the registry, on a port of its own, is found on mDNS);
 - chain: one call of `hop(hops=9)` on chain-1, then the time until the registry holds the whole
   trace (ten agents, every span, complete);
 - stop: SIGINT to `mesh up`, its exit code, and how many of its processes outlived it.
 
 Then the ratios (own processes ÷ preloaded). Every wait has a deadline; whatever is left at the end
 is killed (and counted). `--modes preload` alone halves the time.
+
+The load average of the host is printed at the start and the end of each mode: other work on the
+cores moves every figure.
 
     python bench/fifty.py [--echo 40] [--chain 10] [--idle 20] [--settle 30] [--modes preload,spawn]
 """
@@ -29,6 +35,7 @@ import argparse
 import contextlib
 import json
 import os
+import resource
 import signal
 import statistics
 import subprocess
@@ -78,10 +85,16 @@ class Figures:
     pss_mb: float = float("nan")
     processes: int = 0
     idle_core: float = float("nan")
+    idle_split: dict[str, float] = field(default_factory=dict[str, float])
+    """Idle CPU (share of a core) by part: agents' loops, agents' other threads, registry, the rest."""
     ls_s: float = float("nan")
     ls_listed: int = 0
-    ls_nowait_s: float = float("nan")
-    """`mesh ls --wait 0`: the same without its fixed mDNS wait."""
+    ls_cpu_s: float = float("nan")
+    """CPU seconds (user + system) of one `mesh ls --registry URL`, median of 3: a busy host disturbs it less."""
+    ls_found_s: float = float("nan")
+    """`mesh ls --json` with no registry named: the registry (on a port of its own) is found on mDNS."""
+    load: tuple[float, float] = (float("nan"), float("nan"))
+    """The host's 1-minute load average when the mode started and when it ended."""
     trace_s: float = float("nan")
     trace_spans: int = 0
     stop_code: int | None = None
@@ -282,18 +295,23 @@ async def measure(mode: str, echo: int, chain: int, idle: float, settle: float, 
             figures.processes = len(pids)
             figures.forked = sum(1 for pid in pids if _comm(pid).startswith("mesh "))
             figures.pss_mb = sum(pss_kb(pid) for pid in pids) / 1024
-            before = total_cpu(pids)
+            agent_pids = {pid for pid in pids if _comm(pid).startswith("mesh ")} if mode == "preload" else set[int]()
+            agent_pids |= {p for _, label, st, p, _ in watch.events if st == "ready" and label != "registry"}
+            before, split_before = total_cpu(pids), _split(pids, agent_pids)
             t_idle = time.perf_counter()
             await anyio.sleep(idle)
-            figures.idle_core = (total_cpu(pids) - before) / (time.perf_counter() - t_idle)
+            took = time.perf_counter() - t_idle
+            figures.idle_core = (total_cpu(pids) - before) / took
+            split_after = _split(pids, agent_pids)
+            figures.idle_split = {k: (split_after[k] - split_before.get(k, 0.0)) / took for k in split_after}
 
             assert watch.registry is not None
             progress(f"up {figures.up_s:.1f} s; idle {figures.idle_core:.1%} of a core; killing agents one by one")
             restarts = await time_restarts(http, watch, [f"echo-{k}" for k in range(1, min(echo, kills) + 1)])
             figures.restart_p50_s, figures.restart_p95_s = statistics.median(restarts), pct(restarts, 0.95)
             progress("timing mesh ls")
-            figures.ls_s, figures.ls_listed = await time_ls(env, watch.registry)
-            figures.ls_nowait_s, _ = await time_ls(env, watch.registry, "--wait", "0")
+            figures.ls_s, figures.ls_cpu_s, figures.ls_listed = await time_ls(env, "--registry", watch.registry)
+            figures.ls_found_s, _, _ = await time_ls(env)
             progress(f"mesh ls {figures.ls_s:.2f} s; calling the chain")
             figures.trace_s, figures.trace_spans = await time_chain(http, watch, chain)
             pids |= descendants(process.pid)  # the restarted agents too
@@ -345,20 +363,28 @@ async def time_restarts(http: httpx2.AsyncClient, watch: UpWatch, labels: list[s
     return took
 
 
-async def time_ls(env: dict[str, str], registry: str, *more: str) -> tuple[float, int]:
-    """The median wall time of `mesh ls --json --registry URL [MORE]` over three runs, and how many it listed."""
+async def time_ls(env: dict[str, str], *more: str) -> tuple[float, float, int]:
+    """The median wall and CPU times of `mesh ls --json [MORE]` over three runs, and how many it listed."""
     walls: list[float] = []
+    cpus: list[float] = []
     listed = 0
     for _ in range(3):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), _children_cpu()
         with anyio.fail_after(60):
             result = await anyio.run_process(
-                [sys.executable, "-m", "mesh", "ls", "--json", "--registry", registry, *more], env=env, check=False
+                [sys.executable, "-m", "mesh", "ls", "--json", *more], env=env, check=False
             )
         walls.append(time.perf_counter() - t)
+        cpus.append(_children_cpu() - c)
         with contextlib.suppress(ValueError):
             listed = len(json.loads(result.stdout))
-    return statistics.median(walls), listed
+    return statistics.median(walls), statistics.median(cpus), listed
+
+
+def _children_cpu() -> float:
+    """CPU seconds of this process's children that have been waited for."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 async def time_chain(http: httpx2.AsyncClient, watch: UpWatch, chain: int) -> tuple[float, int]:
@@ -381,6 +407,30 @@ async def time_chain(http: httpx2.AsyncClient, watch: UpWatch, chain: int) -> tu
                 if tree.get("complete"):
                     return time.perf_counter() - done, fresh[0]["span_count"]
             await anyio.sleep(0.05)
+
+
+_PARTS = ("agent loops", "agent threads", "registry", "rest")
+
+
+def _split(pids: set[int], agents: set[int]) -> dict[str, float]:
+    """CPU seconds so far by part (`_PARTS`): each agent's main thread and its other threads, the registry
+    and its ingest workers, everything else."""
+    ticks = dict.fromkeys(_PARTS, 0)
+    for pid in pids:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            tasks = list(Path(f"/proc/{pid}/task").iterdir())
+        except OSError:
+            continue
+        for task in tasks:
+            with contextlib.suppress(OSError, IndexError):
+                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+                if pid in agents:
+                    part = "agent loops" if int(task.name) == pid else "agent threads"
+                else:
+                    part = "registry" if b"\x00registry\x00" in cmdline or b"ingest_worker" in cmdline else "rest"
+                ticks[part] += int(fields[11]) + int(fields[12])
+    return {part: n / os.sysconf("SC_CLK_TCK") for part, n in ticks.items()}
 
 
 def progress(message: str) -> None:
@@ -427,8 +477,16 @@ def report(results: list[Figures], floor: float, cli: float) -> None:
         ),
         ("PSS, all processes", lambda f: f"{f.pss_mb / 1024:.2f} GB ({f.processes} processes)"),
         ("idle CPU", lambda f: f"{f.idle_core * 100:.1f} % of a core"),
-        ("mesh ls --registry (median of 3)", lambda f: f"{f.ls_s:.2f} s ({f.ls_listed} listed)"),
-        ("mesh ls --registry --wait 0", lambda f: f"{f.ls_nowait_s:.2f} s"),
+        (
+            "idle CPU: agents' loops · agents' other threads · registry · rest",
+            lambda f: " · ".join(f"{f.idle_split.get(k, float('nan')) * 100:.1f} %" for k in _PARTS),
+        ),
+        (
+            "mesh ls --registry (median of 3)",
+            lambda f: f"{f.ls_s:.2f} s ({f.ls_listed} listed), CPU {f.ls_cpu_s:.2f} s",
+        ),
+        ("mesh ls, registry found on mDNS (median of 3)", lambda f: f"{f.ls_found_s:.2f} s"),
+        ("load average, start → end", lambda f: f"{f.load[0]:.1f} → {f.load[1]:.1f}"),
         ("chain answered → trace complete", lambda f: f"{f.trace_s:.2f} s ({f.trace_spans} spans)"),
         ("Ctrl-C: exit code, processes left", lambda f: f"{f.stop_code}, {f.left_behind}"),
     ]
@@ -439,6 +497,8 @@ def report(results: list[Figures], floor: float, cli: float) -> None:
     for title, show in rows:
         print(f"| {title} | {' | '.join(show(f) for f in results)} |")
     by_mode = {f.mode: f for f in results}
+    if "preload" in by_mode:
+        targets(by_mode["preload"])
     if {"preload", "spawn"} <= set(by_mode):
         p, s = by_mode["preload"], by_mode["spawn"]
         print("\nratios, own processes ÷ preloaded (same run):")
@@ -446,6 +506,26 @@ def report(results: list[Figures], floor: float, cli: float) -> None:
             f"  up x{s.up_s / p.up_s:.1f}, restart p95 x{s.restart_p95_s / p.restart_p95_s:.1f}, "
             f"PSS x{s.pss_mb / p.pss_mb:.2f}, idle CPU x{s.idle_core / max(p.idle_core, 1e-9):.2f}"
         )
+
+
+TARGETS: list[tuple[str, Callable[[Figures], float], float, str]] = [
+    ("`mesh up` of 50 agents → every agent callable", lambda f: f.up_s, 10.0, "s"),
+    ("one agent started by `mesh up` → callable, p95", lambda f: f.restart_p95_s, 0.3, "s"),
+    ("memory of the whole mesh, registry included (PSS)", lambda f: f.pss_mb / 1024, 2.0, "GB"),
+    ("idle CPU of the mesh", lambda f: f.idle_core * 100, 10.0, "% of a core"),
+    ("`mesh ls` with a registry, wall time", lambda f: f.ls_s, 0.5, "s"),
+    ("10-hop chain: trace complete after the call returns", lambda f: f.trace_s, 2.0, "s"),
+]
+"""Issue 25's targets: (what, the figure of a mode, the most it may be, unit)."""
+
+
+def targets(preloaded: Figures) -> None:
+    """The targets table: each figure of the preloaded mesh (how `mesh up` starts agents) against its goal."""
+    print("\n| target | goal | measured | |\n|---|---|---|---|")
+    for what, figure, most, unit in TARGETS:
+        value = figure(preloaded)
+        verdict = "met" if value <= most else "missed" if value == value else "not measured"  # NaN: no reading
+        print(f"| {what} | ≤ {most:g} {unit} | {value:.2f} {unit} | {verdict} |")
 
 
 async def main() -> None:
@@ -461,7 +541,9 @@ async def main() -> None:
     results: list[Figures] = []
     for mode in args.modes.split(","):
         print(f"mode {mode}: starting {args.echo + args.chain} agents ...", flush=True)
+        load = os.getloadavg()[0]
         figures = await measure(mode, args.echo, args.chain, args.idle, args.settle, args.kills)
+        figures.load = (load, os.getloadavg()[0])
         print(f"  {figures}", flush=True)
         results.append(figures)
     report(results, floor, cli)

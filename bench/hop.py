@@ -75,13 +75,13 @@ async def main(calls: int) -> None:
     from mesh.runtime.node import MeshNode
     from mesh.testing import AgentProcess, RegistryProcess, free_port
     from mesh.testing.notices import RecordingNotices
-    from mesh.tracing.provider import Tracing
+    from mesh.tracing.telemetry import ProcessTelemetry
 
     home = os.environ["MESH_HOME"]  # a temporary directory (see the end of this file)
     os.environ["MESH_NAME"] = f"bench-{uuid.uuid4().hex[:6]}"
     port = free_port()
     async with RegistryProcess() as registry:
-        tracing = Tracing(
+        tracing = ProcessTelemetry(
             service="bench-caller",
             instance="b1",
             mesh=os.environ["MESH_NAME"],

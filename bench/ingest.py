@@ -1,7 +1,7 @@
 """Benchmark: OTLP ingest into the trace store, and trace queries with a million spans stored.
 
 Side by side in interleaved rounds (medians reported): (1) a naive receiver (decode the
-protobuf, one INSERT per span, attributes as JSON) and (2) the tracer (`registry.tracer` on an
+protobuf, one INSERT per span, attributes as JSON) and (2) the tracer (`registry.span_intake` on an
 MCPServer, as `mesh tracer` runs it: ingest worker processes, spans flattened to tuples,
 multi-row INSERTs, batches grouped per transaction, per-trace summaries), each served by uvicorn
 in its own process on 127.0.0.1 and fed 512-span protobuf batches over real HTTP by a minimal
@@ -53,8 +53,8 @@ from mesh.tracing.spans import TRACE_ID_RANDOM_BITS, trace_id_at
 from mesh.tracing.stitch import stitch
 from mesh.wire import SpanEventRecord, SpanKind, SpanRecord
 from registry.otlp import SpanRow, decode_protobuf, encode_request
+from registry.span_intake import install_span_intake
 from registry.trace_stores import TraceStore, open_trace_store
-from registry.tracer import install_tracer
 from registry.tracestore import SqliteTraceStore
 
 BATCH = 512
@@ -289,15 +289,15 @@ def serve(kind: str, db: str) -> None:
 
 
 def tracer_app(db: str) -> Starlette:
-    """The real thing: an MCPServer with the tracer installed, as `mesh tracer` serves it."""
+    """The real thing: an MCPServer with the span intake installed, as `mesh tracer` serves it."""
 
     @asynccontextmanager
     async def lifespan(_: MCPServer) -> AsyncGenerator[None]:
-        async with tracer:
+        async with intake:
             yield
 
     server = MCPServer("bench-tracer", lifespan=lifespan, log_level="WARNING")
-    tracer = install_tracer(server, open_trace_store(db, Path(db)), keys=KEYS, max_pending=64)
+    intake = install_span_intake(server, open_trace_store(db, Path(db)), keys=KEYS, max_pending=64)
     return server.streamable_http_app(json_response=True)
 
 

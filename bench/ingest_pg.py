@@ -1,6 +1,6 @@
 """Benchmark: OTLP ingest into PostgreSQL beside SQLite, and trace queries with a million spans in PostgreSQL.
 
-One run, in interleaved rounds (medians reported): the tracer (`registry.tracer` on an MCPServer,
+One run, in interleaved rounds (medians reported): the tracer (`registry.span_intake` on an MCPServer,
 as `mesh tracer` serves it, with its ingest worker processes) storing into (1) a SQLite file and
 (2) a PostgreSQL database of a throwaway cluster on this host (`mesh.testing.postgres`), fed
 512-span OTLP/HTTP protobuf batches by bench/ingest.py's keep-alive client over 127.0.0.1. CPU per

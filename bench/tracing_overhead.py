@@ -83,13 +83,13 @@ def child(pause: float, within: str | None) -> None:
     from mesh.identity import MeshKeys
     from mesh.runtime.node import MeshNode
     from mesh.testing import AgentProcess, RegistryProcess
-    from mesh.tracing.provider import Tracing
+    from mesh.tracing.telemetry import ProcessTelemetry
 
     echo = SWITCHABLE_ECHO if within in SWITCHED else ECHO
 
     async def main() -> None:
         async with RegistryProcess() as registry:
-            tracing = Tracing(
+            tracing = ProcessTelemetry(
                 service="bench",
                 instance="b",
                 mesh=os.environ["MESH_NAME"],
@@ -110,14 +110,14 @@ def child(pause: float, within: str | None) -> None:
                 while line := (await anyio.to_thread.run_sync(sys.stdin.readline)).strip():
                     count, *recording = line.split()
                     calls = int(count)
-                    if recording and tracing.provider is not None:
+                    if recording and tracing.mesh_provider is not None:
                         on = recording == ["on"]
                         if within in SWITCHED:  # the agent too: it makes spans only when its parent does
                             if not await node.call("echo", "tracing", {"on": on}):
                                 raise RuntimeError("the agent has no tracing to switch")
-                            tracing.provider.enabled = on
+                            tracing.mesh_provider.enabled = on
                         record = on and within != "context"
-                        tracing.provider.sampler = None if record else ParentBased(ALWAYS_OFF)
+                        tracing.mesh_provider.sampler = None if record else ParentBased(ALWAYS_OFF)
                     cpu_before = {name: _cpu(name, pid) for name, pid in pids.items()}
                     latencies: list[float] = []
                     started = time.perf_counter()

@@ -15,22 +15,15 @@ import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol
+from typing import Any, Protocol
 
 __all__ = [
-    "APPROVAL_INPUT_KEY",
-    "INTERACTIVE_META_KEY",
     "RoundState",
     "Ticket",
     "approval_prompt",
     "approval_schema",
     "arguments_digest",
 ]
-
-APPROVAL_INPUT_KEY: Final = "agentplex/approval"
-"""Prefix of the key of an approval question in an input-required round: `agentplex/approval/<agent>`."""
-INTERACTIVE_META_KEY: Final = "agentplex/interactive"
-"""`_meta` flag: a person can answer elicitations at the origin of this call chain."""
 
 
 class _Signer(Protocol):

@@ -14,6 +14,7 @@ import math
 import random
 from collections.abc import AsyncGenerator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Final, Self, TypeVar, final
 from urllib.parse import quote
 
@@ -25,6 +26,7 @@ from pydantic import TypeAdapter, ValidationError
 from mesh.errors import MeshError, RegistryError
 from mesh.tls import client_context
 from mesh.wire import (
+    LEASE_FLOOR_HEADER,
     AgentRecord,
     Approval,
     ApprovalDecision,
@@ -35,7 +37,7 @@ from mesh.wire import (
     Registration,
 )
 
-__all__ = ["Registrar", "RegistryClient"]
+__all__ = ["LiveListing", "Registrar", "RegistryClient"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +47,21 @@ _head_adapter: Final = TypeAdapter(AuditHead | None)
 _MAX_ERROR_CHARS: Final = 300
 
 _T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class LiveListing:
+    """The answer to a conditional listing of the live agents.
+
+    `records` is None when the registry answered 304: the records are those of the listing tagged `tag`,
+    unchanged but for their lease times, which `lease_floor` bounds from below.
+    """
+
+    records: list[AgentRecord] | None
+    tag: str | None
+    """The registry's tag of this listing (None: it sent none); send it back to ask "changed since?"."""
+    lease_floor: float | None
+    """Every record listed is leased at least until then (None: the registry did not say, or none listed)."""
 
 
 @final
@@ -67,8 +84,10 @@ class RegistryClient(anyio.AsyncContextManagerMixin):
 
     @asynccontextmanager
     async def __asynccontextmanager__(self) -> AsyncGenerator[Self]:
+        # Plain http speaks no TLS: no context is built for it (building one parses the whole trust store).
+        verify = client_context() if self.base_url.startswith("https:") else False
         async with httpx2.AsyncClient(
-            base_url=self.base_url, timeout=self._timeout, transport=self._transport, verify=client_context()
+            base_url=self.base_url, timeout=self._timeout, transport=self._transport, verify=verify
         ) as http:
             self._http = http
             try:
@@ -115,6 +134,20 @@ class RegistryClient(anyio.AsyncContextManagerMixin):
             params["all"] = "1"
         response = await self._request("GET", "/api/agents", params=params)
         return self._parse(response, _records_adapter.validate_json)
+
+    async def live_agents(self, *, tag: str | None = None) -> LiveListing:
+        """Every live registration, or (with the `tag` of a listing held) word that it still stands.
+
+        An idle mesh's listings repeat themselves: a 304 spares the registry the body and this
+        client the parsing, while its lease floor keeps the held records' leases current.
+        """
+        headers = {"if-none-match": tag} if tag is not None else None
+        response = await self._request("GET", "/api/agents", headers=headers, not_modified_ok=tag is not None)
+        floor = _lease_floor(response.headers.get(LEASE_FLOOR_HEADER))
+        etag = response.headers.get("etag")
+        if response.status_code == 304:
+            return LiveListing(records=None, tag=etag or tag, lease_floor=floor)
+        return LiveListing(records=self._parse(response, _records_adapter.validate_json), tag=etag, lease_floor=floor)
 
     async def file_approval(self, request: ApprovalRequest) -> Approval:
         """File a request for a human decision (or record one given elsewhere)."""
@@ -186,11 +219,15 @@ class RegistryClient(anyio.AsyncContextManagerMixin):
         content: str | None = None,
         params: dict[str, str] | None = None,
         missing_ok: bool = False,
+        not_modified_ok: bool = False,
         timeout: float | None = None,
+        headers: dict[str, str] | None = None,
     ) -> httpx2.Response:
         if self._http is None:
             raise RuntimeError("RegistryClient is used outside `async with`")
-        headers = {"content-type": "application/json"} if content is not None else {}
+        headers = dict(headers or {})
+        if content is not None:
+            headers["content-type"] = "application/json"
         # Every request carries the token when there is one: a registry on the LAN answers no read without it.
         if self._token_factory is not None:
             headers["authorization"] = f"Bearer {self._token_factory()}"
@@ -208,7 +245,11 @@ class RegistryClient(anyio.AsyncContextManagerMixin):
             raise RegistryError(f"{where} timed out on {method} {path}") from exc
         except httpx2.HTTPError as exc:
             raise RegistryError(_one_line(f"{where} unreachable: {type(exc).__name__}: {exc}")) from exc
-        if response.is_success or (missing_ok and response.status_code == 404):
+        if (
+            response.is_success
+            or (missing_ok and response.status_code == 404)
+            or (not_modified_ok and response.status_code == 304)
+        ):
             return response
         raise RegistryError(
             _one_line(f"{where} refused {method} {path}: {response.status_code} {_error_text(response)}")
@@ -346,6 +387,17 @@ class Registrar(anyio.AsyncContextManagerMixin):
 
 def _agent_path(name: str, instance: str) -> str:
     return f"/api/agents/{quote(name, safe='')}/{quote(instance, safe='')}"
+
+
+def _lease_floor(value: str | None) -> float | None:
+    """The lease floor a registry sent; None when absent or not a finite number (then nothing is assumed)."""
+    if value is None:
+        return None
+    try:
+        floor = float(value)
+    except ValueError:
+        return None
+    return floor if math.isfinite(floor) else None
 
 
 def _error_text(response: httpx2.Response) -> str:

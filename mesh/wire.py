@@ -1,16 +1,33 @@
-"""Wire models: the JSON the registry, the tracer, the CLI and agents exchange.
+"""Wire models: the JSON the registry, the tracer, the CLI and agents exchange, and the `_meta` keys of hops.
 
-Pydantic models only; the registry's HTTP contract lives here so that client and
-service share one definition (DESIGN §1). No I/O, no logic beyond validation.
+Pydantic models, and the keys the mesh writes into MCP messages (`_meta`, input-required rounds) as
+named constants; the registry's HTTP contract lives here so that client and service share one
+definition (DESIGN §1). The MCP SDK's own keys are imported from `mcp_types`, not repeated here.
+No I/O, no logic beyond validation.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 __all__ = [
+    "APPROVAL_INPUT_KEY",
+    "APPROVAL_META_KEY",
+    "ASK_INPUT_KEY",
+    "BAGGAGE_META_KEY",
+    "BUDGET_META_KEY",
+    "DATA_CLASS_BAGGAGE",
+    "ERROR_META_KEY",
+    "GOVERNANCE_META_KEY",
+    "INTERACTIVE_META_KEY",
+    "LEASE_FLOOR_HEADER",
+    "PERSON_META_KEY",
+    "PROGRESS_TOKEN_META_KEY",
+    "SAMPLING_META_KEY",
+    "TRACEPARENT_META_KEY",
+    "TRACESTATE_META_KEY",
     "AgentRecord",
     "Approval",
     "ApprovalDecision",
@@ -34,6 +51,41 @@ __all__ = [
     "TraceSummary",
     "TraceTree",
 ]
+
+
+# -- keys in MCP messages ------------------------------------------------------------------------
+# Changing a value breaks every agent of an older version on the same mesh: they are wire contract.
+
+GOVERNANCE_META_KEY: Final = "agentplex/governance"
+"""`tools/list` result `_meta` key where a mesh agent states its governance metadata, for mDNS-only peers."""
+APPROVAL_META_KEY: Final = "agentplex/approval"
+"""Tool `_meta` flag (in `tools/list`): the tool pauses for a person's approval before it runs (DESIGN §6)."""
+APPROVAL_INPUT_KEY: Final = APPROVAL_META_KEY
+"""Prefix of an approval question's key in an input-required round, `agentplex/approval/<agent>`."""
+ASK_INPUT_KEY: Final = "agentplex/ask"
+"""Prefix of a tool's own question's key in an input-required round, `agentplex/ask/<agent>/<n>`."""
+INTERACTIVE_META_KEY: Final = "agentplex/interactive"
+"""Request `_meta` flag: a person can answer elicitations at the origin of this call chain."""
+SAMPLING_META_KEY: Final = "agentplex/sampling"
+"""Request `_meta` flag: the client at the origin of this call chain answers `sampling/createMessage`."""
+ERROR_META_KEY: Final = "agentplex/error"
+"""Result `_meta` key (or JSON-RPC error `data` key) naming a mesh error raised on the callee's side."""
+BUDGET_META_KEY: Final = "agentplex/budget_ms"
+"""Request `_meta` key: the caller's remaining time budget in milliseconds, the callee's deadline."""
+PERSON_META_KEY: Final = "agentplex/person"
+"""Request `_meta` key: `{"name": ..., "groups": [...]}`, the person an agent's onward call runs for."""
+DATA_CLASS_BAGGAGE: Final = "mesh.data_class"
+"""The W3C baggage entry carrying the classification of the data travelling with a call."""
+TRACEPARENT_META_KEY: Final = "traceparent"
+"""Request `_meta` key of the W3C trace context's parent, as OpenTelemetry's propagator writes it."""
+TRACESTATE_META_KEY: Final = "tracestate"
+"""Request `_meta` key of the W3C trace state, beside `traceparent` when the parent has one."""
+BAGGAGE_META_KEY: Final = "baggage"
+"""Request `_meta` key of the W3C baggage (the data class among its entries)."""
+PROGRESS_TOKEN_META_KEY: Final = "progressToken"
+"""Request `_meta` key by which MCP asks for progress notifications (the SDK names no constant for it)."""
+LEASE_FLOOR_HEADER: Final = "Mesh-Lease-Floor"
+"""HTTP header of a live registry listing (200 or 304): every record listed is leased at least until then (epoch s)."""
 
 
 class _Model(BaseModel):
@@ -185,6 +237,12 @@ class TraceTree(_Model):
     root: TraceNode
     incomplete_reasons: list[str] = Field(default_factory=list)
     span_count: int = 0
+    denied: int = 0
+    """Calls refused beside the root (a policy's deny, a person's no); every span's while the root is missing."""
+    errors: int = 0
+    """Other spans that failed beside the root; every span's while the root is missing."""
+    in_progress: bool = False
+    """Incomplete, but its latest span arrived moments ago: more are probably on their way."""
 
 
 class TraceRoot(_Model):
@@ -204,6 +262,13 @@ class TraceSummary(_Model):
     start: float
     duration_ms: float
     status: SpanStatus
+    """The root span's outcome: `ok` (OpenTelemetry's `unset` too) or `error`; what failed beside it is counted."""
+    denied: int = 0
+    """Spans beside the root where a call was refused: a policy's deny, a person's no (`mesh.tracing.outcome`)."""
+    errors: int = 0
+    """Other spans beside the root that failed (a failure the caller may well have handled)."""
+    in_progress: bool = False
+    """Its root span has not arrived, and its latest span arrived moments ago: the call is probably still running."""
 
 
 # -- approvals ---------------------------------------------------------------------------------

@@ -5,7 +5,8 @@ routes: agents file requests and wait on them (long-poll), people list and decid
 approvals`, the web page). A request that nobody decides before its expiry is expired, one nobody
 waits on any more is cancelled. Filing and cancelling need the filing agent's own token; deciding
 needs a person who may (`may_decide`); reads need none on loopback, but only an approver's or an
-admin's token sees a call's arguments. Every change is appended to the governance record.
+admin's token sees a call's arguments. Every change is appended to the governance record. Store
+calls (the governance record's appends included) run off the event loop, through `StoreCalls`.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from mesh.errors import IdentityError
 from mesh.identity import Claims, MeshKeys
 from mesh.wire import Approval, ApprovalDecision, ApprovalRequest, ApprovalStatus, Decider
 from registry.access import bearer_or_session
+from registry.store_calls import StoreCalls
 from registry.stores import ApprovalStore, Pending
 
 __all__ = [
@@ -95,7 +97,9 @@ class ApprovalQueue(AsyncContextManagerMixin):
     """The queue's rules over an `ApprovalStore`, with an event per pending request for long-polls.
 
     Usable as it is in one process; entered (`async with`), it also listens for approvals that
-    other replicas decide or close, so a call waiting here is released at once.
+    other replicas decide or close, so a call waiting here is released at once. The store and
+    `audit` are called through `calls` (default: threads of its own); the queue's own state is
+    touched on the event loop only.
     """
 
     def __init__(
@@ -105,8 +109,10 @@ class ApprovalQueue(AsyncContextManagerMixin):
         audit: Audit | None = None,
         clock: Callable[[], float] = time.time,
         touch_every: float = ABANDONED_AFTER / 3,
+        calls: StoreCalls | None = None,
     ) -> None:
         self._store = store
+        self._call = calls or StoreCalls()
         self._waiters: dict[str, anyio.Event] = {}
         self._audit: Audit = audit or (lambda kind, record: None)
         self._clock = clock
@@ -132,7 +138,7 @@ class ApprovalQueue(AsyncContextManagerMixin):
         """Close the store."""
         self._store.close()
 
-    def file(self, request: ApprovalRequest, now: float) -> Approval:
+    async def file(self, request: ApprovalRequest, now: float) -> Approval:
         """Store a request (or an answer given elsewhere) and return it."""
         decided = request.status != "pending"
         row = Approval(
@@ -152,53 +158,53 @@ class ApprovalQueue(AsyncContextManagerMixin):
             approvers=sorted(set(request.approvers)),
             arguments=request.arguments,
         )
-        self._store.insert(row, request.summary)
-        self._audit("approval", _record(row, "answered at the origin" if decided else "requested"))
+        await self._call.write(self._store.insert, row, request.summary)
+        await self._audited(_record(row, "answered at the origin" if decided else "requested"))
         return row
 
-    def get(self, approval_id: str, now: float) -> Approval | None:
+    async def get(self, approval_id: str, now: float) -> Approval | None:
         """One approval, closing it first if its time is up or its call stopped waiting."""
-        self._expire(now)
-        return self._store.get(approval_id)
+        await self._expire(now)
+        return await self._call.read(self._store.get, approval_id)
 
-    def list(self, now: float, *, status: str | None = None, limit: int = 100) -> list[Approval]:
+    async def list(self, now: float, *, status: str | None = None, limit: int = 100) -> list[Approval]:
         """Approvals, newest first, optionally of one status."""
-        self._expire(now)
-        return self._store.list(status=status, limit=limit)
+        await self._expire(now)
+        return await self._call.read(lambda: self._store.list(status=status, limit=limit))
 
-    def decide(self, approval_id: str, decision: ApprovalDecision, claims: Claims, now: float) -> Approval:
+    async def decide(self, approval_id: str, decision: ApprovalDecision, claims: Claims, now: float) -> Approval:
         """Record a person's answer to a pending request; DecisionRefused says why it was not."""
-        current = self.get(approval_id, now)
+        current = await self.get(approval_id, now)
         if current is None:
             raise DecisionRefused(404, f"no approval {approval_id}")
         why = may_decide(current, claims)
         if why is not None:
-            self._audit("approval", {**_record(current, "decision refused"), "by": claims.person, "why": why})
+            await self._audited({**_record(current, "decision refused"), "by": claims.person, "why": why})
             raise DecisionRefused(403, why)
         if current.status != "pending":
             raise DecisionRefused(409, f"approval {approval_id} is already {current.status}")
         status: ApprovalStatus = "approved" if decision.decision == "approve" else "denied"
         groups = sorted(set(claims.groups) & set(current.approvers)) if current.approvers else list(claims.groups)
         by = Decider(person=claims.person or "", groups=groups)
-        changed = self._store.decide(approval_id, status, by, decision.reason, now)
-        decided = self._store.get(approval_id)
+        changed = await self._call.write(self._store.decide, approval_id, status, by, decision.reason, now)
+        decided = await self._call.read(self._store.get, approval_id)
         if not changed or decided is None:
             raise DecisionRefused(409, f"approval {approval_id} is already {decided.status if decided else 'gone'}")
         self._wake(approval_id)
-        self._audit("approval", _record(decided, status))
+        await self._audited(_record(decided, status))
         return decided
 
-    def cancel(self, approval_id: str, agent: str, reason: str, now: float) -> Approval:
+    async def cancel(self, approval_id: str, agent: str, reason: str, now: float) -> Approval:
         """Close `agent`'s own pending request whose call stopped waiting; DecisionRefused if it cannot."""
-        current = self.get(approval_id, now)
+        current = await self.get(approval_id, now)
         if current is None:
             raise DecisionRefused(404, f"no approval {approval_id}")
         if current.agent != agent:
             raise DecisionRefused(403, f"approval {approval_id} was filed by '{current.agent}', not '{agent}'")
         if current.status != "pending":
             return current
-        self._close([approval_id], "cancelled", reason, now)
-        return self._store.get(approval_id) or current
+        await self._close([approval_id], "cancelled", reason, now)
+        return await self._call.read(self._store.get, approval_id) or current
 
     async def wait(self, approval_id: str, timeout: float) -> Approval | None:
         """The approval once decided or expired, or as it stands after `timeout` seconds."""
@@ -206,19 +212,21 @@ class ApprovalQueue(AsyncContextManagerMixin):
         self._polls[approval_id] += 1
         try:
             while True:
+                # Waiting before reading: a decision made while the store is read wakes this round.
+                event = self._waiters.setdefault(approval_id, anyio.Event())
                 now = time.time()
-                current = self.get(approval_id, now)
+                current = await self.get(approval_id, now)
                 if current is None or current.status != "pending" or now >= deadline:
                     return current
                 # Tell every replica a call still waits, so none cancels it as abandoned.
-                self._store.touch(approval_id, self._clock())
-                event = self._waiters.setdefault(approval_id, anyio.Event())
+                await self._call.write(self._store.touch, approval_id, self._clock())
                 with anyio.move_on_after(min(deadline, current.expires_at, now + self._touch_every) - now + 0.01):
                     await event.wait()
         finally:
             self._polls[approval_id] -= 1
             if self._polls[approval_id] <= 0:
                 del self._polls[approval_id]
+                self._waiters.pop(approval_id, None)  # nobody else waits on it
             self._last_poll[approval_id] = self._clock()
 
     def _wake(self, approval_id: str) -> None:
@@ -234,14 +242,14 @@ class ApprovalQueue(AsyncContextManagerMixin):
         for waiting in list(self._waiters):
             self._wake(waiting)
 
-    def _expire(self, now: float) -> None:
-        pending = self._store.pending()
+    async def _expire(self, now: float) -> None:
+        pending = await self._call.read(self._store.pending)
         expired = [p.id for p in pending if p.expires_at < now]
         if expired:
-            self._close(expired, "expired", "nobody decided before expiry", now)
+            await self._close(expired, "expired", "nobody decided before expiry", now)
         abandoned = [p.id for p in pending if p.expires_at >= now and self._abandoned(p)]
         if abandoned:
-            self._close(abandoned, "cancelled", "its call stopped waiting (refused, out of time, or gone)", now)
+            await self._close(abandoned, "cancelled", "its call stopped waiting (refused, out of time, or gone)", now)
 
     def _abandoned(self, pending: Pending) -> bool:
         """True when no call has waited on a pending request, here or on any replica, for ABANDONED_AFTER seconds."""
@@ -250,11 +258,23 @@ class ApprovalQueue(AsyncContextManagerMixin):
         seen = max(self._last_poll.get(pending.id, 0.0), pending.polled_at or 0.0, pending.requested_at, self._started)
         return self._clock() - seen > ABANDONED_AFTER
 
-    def _close(self, ids: list[str], status: ApprovalStatus, reason: str, now: float) -> None:
-        for closed in self._store.close_pending(ids, status, reason, now):
-            self._wake(closed.id)
-            self._last_poll.pop(closed.id, None)
-            self._audit("approval", _record(closed, status))
+    async def _close(self, ids: list[str], status: ApprovalStatus, reason: str, now: float) -> None:
+        closed = await self._call.write(self._store.close_pending, ids, status, reason, now)
+        for approval in closed:
+            self._wake(approval.id)
+            self._last_poll.pop(approval.id, None)
+        await self._audited(*(_record(approval, status) for approval in closed))
+
+    async def _audited(self, *records: dict[str, Any]) -> None:
+        """Append approval `records` to the governance record, in order, in one worker thread."""
+        if not records:
+            return
+
+        def append() -> None:
+            for record in records:
+                self._audit("approval", record)
+
+        await self._call.write(append)
 
 
 def install_approvals(server: MCPServer, queue: ApprovalQueue, keys: MeshKeys) -> None:
@@ -280,7 +300,7 @@ def install_approvals(server: MCPServer, queue: ApprovalQueue, keys: MeshKeys) -
         if request.method == "GET":
             status = request.query_params.get("status") or None
             who = reader(request)
-            return _ok([_shown(a, who) for a in queue.list(now, status=status)])
+            return _ok([_shown(a, who) for a in await queue.list(now, status=status)])
         try:
             claims = claims_of(request)
             body = await _body(request)
@@ -293,7 +313,7 @@ def install_approvals(server: MCPServer, queue: ApprovalQueue, keys: MeshKeys) -
             return _error(422, _invalid(exc))
         if claims.role != "agent" or claims.caller != filed.agent:
             return _error(403, f"only agent '{filed.agent}' itself may file its approvals, not '{claims.caller}'")
-        return _ok(_shown(queue.file(filed, now), claims), status=201)
+        return _ok(_shown(await queue.file(filed, now), claims), status=201)
 
     @server.custom_route("/api/approvals/{approval_id}", methods=["GET"])
     async def one(request: Request) -> Response:
@@ -302,7 +322,7 @@ def install_approvals(server: MCPServer, queue: ApprovalQueue, keys: MeshKeys) -
             wait = min(float(request.query_params.get("wait", "0")), MAX_WAIT)
         except ValueError:
             return _error(400, "wait must be a number of seconds")
-        found = await queue.wait(approval_id, wait) if wait > 0 else queue.get(approval_id, time.time())
+        found = await queue.wait(approval_id, wait) if wait > 0 else await queue.get(approval_id, time.time())
         return _ok(_shown(found, reader(request))) if found else _error(404, f"no approval {approval_id}")
 
     @server.custom_route("/api/approvals/{approval_id}/decision", methods=["POST"])
@@ -311,7 +331,7 @@ def install_approvals(server: MCPServer, queue: ApprovalQueue, keys: MeshKeys) -
         try:
             claims = claims_of(request)
             decision = ApprovalDecision.model_validate_json(await request.body())
-            return _ok(_shown(queue.decide(approval_id, decision, claims, time.time()), claims))
+            return _ok(_shown(await queue.decide(approval_id, decision, claims, time.time()), claims))
         except IdentityError as exc:
             return _error(401, str(exc))
         except ValidationError as exc:
@@ -327,7 +347,7 @@ def install_approvals(server: MCPServer, queue: ApprovalQueue, keys: MeshKeys) -
             if claims.role != "agent":
                 return _error(403, "only the agent that filed an approval may cancel it")
             reason = " ".join((await request.body())[:300].decode("utf-8", "replace").split()) or "cancelled"
-            return _ok(_shown(queue.cancel(approval_id, claims.caller, reason, time.time()), claims))
+            return _ok(_shown(await queue.cancel(approval_id, claims.caller, reason, time.time()), claims))
         except IdentityError as exc:
             return _error(401, str(exc))
         except DecisionRefused as refused:
@@ -335,7 +355,7 @@ def install_approvals(server: MCPServer, queue: ApprovalQueue, keys: MeshKeys) -
 
     async def list_approvals(status: str | None = "pending") -> list[dict[str, Any]]:
         # The MCP tool names no person: it never shows a call's arguments.
-        return [_shown(a, None) for a in queue.list(time.time(), status=status)]
+        return [_shown(a, None) for a in await queue.list(time.time(), status=status)]
 
     server.add_tool(
         list_approvals,

@@ -3,7 +3,7 @@
 Owns the forwarding backlog and the task that empties it. A batch is queued only once it is
 stored here, and a full backlog drops it (counted) rather than pushing back, so a slow or absent
 endpoint never holds up ingest. Sends retry on 429, 502, 503 and 504, honouring Retry-After but
-waiting at most 5 s between attempts; any other refusal is final. The `Tracer` starts the task in
+waiting at most 5 s between attempts; any other refusal is final. The `SpanIntake` starts the task in
 its task group and, on exit, gives it 5 s to drain. Bodies go out as the OTEL_EXPORTER_OTLP_*
 variables say (`mesh.tracing.otlp_options`): with their headers (an API key for Grafana Tempo,
 Honeycomb or an authenticated collector), gzip-compressed if asked, within their timeout, as OTLP
@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 
 class _Counters(Protocol):
-    """Where the outcomes are counted (`registry.tracer.TracerStats`)."""
+    """Where the outcomes are counted (`registry.span_intake.IntakeStats`)."""
 
     forwarded: int
     forward_failures: int

@@ -1,17 +1,17 @@
 """Storing POSTed OTLP batches: decode a group of them and store their spans in one transaction.
 
 `store_group` does it in the calling thread. `IngestWorker` does it in a child process
-(`registry.ingest_worker`, run by the same Python) so that a tracer decodes and stores on other
-cores than its HTTP server's: decoding and the SQL together cost ~13 µs a span, a whole core at
-75,000 spans/s, and in one process they share the GIL with the event loop. Several workers write
+(`registry.ingest_worker`, run by the same Python) so that the span intake decodes and stores on
+other cores than its HTTP server's: decoding and the SQL are most of ingest's CPU, and in one
+process they share the GIL with the event loop. Several workers write
 one store (SQLite takes their transactions in turn, PostgreSQL side by side); each decodes while
 another is in the database.
 Each batch comes with the service its sender speaks for: a batch holding spans of any other
-service is refused whole (the tracer answers 403). Asked to, decoding also collects the policy
+service is refused whole (the span intake answers 403). Asked to, decoding also collects the policy
 verdicts that go into the governance record (`registry.otlp.governance_records`).
 
-Between the tracer and a worker, over the worker's stdin and stdout: frames of a 4-byte
-length and a pickle (both ends are this package, one parent and its child). The tracer first
+Between the span intake and a worker, over the worker's stdin and stdout: frames of a 4-byte
+length and a pickle (both ends are this package, one parent and its child). The intake first
 sends the store's location (on stdin, not the command line, where a database URL's password would
 show); the worker opens the store and sends `READY`, or a one-line `str` saying why it cannot;
 then each `(group, reencode, governance)` it receives is answered with `(outcomes, fresh)` or
@@ -129,7 +129,7 @@ class IngestWorker(anyio.AsyncContextManagerMixin):
     Entering starts it and waits until its store is open (WorkerLost if it cannot start);
     leaving closes its stdin, so it finishes the group in hand and exits, and kills it after
     `grace` seconds. The child exits on its own when this process dies (its stdin closes), and
-    ignores SIGINT so that Ctrl-C at a terminal lets the tracer drain through it.
+    ignores SIGINT so that Ctrl-C at a terminal lets the span intake drain through it.
     """
 
     def __init__(self, location: str, *, grace: float = 10.0) -> None:

@@ -23,14 +23,14 @@ from registry.trace_stores import open_trace_store
 logger = logging.getLogger("registry.ingest_worker")
 
 NICENESS = 10
-"""How much lower than the tracer's a worker's CPU priority is. Agents on the same host serve
-calls first: with this and each agent's span batcher at +10 (`mesh.tracing.batch.NICENESS`), the
-p99 of 6,000 traced one-hop calls read 2.022, 1.985 and 2.010 ms against 2.151, 2.055 and 2.216."""
+"""How much lower than the span intake's a worker's CPU priority is: agents on the same host serve
+calls first (each agent's span batcher is lowered alike, `mesh.tracing.batch.NICENESS`); the p99 this
+buys is in docs/performance-log.md, "The batcher's niceness"."""
 
 
 def main() -> int:
     """Serve groups for the store named in the first frame until stdin closes; 0 on a clean end."""
-    # Ctrl-C reaches the whole process group: the tracer stops, then closes our stdin.
+    # Ctrl-C reaches the whole process group: the span intake stops, then closes our stdin.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     with contextlib.suppress(OSError):  # storing spans goes after serving calls when the cores are busy
         os.nice(NICENESS)
@@ -50,11 +50,11 @@ def main() -> int:
             group, reencode, governance = cast("tuple[list[Posted], bool, bool]", frame)
             try:
                 reply: object = store_group(store, group, reencode=reencode, governance=governance)
-            except Exception as exc:  # process root: the tracer answers 503 and the client retries
+            except Exception as exc:  # process root: the span intake answers 503 and the client retries
                 logger.exception("cannot store a group of %d batches", len(group))
                 reply = f"the trace store failed: {type(exc).__name__}: {exc}"
             _send(replies, reply)
-    except BrokenPipeError:  # the tracer is gone; what was committed stays committed
+    except BrokenPipeError:  # the span intake is gone; what was committed stays committed
         pass
     finally:
         store.close()

@@ -1,10 +1,11 @@
 """The inventory's HTTP API and MCP tools, installed on the registry's MCPServer.
 
-Owns the `/api/agents` routes, the OpenAPI document generated from the wire models, and the
-`list_agents`/`find_agents` MCP tools. Writes need a mesh token for audience "registry" whose
-caller is the agent itself; reads need none, because the registry binds to loopback by default
-(on a LAN, anyone who reaches the port can read the inventory). It does not serve /healthz or
-guard /mcp: the registry app composes those.
+Owns the `/api/agents` routes, `/openapi.json` (the document is `registry.openapi`'s) and the
+`list_agents`/`find_agents` MCP tools. Store calls, and building a listing from what they return,
+run off the event loop (`StoreCalls`). Writes need a mesh token for audience "registry" whose caller
+is the agent itself; reads need none, because the registry binds to loopback by default (on a LAN,
+anyone who reaches the port can read the inventory). It does not serve /healthz or guard /mcp: the
+registry app composes those.
 """
 
 from __future__ import annotations
@@ -13,25 +14,25 @@ import math
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from importlib import metadata
 from typing import Annotated, Any, Final
 
 from mcp.server.mcpserver import MCPServer
 from mcp.types import ToolAnnotations
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
-from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from starlette.requests import Request
 from starlette.responses import Response
 
 from mesh.errors import IdentityError
 from mesh.identity import Claims, MeshKeys
 from mesh.naming import is_name
-from mesh.wire import AgentRecord, ErrorBody, Governance, Registration
+from mesh.wire import LEASE_FLOOR_HEADER, AgentRecord, ErrorBody, Governance, Registration
+from registry.inventory_rows import Listing
+from registry.openapi import openapi_document
+from registry.store_calls import StoreCalls
 from registry.stores import InventoryStore
 
 __all__ = [
     "install_inventory",
-    "openapi_document",
     "AgentListing",
     "AgentSummary",
     "ToolSummary",
@@ -51,7 +52,6 @@ REGISTRY_AUDIENCE: Final = "registry"
 
 _INSTANCE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 _TRUE, _FALSE = {"1", "true", "yes"}, {"", "0", "false", "no"}
-_records_adapter: Final = TypeAdapter(list[AgentRecord])
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -106,13 +106,16 @@ def install_inventory(
     keys: MeshKeys,
     *,
     clock: Callable[[], float] = time.time,
+    calls: StoreCalls | None = None,
     extra_paths: Mapping[str, Any] | None = None,
     extra_models: Sequence[type[BaseModel]] = (),
 ) -> None:
     """Add the `/api/agents` routes, `/openapi.json` and the inventory MCP tools to `server`.
 
-    `extra_paths` and `extra_models` go into the OpenAPI document (other routes of the registry).
+    `calls` makes the store's calls (default: threads of its own); `extra_paths` and `extra_models`
+    go into the OpenAPI document (other routes of the registry).
     """
+    call = calls or StoreCalls()
     document = TypeAdapter(dict[str, Any]).dump_json(openapi_document(extra_paths, extra_models))
 
     def verified(request: Request) -> Claims:
@@ -130,14 +133,14 @@ def install_inventory(
         claims = verified(request)  # refuse the unauthenticated before reading their body
         reg = _registration(await _body(request))
         _check_caller(claims, reg.name)
-        return _json(200, inventory.upsert(reg, clock()).model_dump_json().encode())
+        return _json(200, (await call.write(inventory.upsert, reg, clock())).model_dump_json().encode())
 
     @server.custom_route("/api/agents/{name}/{instance}/lease", methods=["PUT"])
     @_refusals
     async def renew(request: Request) -> Response:
         name, instance = request.path_params["name"], request.path_params["instance"]
         caller_of(request, name)
-        record = inventory.renew(name, instance, clock())
+        record = await call.write(inventory.renew, name, instance, clock())
         if record is None:
             raise _Refusal(404, "unknown registration; register again")
         return _json(200, record.model_dump_json().encode())
@@ -147,7 +150,7 @@ def install_inventory(
     async def deregister(request: Request) -> Response:
         name, instance = request.path_params["name"], request.path_params["instance"]
         caller_of(request, name)
-        if not inventory.remove(name, instance):
+        if not await call.write(inventory.remove, name, instance):
             raise _Refusal(404, "unknown registration")
         return Response(status_code=204)
 
@@ -155,23 +158,35 @@ def install_inventory(
     @_refusals
     async def agents(request: Request) -> Response:
         query = request.query_params
-        include_lapsed = _flag(query.get("all", ""))
-        records = inventory.find(
-            None if include_lapsed else clock(),
-            tool=query.get("tool"),
-            owner=query.get("owner"),
-            jurisdiction=query.get("jurisdiction"),
-            data_class=query.get("data_class"),
-            name=query.get("name"),
-        )
-        return _json(200, _records_adapter.dump_json(records))
+        now = None if _flag(query.get("all", "")) else clock()
+
+        def listing() -> bytes:
+            return inventory.find_json(
+                now,
+                tool=query.get("tool"),
+                owner=query.get("owner"),
+                jurisdiction=query.get("jurisdiction"),
+                data_class=query.get("data_class"),
+                name=query.get("name"),
+            )
+
+        body = await call.read(listing)
+        if now is None or not isinstance(body, Listing):
+            return _json(200, body)  # lapsed records too: their times are their news, so no tag
+        headers = {"ETag": body.tag}
+        if body.lease_floor is not None:
+            headers[LEASE_FLOOR_HEADER] = repr(body.lease_floor)
+        if _matches(request.headers.get("if-none-match"), body.tag):
+            return Response(status_code=304, headers=headers)
+        return Response(body, status_code=200, media_type="application/json", headers=headers)
 
     @server.custom_route("/openapi.json", methods=["GET"])
     async def openapi(request: Request) -> Response:
         return _json(200, document)
 
     async def list_agents() -> AgentListing:
-        return _listing(inventory.alive(clock()))
+        now = clock()
+        return await call.read(lambda: _listing(inventory.alive(now)))
 
     async def find_agents(
         tool: Annotated[str | None, Field(description="a tool name the agent serves, e.g. lookup")] = None,
@@ -183,8 +198,11 @@ def install_inventory(
         ] = None,
     ) -> AgentListing:
         now = clock()
-        found = inventory.find(now, tool=tool, owner=owner, jurisdiction=jurisdiction, data_class=data_class)
-        return _listing(found)
+        return await call.read(
+            lambda: _listing(
+                inventory.find(now, tool=tool, owner=owner, jurisdiction=jurisdiction, data_class=data_class)
+            )
+        )
 
     read_only = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
     server.add_tool(
@@ -194,37 +212,6 @@ def install_inventory(
         annotations=read_only,
     )
     server.add_tool(find_agents, name="find_agents", description=_FIND_DESCRIPTION, annotations=read_only)
-
-
-def openapi_document(
-    extra_paths: Mapping[str, Any] | None = None, extra_models: Sequence[type[BaseModel]] = ()
-) -> dict[str, Any]:
-    """An OpenAPI 3.1 document of the inventory API, its schemas generated from the wire models."""
-    models: list[tuple[type[BaseModel], JsonSchemaMode]] = [
-        (Registration, "validation"),
-        (AgentRecord, "serialization"),
-        (ErrorBody, "serialization"),
-        *((model, "serialization") for model in extra_models),
-    ]
-    _, schemas = models_json_schema(models, ref_template="#/components/schemas/{model}")
-    try:
-        version = metadata.version("agentplex")
-    except metadata.PackageNotFoundError:
-        version = "0"
-    return {
-        "openapi": "3.1.0",
-        "info": {
-            "title": "agentplex registry",
-            "version": version,
-            "description": "The mesh's agent inventory. Writes need `Authorization: Bearer` with a mesh "
-            "token for audience 'registry' whose caller is the agent itself; reads need none.",
-        },
-        "paths": {**_INVENTORY_PATHS, **(extra_paths or {})},
-        "components": {
-            "schemas": schemas.get("$defs", {}),
-            "securitySchemes": {"meshToken": {"type": "http", "scheme": "bearer"}},
-        },
-    }
 
 
 class _Refusal(Exception):
@@ -299,6 +286,14 @@ def _registration(body: bytes) -> Registration:
     return reg
 
 
+def _matches(if_none_match: str | None, tag: str) -> bool:
+    """True when an If-None-Match header names `tag` (or is "*"): the client holds this listing."""
+    if if_none_match is None:
+        return False
+    tags = {part.strip().removeprefix("W/") for part in if_none_match.split(",")}
+    return tag in tags or "*" in tags
+
+
 def _flag(value: str) -> bool:
     lowered = value.lower()
     if lowered in _TRUE:
@@ -311,86 +306,3 @@ def _flag(value: str) -> bool:
 def _listing(records: list[AgentRecord]) -> AgentListing:
     summaries = [AgentSummary.model_validate(record, from_attributes=True) for record in records]
     return AgentListing(agents=summaries, count=len(summaries))
-
-
-def _ref(model: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{model}"}
-
-
-def _answer(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
-    content = {} if schema is None else {"content": {"application/json": {"schema": schema}}}
-    return {"description": description, **content}
-
-
-def _param(name: str, where: str, description: str = "", **schema: Any) -> dict[str, Any]:
-    kind = {"type": "string", **schema}
-    return {
-        "name": name,
-        "in": where,
-        "required": where == "path",
-        "description": description,
-        "schema": kind,
-    }
-
-
-def _operation(
-    summary: str, ok: dict[str, Any], *errors: int, params: list[dict[str, Any]] | None = None, body: str = ""
-) -> dict[str, Any]:
-    """One OpenAPI operation; a route that can answer 401 needs the mesh token."""
-    refusals = {str(status): _answer(_REASONS[status], _ref("ErrorBody")) for status in errors}
-    operation: dict[str, Any] = {"summary": summary, "responses": {**ok, **refusals}}
-    if params:
-        operation["parameters"] = params
-    if body:
-        operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(body)}}}
-    if 401 in errors:
-        operation["security"] = [{"meshToken": []}]
-    return operation
-
-
-_REASONS: Final = {
-    400: "malformed request",
-    401: "missing, forged or expired token, or one of another caller",
-    403: "a token whose role is not agent",
-    404: "unknown registration",
-    413: "body over 1 MiB",
-    422: "invalid registration",
-}
-_AGENT: Final = [_param("name", "path"), _param("instance", "path")]
-_FILTERS: Final = [
-    _param("tool", "query", "serves a tool of this name"),
-    _param("owner", "query", "owner equals (case-insensitive)"),
-    _param("jurisdiction", "query", "jurisdiction equals (case-insensitive)"),
-    _param("data_class", "query", "data classification equals (case-insensitive)"),
-    _param("name", "query", "agent name equals"),
-    _param("all", "query", "1: include registrations whose lease lapsed", enum=["0", "1"]),
-]
-_RECORD: Final = _ref("AgentRecord")
-_INVENTORY_PATHS: Final[dict[str, Any]] = {
-    "/api/agents": {
-        "get": _operation(
-            "List registrations (alive unless all=1), filtered",
-            {"200": _answer("matching registrations", {"type": "array", "items": _RECORD})},
-            400,
-            params=_FILTERS,
-        ),
-        "post": _operation(
-            "Register (or re-register) the calling agent; starts its lease",
-            {"200": _answer("the stored record", _RECORD)},
-            *(400, 401, 403, 413, 422),
-            body="Registration",
-        ),
-    },
-    "/api/agents/{name}/{instance}/lease": {
-        "put": _operation(
-            "Renew a lease (heartbeat); 404 means register again",
-            {"200": _answer("the renewed record", _RECORD)},
-            *(401, 403, 404),
-            params=_AGENT,
-        ),
-    },
-    "/api/agents/{name}/{instance}": {
-        "delete": _operation("Deregister (graceful exit)", {"204": _answer("removed")}, 401, 403, 404, params=_AGENT),
-    },
-    "/openapi.json": {"get": _operation("This document", {"200": _answer("OpenAPI 3.1", {"type": "object"})})},
-}

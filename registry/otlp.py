@@ -179,8 +179,8 @@ def span_bodies(data: bytes) -> list[bytearray] | None:
     """Each span's bytes in a protobuf OTLP request, in order, without decoding them; None if the
     request uses an encoding this walk does not follow (groups).
 
-    Slicing costs a third of serializing each decoded span again. Call it on a body that
-    `parse_protobuf` accepted.
+    Slicing is cheaper than serializing each decoded span again (docs/performance-log.md, "Span
+    bodies"). Call it on a body that `parse_protobuf` accepted.
     """
     buffer = bytearray(data)  # slices of a bytearray are bytearrays: SQLite binds them directly
     bodies: list[bytearray] = []
@@ -374,7 +374,8 @@ def _service(attributes: Sequence[KeyValue]) -> tuple[str, str]:
 
 def _attribute_tool(span: Span) -> str:
     # The SDK names MCP spans "tools/call X" (server) and "MCP send tools/call X" (client), so the
-    # name is read first (~10x cheaper); otherwise gen_ai.tool.name, as in mesh.tracing.stitch.tool_of.
+    # caller reads the name first (cheaper than walking the attributes); else gen_ai.tool.name, as in
+    # mesh.tracing.stitch.tool_of.
     for attribute in span.attributes:
         if attribute.key == "gen_ai.tool.name":
             value = _value(attribute.value)

@@ -13,7 +13,7 @@ from psycopg import sql
 from pydantic import TypeAdapter
 
 from mesh.wire import AgentRecord, Registration, ToolInfo
-from registry.inventory import record_from_row
+from registry.inventory_rows import RowReader
 from registry.pg import PgDatabase
 
 __all__ = ["PgInventory"]
@@ -67,11 +67,13 @@ _tools_adapter: Final = TypeAdapter(list[ToolInfo])
 class PgInventory:
     """Registrations keyed by (name, instance), each with a lease, in PostgreSQL; durable when a write returns.
 
-    Raises StoreUnavailable when the database cannot answer. Thread-safe.
+    Raises StoreUnavailable when the database cannot answer. Thread-safe: each call takes a pooled
+    connection of its own, so the registry's worker threads run their calls side by side.
     """
 
     def __init__(self, db: PgDatabase) -> None:
         self._db = db
+        self._rows = RowReader()
         db.prepare("inventory", _VERSION, _SCHEMA)
 
     def close(self) -> None:
@@ -95,13 +97,13 @@ class PgInventory:
         with self._db.connection() as conn:
             row = conn.execute(_UPSERT, params).fetchone()
         assert row is not None  # an upsert always returns its row
-        return record_from_row(row)
+        return self._rows.record(row)
 
     def renew(self, name: str, instance: str, now: float) -> AgentRecord | None:
         """Extend the lease of (name, instance) from `now`; None if unknown (the agent must register)."""
         with self._db.connection() as conn:
             row = conn.execute(_RENEW, {"now": now, "name": name, "instance": instance}).fetchone()
-        return record_from_row(row) if row else None
+        return self._rows.record(row) if row else None
 
     def remove(self, name: str, instance: str) -> bool:
         """Forget (name, instance); True if it was known."""
@@ -117,6 +119,12 @@ class PgInventory:
         """Every registration, lapsed ones included (the asset view, with last seen)."""
         return self.find(None)
 
+    def count(self, now: float) -> int:
+        """How many registrations are alive at `now`."""
+        with self._db.connection() as conn:
+            row = conn.execute("SELECT count(*) FROM agents WHERE expires_at > %s", (now,)).fetchone()
+        return int(row[0]) if row else 0
+
     def find(
         self,
         now: float | None,
@@ -128,6 +136,31 @@ class PgInventory:
         name: str | None = None,
     ) -> list[AgentRecord]:
         """Registrations matching every given filter, alive at `now` (None: lapsed ones too)."""
+        rows = self._select(now, tool, owner, jurisdiction, data_class, name)
+        return [self._rows.record(row) for row in rows]
+
+    def find_json(
+        self,
+        now: float | None,
+        *,
+        tool: str | None = None,
+        owner: str | None = None,
+        jurisdiction: str | None = None,
+        data_class: str | None = None,
+        name: str | None = None,
+    ) -> bytes:
+        """What `find` gives, as a JSON array (the bytes `TypeAdapter(list[AgentRecord]).dump_json` makes)."""
+        return self._rows.listing(self._select(now, tool, owner, jurisdiction, data_class, name))
+
+    def _select(
+        self,
+        now: float | None,
+        tool: str | None,
+        owner: str | None,
+        jurisdiction: str | None,
+        data_class: str | None,
+        name: str | None,
+    ) -> list[tuple[Any, ...]]:
         clauses: list[sql.Composable] = []
         params: list[Any] = []
         if now is not None:
@@ -147,5 +180,4 @@ class PgInventory:
         where = sql.SQL(" WHERE ") + sql.SQL(" AND ").join(clauses) if clauses else sql.SQL("")
         query = sql.SQL("SELECT {} FROM agents{} ORDER BY name, instance").format(sql.SQL(_COLUMNS), where)
         with self._db.connection() as conn:
-            rows = conn.execute(query, params).fetchall()
-        return [record_from_row(row) for row in rows]
+            return conn.execute(query, params).fetchall()

@@ -3,9 +3,10 @@
 `summarize` reduces a batch's rows to one `TraceFigures` per trace, in Python, before any
 connection is taken; `fold` adds them to the stored rows in one statement (making the rows of
 new traces), `pin` makes and locks the rows without figures, for a batch written in two steps.
-The figures keep what the listing shows without reading spans: counts, times, the error flag,
-the names, and the span that is the root by the rules of `mesh.tracing.stitch.summarize`. Owns
-no COPY, no queries and no schema (`registry.pg_tracestore`, `registry.pg_traceschema`).
+The figures keep what the listing shows without reading spans: counts, times, denied and failed
+spans (`registry.trace_outcomes`), the names, when the batch arrived, and the span that is the root
+by the rules of `mesh.tracing.stitch.summarize`, with its outcome. Owns no COPY, no queries and no
+schema (`registry.pg_tracestore`, `registry.pg_traceschema`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any, Final, LiteralString, final
 import psycopg
 
 from registry.otlp import SpanRow
+from registry.trace_outcomes import DENIED, ERROR, OK, outcome_code
 
 __all__ = ["TraceFigures", "summarize", "fold", "pin", "plain", "no_nul"]
 
@@ -26,10 +28,12 @@ class TraceFigures:
 
     __slots__ = (
         "agents",
+        "denied",
         "end",
-        "error",
+        "failed",
         "lead",
         "lead_agent",
+        "lead_outcome",
         "lead_tool",
         "spans",
         "start",
@@ -38,32 +42,35 @@ class TraceFigures:
         "tools",
     )
 
-    def __init__(self, span: int, root: int, agent: str, start: int, end: int, status: int, tool: str) -> None:
+    def __init__(self, span: int, root: int, agent: str, start: int, end: int, outcome: int, tool: str) -> None:
         self.spans = 1
         self.start = start
         self.end = end
-        self.error = status == 2
+        self.denied = int(outcome == DENIED)
+        self.failed = int(outcome == ERROR)
         self.lead = (1 - root, start, span)
         """The root is the span with the least (0 if parentless else 1, start, span id)."""
         self.lead_agent = agent
         self.lead_tool = tool
+        self.lead_outcome = outcome
         self.tooled = (start, span) if tool else None
         """(start, span id) of the earliest span naming a tool, whose `tool` stands in for a root naming none."""
         self.tool = tool or None
         self.agents = {agent}
         self.tools = {tool} if tool else set[str]()
 
-    def add(self, span: int, root: int, agent: str, start: int, end: int, status: int, tool: str) -> None:
+    def add(self, span: int, root: int, agent: str, start: int, end: int, outcome: int, tool: str) -> None:
         self.spans += 1
         if start < self.start:
             self.start = start
         if end > self.end:
             self.end = end
-        if status == 2:
-            self.error = True
+        if outcome:
+            self.denied += outcome == DENIED
+            self.failed += outcome == ERROR
         lead = (1 - root, start, span)
         if lead < self.lead:
-            self.lead, self.lead_agent, self.lead_tool = lead, agent, tool
+            self.lead, self.lead_agent, self.lead_tool, self.lead_outcome = lead, agent, tool, outcome
         self.agents.add(agent)
         if tool:
             self.tools.add(tool)
@@ -74,32 +81,38 @@ class TraceFigures:
 def summarize(rows: Sequence[SpanRow]) -> dict[bytes, TraceFigures]:
     """Each trace's figures in `rows`, by trace id."""
     traces: dict[bytes, TraceFigures] = {}
-    for trace_id, span, root, agent, _, start, end, status, tool, _ in rows:
+    for row in rows:
+        trace_id, span, root, agent, _, start, end, status, tool, _ = row
+        outcome = OK if status != 2 else outcome_code(row)
         found = traces.get(trace_id)
         if found is None:
-            traces[trace_id] = TraceFigures(span, root, agent, start, end, status, tool)
+            traces[trace_id] = TraceFigures(span, root, agent, start, end, outcome, tool)
         else:
-            found.add(span, root, agent, start, end, status, tool)
+            found.add(span, root, agent, start, end, outcome, tool)
     return traces
 
 
 def fold(
-    conn: psycopg.Connection[Any], traces: dict[bytes, TraceFigures], proposed: dict[bytes, int]
+    conn: psycopg.Connection[Any], traces: dict[bytes, TraceFigures], proposed: dict[bytes, int], arrived: int
 ) -> dict[bytes, int]:
     """Fold each trace's figures into its row (made with the proposed day if new); trace id -> its day.
 
-    Rows are taken in trace id order, so two transactions folding the same traces never deadlock.
+    `arrived`: when the batch came, in ns since the epoch. Rows are taken in trace id order, so two
+    transactions folding the same traces never deadlock.
     """
     ids = sorted(traces)
     figures = [traces[trace_id] for trace_id in ids]
     tooled = [t.tooled or (None, None) for t in figures]
     columns = [
+        arrived,  # one value for every row
         _uuid_array(ids),
         _int_array([proposed[trace_id] for trace_id in ids]),
         _int_array([t.spans for t in figures]),
         _int_array([t.start for t in figures]),
         _int_array([t.end for t in figures]),
-        _bool_array([t.error for t in figures]),
+        _int_array([t.denied for t in figures]),
+        _int_array([t.failed for t in figures]),
+        _int_array([t.lead_outcome for t in figures]),
         _text_array([_joined(t.agents) for t in figures]),
         _text_array([_joined(t.tools) for t in figures]),
         _int_array([t.lead[0] for t in figures]),
@@ -147,10 +160,6 @@ def _int_array(values: Sequence[int | None]) -> str:
     return "{" + ",".join(map(str, values)) + "}"
 
 
-def _bool_array(values: Sequence[bool]) -> str:
-    return "{" + ",".join("t" if value else "f" for value in values) + "}"
-
-
 def _uuid_array(values: Sequence[bytes]) -> str:
     return "{" + ",".join([value.hex() for value in values]) + "}"
 
@@ -185,18 +194,22 @@ def _merged(column: LiteralString) -> LiteralString:
 
 
 _FOLD: Final = f"""
-INSERT INTO traces AS t (trace_id, day, span_count, start_ns, end_ns, error, agents, tools,
-    lead_rank, lead_start, lead_span, lead_agent, lead_tool, tool_start, tool_span, tool)
-SELECT i, d, n, s, e, x, string_to_array(a, chr(31)), string_to_array(o, chr(31)), lr, ls, lp, la, lt, ts, tp, tn
-FROM unnest(%s::uuid[], %s::int4[], %s::int4[], %s::int8[], %s::int8[], %s::bool[], %s::text[], %s::text[],
-    %s::int2[], %s::int8[], %s::int8[], %s::text[], %s::text[], %s::int8[], %s::int8[], %s::text[])
-    AS b(i, d, n, s, e, x, a, o, lr, ls, lp, la, lt, ts, tp, tn)
+INSERT INTO traces AS t (trace_id, day, span_count, start_ns, end_ns, denied, failed, lead_outcome, arrived_ns,
+    agents, tools, lead_rank, lead_start, lead_span, lead_agent, lead_tool, tool_start, tool_span, tool)
+SELECT i, d, n, s, e, x, f, lo, %s::int8,
+    string_to_array(a, chr(31)), string_to_array(o, chr(31)), lr, ls, lp, la, lt, ts, tp, tn
+FROM unnest(%s::uuid[], %s::int4[], %s::int4[], %s::int8[], %s::int8[], %s::int4[], %s::int4[], %s::int2[],
+    %s::text[], %s::text[], %s::int2[], %s::int8[], %s::int8[], %s::text[], %s::text[], %s::int8[], %s::int8[],
+    %s::text[]) AS b(i, d, n, s, e, x, f, lo, a, o, lr, ls, lp, la, lt, ts, tp, tn)
 ORDER BY i
 ON CONFLICT (trace_id) DO UPDATE SET
     span_count = t.span_count + excluded.span_count,
     start_ns = least(t.start_ns, excluded.start_ns),
     end_ns = greatest(t.end_ns, excluded.end_ns),
-    error = t.error OR excluded.error,
+    denied = t.denied + excluded.denied,
+    failed = t.failed + excluded.failed,
+    arrived_ns = greatest(t.arrived_ns, excluded.arrived_ns),
+    {_lead_wins("lead_outcome")},
     {_merged("agents")},
     {_merged("tools")},
     {_lead_wins("lead_rank")},
@@ -211,9 +224,9 @@ RETURNING uuid_send(trace_id), day
 """
 """Fold a batch's figures into `traces`, a row per trace, and give each trace's day (its own if stored before)."""
 _PIN: Final = """
-INSERT INTO traces AS t (trace_id, day, span_count, start_ns, end_ns, error, agents, tools,
+INSERT INTO traces AS t (trace_id, day, span_count, start_ns, end_ns, denied, failed, lead_outcome, agents, tools,
     lead_rank, lead_start, lead_span, lead_agent, lead_tool)
-SELECT i, d, 0, 9223372036854775807, -9223372036854775808, false, '{}', '{}', 2, 0, 0, '', ''
+SELECT i, d, 0, 9223372036854775807, -9223372036854775808, 0, 0, 0, '{}', '{}', 2, 0, 0, '', ''
 FROM unnest(%s::uuid[], %s::int4[]) AS b(i, d) ORDER BY i
 ON CONFLICT (trace_id) DO UPDATE SET day = t.day
 RETURNING uuid_send(trace_id), day

@@ -9,7 +9,7 @@ Partitions are named `spans_YYYYMMDD` after the UTC day they hold. Owns no inges
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, LiteralString
 
@@ -17,6 +17,7 @@ import psycopg
 from psycopg import sql
 
 from mesh.errors import ConfigError
+from registry.trace_outcomes import DENIED, ERROR, stored_outcome
 
 __all__ = [
     "VERSION",
@@ -29,8 +30,10 @@ __all__ = [
     "one_line",
 ]
 
-VERSION: Final = 1
-"""The schema `_SCHEMA` makes, kept in `trace_store_schema`."""
+VERSION: Final = 2
+"""The schema `_SCHEMA` makes, kept in `trace_store_schema`. Before 2, a trace kept one error flag
+(any span failed) where it now keeps its root's outcome and counts of denied and failed spans, and
+no time of arrival."""
 DDL_LOCK: Final = 0x61706C78_74726301
 """The advisory lock held while the schema or a partition is made, so two processes never collide."""
 PRUNE_LOCK: Final = 0x61706C78_74726302
@@ -95,7 +98,10 @@ _SCHEMA: Final[tuple[LiteralString, ...]] = (
         span_count integer NOT NULL,
         start_ns bigint NOT NULL,
         end_ns bigint NOT NULL,
-        error boolean NOT NULL,
+        denied integer NOT NULL,  -- spans where a call was refused (registry.trace_outcomes)
+        failed integer NOT NULL,  -- other failed spans; both counts include the root
+        lead_outcome smallint NOT NULL,  -- the root's outcome: an index of mesh.tracing.outcome.OUTCOMES
+        arrived_ns bigint,  -- when its latest span was stored, by the storing host's clock; NULL before schema 2
         agents text[] NOT NULL,  -- the services of its spans, as registry.pg_tracefold.plain makes them
         tools text[] NOT NULL,  -- the tools its spans name, likewise
         -- The root: the least (lead_rank, lead_start, lead_span); rank 0 is a span without a parent.
@@ -110,7 +116,8 @@ _SCHEMA: Final[tuple[LiteralString, ...]] = (
         tool text
     ) WITH (fillfactor = 90)""",
     "CREATE INDEX traces_by_start ON traces (start_ns)",
-    "CREATE INDEX traces_errors_by_start ON traces (start_ns) WHERE error",
+    "CREATE INDEX traces_failed_by_start ON traces (start_ns) WHERE lead_outcome > 0",
+    "CREATE INDEX traces_denied_by_start ON traces (start_ns) WHERE denied > 0",
     "CREATE INDEX traces_by_day ON traces (day)",
     """CREATE TABLE spans (
         day integer NOT NULL,  -- its trace's day
@@ -122,8 +129,45 @@ _SCHEMA: Final[tuple[LiteralString, ...]] = (
     ) PARTITION BY RANGE (day)""",
     "CREATE UNIQUE INDEX spans_key ON spans (trace_id, span_id, day)",
 )
-_UPGRADES: Final[dict[int, tuple[LiteralString, ...]]] = {}
-"""From each older schema, the statements that bring it to the next."""
+
+
+def _backfill_outcomes(conn: psycopg.Connection[Any]) -> None:
+    """Fill schema 2's outcome columns from the spans: only traces flagged as failed have any failed span."""
+    figures: dict[Any, list[int]] = {}  # trace id -> [denied, failed, the root's outcome]
+    for trace_id, span, body, lead_span in conn.execute(_FLAGGED_SPANS):
+        code = stored_outcome(body)
+        found = figures.setdefault(trace_id, [0, 0, 0])
+        found[0] += code == DENIED
+        found[1] += code == ERROR
+        if span == lead_span:
+            found[2] = code
+    with conn.cursor() as cursor:
+        cursor.executemany(
+            "UPDATE traces SET denied = %s, failed = %s, lead_outcome = %s WHERE trace_id = %s",
+            [(*found, trace_id) for trace_id, found in figures.items()],
+        )
+
+
+_FLAGGED_SPANS: Final = """
+SELECT t.trace_id, s.span_id, s.body, t.lead_span
+FROM traces t JOIN spans s ON s.day = t.day AND s.trace_id = t.trace_id WHERE t.error
+"""
+_UPGRADES: Final[dict[int, tuple[LiteralString | Callable[[psycopg.Connection[Any]], None], ...]]] = {
+    # From each older schema, the steps that bring it to the next.
+    1: (
+        """ALTER TABLE traces ADD COLUMN denied integer NOT NULL DEFAULT 0,
+            ADD COLUMN failed integer NOT NULL DEFAULT 0,
+            ADD COLUMN lead_outcome smallint NOT NULL DEFAULT 0,
+            ADD COLUMN arrived_ns bigint""",
+        _backfill_outcomes,
+        """ALTER TABLE traces DROP COLUMN error,
+            ALTER COLUMN denied DROP DEFAULT,
+            ALTER COLUMN failed DROP DEFAULT,
+            ALTER COLUMN lead_outcome DROP DEFAULT""",  # its partial index goes with it
+        "CREATE INDEX traces_failed_by_start ON traces (start_ns) WHERE lead_outcome > 0",
+        "CREATE INDEX traces_denied_by_start ON traces (start_ns) WHERE denied > 0",
+    ),
+}
 
 
 def _upgrade(conn: psycopg.Connection[Any], shown: str) -> None:
@@ -139,11 +183,14 @@ def _upgrade(conn: psycopg.Connection[Any], shown: str) -> None:
             )
         if version == VERSION:
             return
-        statements: Sequence[LiteralString] = (
+        steps: Sequence[LiteralString | Callable[[psycopg.Connection[Any]], None]] = (
             _SCHEMA if version == 0 else [s for older in range(version, VERSION) for s in _UPGRADES[older]]
         )
-        for statement in statements:
-            conn.execute(statement)
+        for step in steps:
+            if callable(step):
+                step(conn)
+            else:
+                conn.execute(step)
         conn.execute("DELETE FROM trace_store_schema")
         conn.execute("INSERT INTO trace_store_schema (version) VALUES (%s)", [VERSION])
 

@@ -34,7 +34,8 @@ from registry.otlp import SpanRow, span_record
 from registry.pg import redacted
 from registry.pg_tracefold import fold, no_nul, pin, plain, summarize
 from registry.pg_traceschema import PRUNE_LOCK, create_partition, one_line, partition_name, partitions, prepare
-from registry.trace_stores import StoreUnavailable
+from registry.stores import StoreUnavailable
+from registry.trace_outcomes import listed
 
 __all__ = ["PgTraceStore"]
 
@@ -86,7 +87,8 @@ class PgTraceStore:
         if not rows:
             return 0
         traces = summarize(rows)
-        today = _day(time.time())
+        arrived = time.time_ns()
+        today = _day(arrived / 1e9)
         proposed = {trace_id: _pinned(trace.start, today) for trace_id, trace in traces.items()}
         wanted = set(proposed.values())
         for attempt in range(_ATTEMPTS):
@@ -96,13 +98,13 @@ class PgTraceStore:
                 with self._connection() as conn:
                     try:
                         with conn.transaction():
-                            days.update(fold(conn, traces, proposed))
+                            days.update(fold(conn, traces, proposed, arrived))
                             _copy(conn, rows, days)
                         return len(rows)
                     except errors.UniqueViolation:
                         pass  # some were stored before: write the batch again without them
                     with conn.transaction():
-                        return _write_new(conn, rows, proposed, days)
+                        return _write_new(conn, rows, proposed, days, arrived)
             except (errors.CheckViolation, errors.UndefinedTable, errors.TransactionRollback):
                 # A partition dropped meanwhile (retention, in another process), or a lock cycle.
                 if attempt == _ATTEMPTS - 1:
@@ -122,6 +124,15 @@ class PgTraceStore:
         hex_id = key.hex()
         return [span_record(hex_id, agent, instance or None, body) for agent, instance, body in found]
 
+    def last_arrival(self, trace_id: str) -> float | None:
+        """When the latest span of one trace (hex id) was stored, in epoch seconds by the storer's clock, if known."""
+        key = _trace_key(trace_id)
+        if key is None:
+            return None
+        with self._connection() as conn:
+            found = conn.execute("SELECT arrived_ns FROM traces WHERE trace_id = %s::uuid", [key.hex()]).fetchone()
+        return None if found is None or found[0] is None else found[0] / 1e9
+
     def trace_ids_starting(self, prefix: str, limit: int = 2) -> list[str]:
         """The ids (hex) of up to `limit` stored traces whose id begins with the hex `prefix`, in id order."""
         if not 1 <= len(prefix) <= 32 or not _HEX.fullmatch(prefix):
@@ -140,8 +151,12 @@ class PgTraceStore:
         since: float | None = None,
         min_duration_ms: float | None = None,
         limit: int = 50,
+        *,
+        denied: bool | None = None,
+        errors: bool | None = None,
+        in_progress_after: float | None = None,
     ) -> list[TraceSummary]:
-        """The latest traces first, filtered: an agent or tool anywhere in the trace, status, start, duration."""
+        """The latest traces first, filtered as `registry.trace_stores.TraceStore.list_traces` says."""
         where: list[sql.Composable] = []
         params: list[object] = []
         if agent is not None:
@@ -153,7 +168,11 @@ class PgTraceStore:
         if status is not None:
             if status not in ("ok", "error"):
                 raise ValueError(f"status must be 'ok' or 'error', not {status!r}")
-            where.append(sql.SQL("error" if status == "error" else "NOT error"))
+            where.append(sql.SQL("lead_outcome > 0" if status == "error" else "lead_outcome = 0"))
+        if denied is not None:  # the root's own refusal is its status, not counted beside it
+            where.append(_DENIED if denied else sql.SQL("NOT ({})").format(_DENIED))
+        if errors is not None:
+            where.append(_FAILED if errors else sql.SQL("NOT ({})").format(_FAILED))
         if since is not None:
             where.append(sql.SQL("start_ns >= %s"))
             params.append(int(since * 1e9))
@@ -161,21 +180,28 @@ class PgTraceStore:
             where.append(sql.SQL("end_ns - start_ns >= %s"))
             params.append(int(min_duration_ms * 1e6))
         params.append(max(0, limit))
+        params.insert(0, None if in_progress_after is None else int(in_progress_after * 1e9))
         query = _LIST.format(where=sql.SQL(" AND ").join(where) if where else sql.SQL("true"))
         with self._connection() as conn:
             found = conn.execute(query, params, binary=True).fetchall()
-        return [
-            TraceSummary(
-                trace_id=trace_id.hex,
-                root=TraceRoot(agent=root_agent, tool=root_tool or None),
-                agents=sorted(agents),
-                span_count=span_count,
-                start=start_ns / 1e9,
-                duration_ms=max(0, end_ns - start_ns) / 1e6,
-                status="error" if error else "ok",
+        summaries: list[TraceSummary] = []
+        for trace_id, span_count, start_ns, end_ns, agents, root_agent, root_tool, *outcome, in_progress in found:
+            shown, denied_beside, errors_beside = listed(*outcome)
+            summaries.append(
+                TraceSummary(
+                    trace_id=trace_id.hex,
+                    root=TraceRoot(agent=root_agent, tool=root_tool or None),
+                    agents=sorted(agents),
+                    span_count=span_count,
+                    start=start_ns / 1e9,
+                    duration_ms=max(0, end_ns - start_ns) / 1e6,
+                    status=shown,
+                    denied=denied_beside,
+                    errors=errors_beside,
+                    in_progress=bool(in_progress),
+                )
             )
-            for trace_id, span_count, start_ns, end_ns, error, agents, root_agent, root_tool in found
-        ]
+        return summaries
 
     def span_count(self) -> int:
         """How many distinct spans are stored."""
@@ -290,7 +316,11 @@ def _copy(conn: psycopg.Connection[Any], rows: Sequence[SpanRow], days: dict[byt
 
 
 def _write_new(
-    conn: psycopg.Connection[Any], rows: Sequence[SpanRow], proposed: dict[bytes, int], days: dict[bytes, int]
+    conn: psycopg.Connection[Any],
+    rows: Sequence[SpanRow],
+    proposed: dict[bytes, int],
+    days: dict[bytes, int],
+    arrived: int,
 ) -> int:
     """Store the rows not stored before (each span once), folding in only them; how many. `days` is filled."""
     firsts: dict[tuple[bytes, int], SpanRow] = {}
@@ -302,7 +332,7 @@ def _write_new(
     stored = conn.execute(_FROM_STAGE, binary=True).fetchall()
     fresh = [firsts[(trace_id, span)] for trace_id, span in stored]
     if fresh:
-        fold(conn, summarize(fresh), days)
+        fold(conn, summarize(fresh), days, arrived)
     return len(fresh)
 
 
@@ -336,9 +366,14 @@ WHERE t.trace_id = %s::uuid
 """
 _STARTING: Final = "SELECT trace_id FROM traces WHERE trace_id BETWEEN %s::uuid AND %s::uuid ORDER BY trace_id LIMIT %s"
 _LIST: Final = sql.SQL("""
-SELECT trace_id, span_count, start_ns, end_ns, error, agents, lead_agent, coalesce(nullif(lead_tool, ''), tool)
+SELECT trace_id, span_count, start_ns, end_ns, agents, lead_agent, coalesce(nullif(lead_tool, ''), tool),
+    lead_outcome, denied, failed, lead_rank > 0 AND arrived_ns > %s::int8
 FROM traces WHERE {where} ORDER BY start_ns DESC LIMIT %s
 """)
+_DENIED: Final = sql.SQL("denied > 0 AND denied > (lead_outcome = 2)::int")
+"""A call was refused beside the root (`registry.trace_outcomes`: 2 is `denied`); `denied > 0` lets the index serve."""
+_FAILED: Final = sql.SQL("failed > 0 AND failed > (lead_outcome = 1)::int")
+"""A span failed beside the root (1 is `error`)."""
 _DELETE_DAYS: Final = "WITH gone AS (DELETE FROM traces WHERE day < %s RETURNING 1) SELECT count(*) FROM gone"
 _DETACH: Final = sql.SQL("ALTER TABLE spans DETACH PARTITION {} CONCURRENTLY")
 _FINALIZE: Final = sql.SQL("ALTER TABLE spans DETACH PARTITION {} FINALIZE")

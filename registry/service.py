@@ -13,7 +13,7 @@ import logging
 import sys
 import time
 import uuid
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import asdict
 from functools import partial
@@ -38,11 +38,10 @@ from registry.approvals import ApprovalQueue, install_approvals
 from registry.audit import install_audit
 from registry.inventory_api import REGISTRY_AUDIENCE, install_inventory
 from registry.mesh_map import install_mesh_map
+from registry.span_intake import SpanIntake, install_span_intake
 from registry.storage import is_postgres, open_stores
 from registry.stores import StoreUnavailable
-from registry.trace_stores import StoreUnavailable as TraceStoreUnavailable
 from registry.trace_stores import open_trace_store
-from registry.tracer import Tracer, install_tracer
 from registry.web import install_web
 
 __all__ = ["announce_service", "serve_registry", "serve_tracer"]
@@ -77,8 +76,10 @@ async def serve_registry(
         store = open_trace_store(db if is_postgres(db) else None, traces_at, retain=retain)
         stack.callback(store.close)
         inventory = stores.inventory
-        queue = await stack.enter_async_context(ApprovalQueue(stores.approvals, audit=stores.audit.append))
-        holder: list[Tracer] = []
+        queue = await stack.enter_async_context(
+            ApprovalQueue(stores.approvals, audit=stores.audit.append, calls=stores.calls)
+        )
+        holder: list[SpanIntake] = []
         server = MCPServer(
             "registry",
             description="agentplex registry: agent inventory, decision traces, approvals",
@@ -90,14 +91,18 @@ async def serve_registry(
             lifespan=_entering(holder),
             log_level="WARNING",
         )
-        install_inventory(server, inventory, keys)
+        install_inventory(server, inventory, keys, calls=stores.calls)
         install_approvals(server, queue, keys)
         install_audit(server, stores.audit, keys)
         on_governance = partial(stores.audit.append_many, kind="policy")
-        holder.append(install_tracer(server, store, keys=keys, on_governance=on_governance))
+        holder.append(install_span_intake(server, store, keys=keys, on_governance=on_governance))
         install_web(server, queue=queue, keys=keys, lan=lan)
         install_mesh_map(server, inventory, store)
-        _health(server, "registry", keys, lambda: {"db": stores.where, "agents": len(inventory.alive(time.time()))})
+
+        async def registry_health() -> dict[str, Any]:
+            return {"db": stores.where, "agents": await stores.calls.read(inventory.count, time.time())}
+
+        _health(server, "registry", keys, registry_health)
         await _serve(server, keys, "registry", name, host, port, mdns, lan, f"(db {stores.where})", task_status)
 
 
@@ -120,10 +125,14 @@ async def serve_tracer(
     store = open_trace_store(db, path, retain=retain)
     where = _shown_db(db, path)
     try:
-        holder: list[Tracer] = []
+        holder: list[SpanIntake] = []
         server = MCPServer("tracer", description="agentplex sidecar tracer", lifespan=_entering(holder))
-        holder.append(install_tracer(server, store, keys=keys, forward_url=forward))
-        _health(server, "tracer", keys, lambda: {"db": where, "forward": forward, **asdict(holder[0].stats)})
+        holder.append(install_span_intake(server, store, keys=keys, forward_url=forward))
+
+        async def tracer_health() -> dict[str, Any]:
+            return {"db": where, "forward": forward, **asdict(holder[0].stats)}
+
+        _health(server, "tracer", keys, tracer_health)
         await _serve(server, keys, "tracer", name, host, port, mdns, lan, f"(db {where})", task_status)
     finally:
         store.close()
@@ -139,8 +148,8 @@ def _shown_db(db: str | None, default: Path) -> str:
     return db or str(default)
 
 
-def _entering(holder: list[Tracer]) -> Callable[[MCPServer], Any]:
-    """A lifespan that runs the tracer's background tasks while the server runs."""
+def _entering(holder: list[SpanIntake]) -> Callable[[MCPServer], Any]:
+    """A lifespan that runs the span intake's background tasks while the server runs."""
 
     @asynccontextmanager
     async def lifespan(_: MCPServer) -> AsyncGenerator[None]:
@@ -150,7 +159,7 @@ def _entering(holder: list[Tracer]) -> Callable[[MCPServer], Any]:
     return lifespan
 
 
-def _health(server: MCPServer, kind: str, keys: MeshKeys, extra: Callable[[], dict[str, Any]]) -> None:
+def _health(server: MCPServer, kind: str, keys: MeshKeys, extra: Callable[[], Awaitable[dict[str, Any]]]) -> None:
     """`GET /healthz`: status, and with `?challenge=` the proof that this service holds the mesh secret."""
     started = time.time()
 
@@ -167,7 +176,7 @@ def _health(server: MCPServer, kind: str, keys: MeshKeys, extra: Callable[[], di
         if challenge is not None:
             server_address = request.scope.get("server") or ("", 0)
             body["proof"] = keys.prove(bound(challenge, int(server_address[1] or 0)), kind)
-        return JSONResponse({**body, **extra()})
+        return JSONResponse({**body, **(await extra())})
 
     server.custom_route("/healthz", methods=["GET"])(healthz)
 
@@ -185,8 +194,7 @@ async def _serve(
     task_status: TaskStatus[str],
 ) -> None:
     routes = server.streamable_http_app(json_response=True, host=host)
-    for lost in (StoreUnavailable, TraceStoreUnavailable):
-        routes.add_exception_handler(lost, _unavailable)
+    routes.add_exception_handler(StoreUnavailable, _unavailable)
     app = BearerAuth(routes, keys=keys, audience=REGISTRY_AUDIENCE)
     if lan:  # on the LAN every read needs a token too (DESIGN §6); loopback reads stay open
         app = TokenGate(app, keys=keys, audience=REGISTRY_AUDIENCE)

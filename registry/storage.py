@@ -2,16 +2,18 @@
 
 Owns the one choice between backends: a `postgresql://` URL (from `--db` or MESH_REGISTRY_DB) means
 PostgreSQL, shared by every replica of the mesh; a path, or nothing, means the SQLite file (the
-embedded default, under MESH_HOME). PostgreSQL's driver is imported only when asked for.
+embedded default, under MESH_HOME). PostgreSQL's driver is imported only when asked for. The stores
+are called through `Stores.calls`, off the event loop, at most as many at once as the database serves.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mesh.identity import MeshKeys
+from registry.store_calls import StoreCalls
 from registry.stores import ApprovalStore, AuditStore, InventoryStore
 
 __all__ = ["Stores", "is_postgres", "open_stores"]
@@ -19,7 +21,7 @@ __all__ = ["Stores", "is_postgres", "open_stores"]
 
 @dataclass(frozen=True, slots=True)
 class Stores:
-    """The registry's three stores on one database, and how to say where that is."""
+    """The registry's three stores on one database, how to call them, and how to say where that is."""
 
     inventory: InventoryStore
     approvals: ApprovalStore
@@ -29,6 +31,8 @@ class Stores:
     sqlite_path: Path | None
     """The SQLite file, when that is the backend (other SQLite files of the registry sit beside it)."""
     _close: Callable[[], None]
+    calls: StoreCalls = field(default_factory=StoreCalls)
+    """Makes the stores' (blocking) calls in worker threads, as many at once as the database serves."""
 
     def close(self) -> None:
         """Close every store and the database."""
@@ -83,7 +87,10 @@ def _postgres(url: str, mesh: str, keys: MeshKeys) -> Stores:
     from registry.pg_audit import PgAuditLog
     from registry.pg_inventory import PgInventory
 
-    database = PgDatabase(url, mesh=mesh)
+    calls = StoreCalls()
+    # Room beyond the store threads: span intake appends the governance record from its own, and the
+    # mesh map reads the inventory from anyio's default ones.
+    database = PgDatabase(url, mesh=mesh, pool_size=calls.threads + 2)
     try:
         stores = Stores(
             PgInventory(database),
@@ -92,6 +99,7 @@ def _postgres(url: str, mesh: str, keys: MeshKeys) -> Stores:
             database.where,
             None,
             database.close,
+            calls,
         )
     except BaseException:
         database.close()

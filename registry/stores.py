@@ -5,7 +5,7 @@ on, so SQLite (the embedded default) and PostgreSQL (several replicas on one dat
 interchangeable. It holds no implementation: `registry.storage.open_stores` chooses one.
 
 MeshError
-├── StoreUnavailable     the database cannot be reached now (the HTTP API answers 503)
+├── StoreUnavailable     a store's database cannot be reached now (the HTTP API answers 503)
 └── ConfigError          a database written by a newer agentplex, or another mesh's
 """
 
@@ -33,7 +33,7 @@ __all__ = [
 
 
 class StoreUnavailable(MeshError):
-    """The database cannot be reached now; the answer is 503, never a guess."""
+    """A store's database (inventory, approvals, audit, traces) cannot be reached now: 503, never a guess."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +52,11 @@ Wake = Callable[[str | None], None]
 
 
 class InventoryStore(Protocol):
-    """Registrations keyed by (name, instance), each with a lease; durable when a write returns."""
+    """Registrations keyed by (name, instance), each with a lease; durable when a write returns.
+
+    Its calls block (a database round trip, an fsync): the registry makes them through
+    `registry.store_calls.StoreCalls`, off the event loop. So do the other stores'.
+    """
 
     def upsert(self, reg: Registration, now: float) -> AgentRecord:
         """Store `reg` with a lease from `now`; a known (name, instance) keeps its first_seen."""
@@ -74,6 +78,10 @@ class InventoryStore(Protocol):
         """Every registration, lapsed ones included (the asset view, with last seen)."""
         ...
 
+    def count(self, now: float) -> int:
+        """How many registrations are alive at `now`."""
+        ...
+
     def find(
         self,
         now: float | None,
@@ -85,6 +93,22 @@ class InventoryStore(Protocol):
         name: str | None = None,
     ) -> list[AgentRecord]:
         """Registrations matching every given filter, alive at `now` (None: lapsed ones too)."""
+        ...
+
+    def find_json(
+        self,
+        now: float | None,
+        *,
+        tool: str | None = None,
+        owner: str | None = None,
+        jurisdiction: str | None = None,
+        data_class: str | None = None,
+        name: str | None = None,
+    ) -> bytes:
+        """What `find` gives, as a JSON array (the bytes `TypeAdapter(list[AgentRecord]).dump_json` makes).
+
+        The body of `GET /api/agents`: built from the rows without making records where it can be.
+        """
         ...
 
     def close(self) -> None:

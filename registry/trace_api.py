@@ -4,7 +4,7 @@ Owns `GET /api/traces`, `GET /api/traces/{trace_id}`, `GET /api/tracer/stats`, t
 `search_traces`, `get_trace` and `explain_decision`, and the parsing of their filters. Queries run
 in a worker thread; the store reads through its own connection, so they never wait behind ingest.
 A store whose database cannot be reached answers 503 (an MCP tool error), never a wrong answer.
-Owns no receiving (`registry.tracer`), storage (`registry.trace_stores`), stitching or rendering
+Owns no receiving (`registry.span_intake`), storage (`registry.trace_stores`), stitching or rendering
 (`mesh.tracing`): the counters it shows come from the receiver as a callable.
 """
 
@@ -25,9 +25,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from mesh.tracing.render import explain
-from mesh.tracing.stitch import stitch
+from mesh.tracing.stitch import IN_PROGRESS_GRACE, stitch
 from mesh.wire import TraceSummary, TraceTree
-from registry.trace_stores import StoreUnavailable, TraceStore
+from registry.stores import StoreUnavailable
+from registry.trace_stores import TraceStore
 
 __all__ = ["TraceQueries", "install_trace_api", "parse_since"]
 
@@ -38,18 +39,23 @@ _JSON: Final = "application/json"
 class TraceQueries:
     """Searches and stitched trees over a trace store, and the HTTP handlers that serve them."""
 
-    def __init__(self, store: TraceStore, counters: Callable[[], Mapping[str, int]]) -> None:
+    def __init__(
+        self, store: TraceStore, counters: Callable[[], Mapping[str, int]], *, clock: Callable[[], float] = time.time
+    ) -> None:
         self.store = store
         self._counters = counters
+        self._clock = clock  # the store's: spans' arrival times are this host's (or its database's writers')
 
     async def list_traces(self, request: Request) -> Response:
-        """GET /api/traces?agent=&tool=&status=&since=&min_duration_ms=&limit= (JSON list of summaries)."""
+        """GET /api/traces?agent=&tool=&status=&denied=&errors=&since=&min_duration_ms=&limit=: summaries (JSON)."""
         query = request.query_params
         try:
             found = await self.search(
                 agent=query.get("agent"),
                 tool=query.get("tool"),
                 status=query.get("status"),
+                denied=_flag(query.get("denied"), "denied"),
+                errors=_flag(query.get("errors"), "errors"),
                 since=query.get("since"),
                 min_duration_ms=_number(query.get("min_duration_ms"), "min_duration_ms"),
                 limit=_integer(query.get("limit") or "50", "limit"),
@@ -83,18 +89,36 @@ class TraceQueries:
         agent: str | None = None,
         tool: str | None = None,
         status: str | None = None,
+        denied: bool | None = None,
+        errors: bool | None = None,
         since: str | None = None,
         min_duration_ms: float | None = None,
         limit: int = 50,
     ) -> list[TraceSummary]:
-        """Trace summaries, latest first; raises ValueError for a bad filter."""
+        """Trace summaries, latest first; raises ValueError for a bad filter.
+
+        `status` is the root's outcome; `denied` and `errors` ask for traces with (True) or without
+        (False) a denied call or a failed span beside the root. A trace whose root has not arrived
+        while its latest span did moments ago is marked in progress.
+        """
         if status is not None and status not in ("ok", "error"):
             raise ValueError(f"status must be ok or error, not {status!r}")
         if not 1 <= limit <= 1000:
             raise ValueError("limit must be between 1 and 1000")
-        start = parse_since(since, time.time()) if since else None
+        now = self._clock()
+        start = parse_since(since, now) if since else None
         return await anyio.to_thread.run_sync(
-            lambda: self.store.list_traces(agent, tool, status, start, min_duration_ms, limit)
+            lambda: self.store.list_traces(
+                agent,
+                tool,
+                status,
+                start,
+                min_duration_ms,
+                limit,
+                denied=denied,
+                errors=errors,
+                in_progress_after=now - IN_PROGRESS_GRACE,
+            )
         )
 
     async def tree(self, trace_id: str) -> TraceTree | None:
@@ -115,12 +139,23 @@ class TraceQueries:
                 return None
             trace_id = found[0]
         spans = self.store.get_trace(trace_id)
-        return stitch(trace_id, spans) if spans else None
+        if not spans:
+            return None
+        return stitch(trace_id, spans, arrived=self.store.last_arrival(trace_id), now=self._clock())
 
 
-def install_trace_api(server: MCPServer, store: TraceStore, counters: Callable[[], Mapping[str, int]]) -> TraceQueries:
-    """Add the query routes and MCP tools to `server`; `counters` gives the body of GET /api/tracer/stats."""
-    queries = TraceQueries(store, counters)
+def install_trace_api(
+    server: MCPServer,
+    store: TraceStore,
+    counters: Callable[[], Mapping[str, int]],
+    *,
+    clock: Callable[[], float] = time.time,
+) -> TraceQueries:
+    """Add the query routes and MCP tools to `server`; `counters` gives the body of GET /api/tracer/stats.
+
+    `clock` tells the time by which spans' arrival is judged (a trace in progress, or incomplete).
+    """
+    queries = TraceQueries(store, counters, clock=clock)
     server.custom_route("/api/traces", methods=["GET"])(queries.list_traces)
     server.custom_route("/api/traces/{trace_id}", methods=["GET"])(queries.show_trace)
     server.custom_route("/api/tracer/stats", methods=["GET"])(queries.show_stats)
@@ -130,12 +165,17 @@ def install_trace_api(server: MCPServer, store: TraceStore, counters: Callable[[
         agent: str | None = None,
         tool: str | None = None,
         status: Literal["ok", "error"] | None = None,
+        denied: bool | None = None,
+        errors: bool | None = None,
         since: str | None = None,
         limit: int = 20,
     ) -> list[TraceSummary]:
-        """Find recent decision traces: by agent or tool involved, status, and age (since: "10m", "2h")."""
+        """Find recent decision traces: by agent or tool involved, the root call's status (ok or error),
+        whether a call was denied or a span failed beside it, and age (since: "10m", "2h")."""
         try:
-            return await queries.search(agent=agent, tool=tool, status=status, since=since, limit=limit)
+            return await queries.search(
+                agent=agent, tool=tool, status=status, denied=denied, errors=errors, since=since, limit=limit
+            )
         except (ValueError, StoreUnavailable) as exc:
             raise ToolError(str(exc)) from None
 
@@ -183,6 +223,7 @@ _FULL_ID: Final = 32  # hex digits in a trace id
 _RETRY: Final = {"Retry-After": "1"}
 _AGO: Final = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)")
 _UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+_FLAGS: Final = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
 def _number(value: str | None, name: str) -> float | None:
@@ -195,6 +236,15 @@ def _number(value: str | None, name: str) -> float | None:
     if not math.isfinite(number):
         raise ValueError(f"{name} must be a number, not {value!r}")
     return number
+
+
+def _flag(value: str | None, name: str) -> bool | None:
+    if value is None or value == "":
+        return None
+    found = _FLAGS.get(value.lower())
+    if found is None:
+        raise ValueError(f"{name} must be true or false, not {value!r}")
+    return found
 
 
 def _integer(value: str, name: str) -> int:

@@ -18,7 +18,7 @@ from mesh.wire import SpanRecord, TraceSummary
 from registry.otlp import SpanRow
 from registry.tracestore import SqliteTraceStore
 
-__all__ = ["TraceStore", "StoreUnavailable", "open_trace_store", "is_postgres_url"]
+__all__ = ["TraceStore", "open_trace_store", "is_postgres_url"]
 
 
 class TraceStore(Protocol):
@@ -42,6 +42,10 @@ class TraceStore(Protocol):
         """Every stored span of one trace (hex id), in no particular order; [] if unknown."""
         ...
 
+    def last_arrival(self, trace_id: str) -> float | None:
+        """When the latest span of one trace (hex id) was stored, in epoch seconds by this host's clock, if known."""
+        ...
+
     def trace_ids_starting(self, prefix: str, limit: int = 2) -> list[str]:
         """Up to `limit` stored trace ids beginning with the hex `prefix`, in id order."""
         ...
@@ -54,8 +58,19 @@ class TraceStore(Protocol):
         since: float | None = None,
         min_duration_ms: float | None = None,
         limit: int = 50,
+        *,
+        denied: bool | None = None,
+        errors: bool | None = None,
+        in_progress_after: float | None = None,
     ) -> list[TraceSummary]:
-        """The latest traces first, filtered: an agent or tool anywhere in the trace, status, start, duration."""
+        """The latest traces first, filtered: an agent or tool anywhere in the trace, the root's status
+        (ok or error), start, duration, and whether a call was denied (`denied`) or a span failed
+        (`errors`) beside the root: True, at least one; False, none.
+
+        A trace whose root has not arrived and whose latest span was stored after `in_progress_after`
+        (epoch seconds, this host's clock) is marked in progress; None marks none. Raises ValueError
+        for a status other than ok or error.
+        """
         ...
 
     def span_count(self) -> int:
@@ -73,10 +88,6 @@ class TraceStore(Protocol):
     def close(self) -> None:
         """Release connections and files; the store cannot be used afterwards."""
         ...
-
-
-class StoreUnavailable(Exception):
-    """The store's database cannot be reached right now; the service answers 503 and recovers by itself."""
 
 
 def is_postgres_url(db: str | None) -> bool:

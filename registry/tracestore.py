@@ -4,11 +4,11 @@ Owns the schema, ingestion and the two queries (one trace by id; the trace listi
 gets a sequence number (its rowid in `traces`) on first sight and spans are unique by (sequence,
 span_id), so a batch appends rather than scattering writes and a trace is one index range. Each
 batch's spans are summarised per trace before the write lock is taken, and the summaries folded
-into `traces` (figures, agents and tools: the listing's filters) under it, so listing never scans
-spans. A batch holding spans already stored (a redelivery) is rolled back and written again
-without them. Retention deletes whole traces by their start, a few thousand per transaction. The
-layout's version is the file's user_version, and an older layout is brought up to date on open.
-Owns no decoding (`registry.otlp`), stitching or HTTP; `registry.trace_stores` is the seam.
+into `traces` (figures, the root's outcome, agents and tools: the listing's filters) under it, so
+listing never scans spans. A batch holding spans already stored (a redelivery) is rolled back and
+written again without them. Retention deletes whole traces by their start, a few thousand per
+transaction. The layout and its upgrades are `registry.sqlite_traceschema`. Owns no decoding
+(`registry.otlp`), stitching or HTTP; `registry.trace_stores` is the seam.
 """
 
 from __future__ import annotations
@@ -19,13 +19,15 @@ import functools
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Generator, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Final, NamedTuple, cast, final
 
-from mesh.errors import ConfigError
 from mesh.wire import SpanRecord, TraceRoot, TraceSummary
 from registry.otlp import SpanRow, span_record
+from registry.sqlite_traceschema import prepare
+from registry.trace_outcomes import DENIED, ERROR, OK, listed, outcome_code
 
 __all__ = ["SqliteTraceStore", "TraceStore"]
 
@@ -59,7 +61,7 @@ class SqliteTraceStore:
         self._writer = _connect(target)
         try:
             with self._across_processes():
-                _prepare(self._writer, target)
+                prepare(self._writer, target)
         except BaseException:
             self._writer.close()
             if self._lock_file is not None:
@@ -78,18 +80,19 @@ class SqliteTraceStore:
         # Python's share of the work happens before the locks: writers queue for them, not for it.
         flat = _flatten(rows)
         summary = _summarize(rows)
+        arrived = time.time_ns()
         with self._write_lock, self._across_processes():
             conn = self._writer
             conn.execute("BEGIN IMMEDIATE")
             try:
                 try:
-                    fresh = _write(conn, flat, summary)
+                    fresh = _write(conn, flat, summary, arrived)
                 except _Repeated:
                     # A redelivery: start again with only the spans not stored yet (rare, so slower).
                     conn.execute("ROLLBACK")
                     conn.execute("BEGIN IMMEDIATE")
                     rows = _unstored(conn, rows)
-                    fresh = _write(conn, _flatten(rows), _summarize(rows)) if rows else 0
+                    fresh = _write(conn, _flatten(rows), _summarize(rows), arrived) if rows else 0
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -106,6 +109,15 @@ class SqliteTraceStore:
             rows = self._reader.execute(_GET_TRACE, (key,)).fetchall()
         hex_id = key.hex()
         return [span_record(hex_id, agent, instance or None, body) for agent, instance, body in rows]
+
+    def last_arrival(self, trace_id: str) -> float | None:
+        """When the latest span of one trace (hex id) was stored, in epoch seconds by this host's clock, if known."""
+        key = _trace_key(trace_id)
+        if key is None:
+            return None
+        with self._read_lock:
+            found = self._reader.execute("SELECT arrived_ns FROM traces WHERE trace_id = ?", (key,)).fetchone()
+        return None if found is None or found[0] is None else found[0] / 1e9
 
     def trace_ids_starting(self, prefix: str, limit: int = 2) -> list[str]:
         """The ids (hex) of up to `limit` stored traces whose id begins with the hex `prefix`, in id order.
@@ -130,8 +142,12 @@ class SqliteTraceStore:
         since: float | None = None,
         min_duration_ms: float | None = None,
         limit: int = 50,
+        *,
+        denied: bool | None = None,
+        errors: bool | None = None,
+        in_progress_after: float | None = None,
     ) -> list[TraceSummary]:
-        """The latest traces first, filtered: an agent or tool anywhere in the trace, status, start, duration."""
+        """The latest traces first, filtered as `registry.trace_stores.TraceStore.list_traces` says."""
         where: list[str] = []
         params: list[object] = []
         if agent is not None:
@@ -143,7 +159,11 @@ class SqliteTraceStore:
         if status is not None:
             if status not in ("ok", "error"):
                 raise ValueError(f"status must be 'ok' or 'error', not {status!r}")
-            where.append("t.error = 1" if status == "error" else "t.error = 0")
+            where.append("t.lead_outcome > 0" if status == "error" else "t.lead_outcome = 0")
+        if denied is not None:  # the root's own refusal is its status, not counted beside it
+            where.append(_DENIED if denied else f"NOT ({_DENIED})")
+        if errors is not None:
+            where.append(_FAILED if errors else f"NOT ({_FAILED})")
         if since is not None:
             where.append("t.start_ns >= ?")
             params.append(int(since * 1e9))
@@ -151,32 +171,39 @@ class SqliteTraceStore:
             where.append("t.end_ns - t.start_ns >= ?")
             params.append(int(min_duration_ms * 1e6))
         params.append(max(0, limit))
+        params.insert(0, None if in_progress_after is None else int(in_progress_after * 1e9))
         with self._read_lock:
             rows = self._reader.execute(_LIST.format(where=" AND ".join(where) or "1"), params).fetchall()
             marks = ",".join("?" * len(rows))
             roots: dict[int, tuple[str, str]] = {
                 rowid: (root_agent, root_tool)
                 for rowid, root_agent, root_tool in self._reader.execute(
-                    _ROOTS.format(marks=marks), [row[6] for row in rows]
+                    _ROOTS.format(marks=marks), [row[4] for row in rows]
                 )
             }
             first_tools: dict[int, str] = {}
             for row in rows:
-                if not roots[row[6]][1]:
+                if not roots[row[4]][1]:
                     found = self._reader.execute(_FIRST_TOOL, (row[1],)).fetchone()
                     first_tools[row[1]] = found[0] if found else ""
-        return [
-            TraceSummary(
-                trace_id=trace_id.hex(),
-                root=TraceRoot(agent=roots[root][0], tool=roots[root][1] or first_tools.get(seq) or None),
-                agents=sorted(agents.split("\x1f")),
-                span_count=span_count,
-                start=start_ns / 1e9,
-                duration_ms=max(0, end_ns - start_ns) / 1e6,
-                status="error" if error else "ok",
+        summaries: list[TraceSummary] = []
+        for trace_id, seq, span_count, start_ns, root, agents, end_ns, *outcome, in_progress in rows:
+            shown, denied_beside, errors_beside = listed(*outcome)
+            summaries.append(
+                TraceSummary(
+                    trace_id=trace_id.hex(),
+                    root=TraceRoot(agent=roots[root][0], tool=roots[root][1] or first_tools.get(seq) or None),
+                    agents=sorted(agents.split(_SEPARATOR)),
+                    span_count=span_count,
+                    start=start_ns / 1e9,
+                    duration_ms=max(0, end_ns - start_ns) / 1e6,
+                    status=shown,
+                    denied=denied_beside,
+                    errors=errors_beside,
+                    in_progress=bool(in_progress),
+                )
             )
-            for trace_id, seq, span_count, start_ns, end_ns, error, root, agents in rows
-        ]
+        return summaries
 
     def span_count(self) -> int:
         """How many distinct spans are stored."""
@@ -249,56 +276,6 @@ TraceStore = SqliteTraceStore
 
 # -- private helpers ---------------------------------------------------------------------------
 
-_VERSION: Final = 2
-"""The layout `_SCHEMA` makes, kept in the file's user_version. Before, a trace's agents and tools
-were also rows of `trace_agents` and `trace_tools` (0: agents there only), one B-tree entry per
-span or so at ingest; the listing only ever probed them row by row, as it now reads the columns."""
-_SCHEMA: Final = (
-    """CREATE TABLE IF NOT EXISTS traces (
-        seq INTEGER PRIMARY KEY,  -- rowid: the order traces were first seen
-        trace_id BLOB NOT NULL UNIQUE,
-        span_count INTEGER NOT NULL DEFAULT 0,
-        start_ns INTEGER,
-        end_ns INTEGER,
-        error INTEGER NOT NULL DEFAULT 0,
-        agents TEXT NOT NULL DEFAULT '',  -- sorted, joined by _SEPARATOR
-        tools TEXT NOT NULL DEFAULT ''  -- the tools its spans name, likewise
-    )""",
-    "CREATE INDEX IF NOT EXISTS traces_by_start ON traces (start_ns)",
-    "CREATE INDEX IF NOT EXISTS traces_errors_by_start ON traces (start_ns) WHERE error = 1",
-    """CREATE TABLE IF NOT EXISTS spans (
-        trace_seq INTEGER NOT NULL,
-        span_id INTEGER NOT NULL,  -- registry.otlp.span_key: signed, in the order of the id's bytes
-        root INTEGER NOT NULL,  -- 1: the span has no parent
-        agent TEXT NOT NULL,
-        instance TEXT NOT NULL,  -- '' when unknown
-        start_ns INTEGER NOT NULL,
-        end_ns INTEGER NOT NULL,
-        status INTEGER NOT NULL,  -- OTLP enum: 0 unset, 1 ok, 2 error
-        tool TEXT NOT NULL,  -- '' when the span names none
-        body BLOB NOT NULL,  -- the OTLP Span message as received: ids, name, kind, attributes, events, links
-        UNIQUE (trace_seq, span_id)
-    )""",
-    "CREATE INDEX IF NOT EXISTS spans_roots ON spans (trace_seq, start_ns, span_id) WHERE root = 1",
-)
-_UPGRADES: Final = {
-    # From each older layout, the statements that bring it to the next.
-    0: (
-        "ALTER TABLE traces ADD COLUMN agents TEXT NOT NULL DEFAULT ''",
-        """UPDATE traces SET agents = coalesce(
-            (SELECT group_concat(agent, char(31)) FROM trace_agents WHERE trace_seq = traces.seq), ''
-        )""",  # the primary key (trace_seq, agent) hands them over sorted
-    ),
-    1: (
-        "ALTER TABLE traces ADD COLUMN tools TEXT NOT NULL DEFAULT ''",
-        """UPDATE traces SET tools = named.tools FROM (
-            SELECT trace_seq, group_concat(tool, char(31)) AS tools
-            FROM (SELECT trace_seq, tool FROM trace_tools ORDER BY trace_seq, tool) GROUP BY trace_seq
-        ) AS named WHERE traces.seq = named.trace_seq""",
-        "DROP TABLE trace_agents",
-        "DROP TABLE trace_tools",
-    ),
-}
 _SPAN_COLUMNS: Final = 10
 _PRUNE_CHUNK: Final = 2048  # traces deleted per transaction
 _EXPIRED: Final = "SELECT seq FROM traces WHERE start_ns < ? ORDER BY start_ns LIMIT ?"
@@ -308,7 +285,7 @@ _CHUNK_SIZES: Final = (256, 128, 64, 32, 16, 8, 4, 2, 1)
 class _Trace(NamedTuple):
     """A trace's share of one batch."""
 
-    figures: list[int]  # [spans, earliest start, latest end, 1 if an error]
+    figures: list[int]  # [spans, earliest start, latest end, denied, failed, the root's rank, start, span, outcome]
     agents: set[str]
     tools: set[str]
 
@@ -329,10 +306,13 @@ def _flatten(rows: Sequence[SpanRow]) -> list[object]:
 
 def _summarize(rows: Sequence[SpanRow]) -> dict[bytes, _Trace]:
     traces: dict[bytes, _Trace] = {}
-    for trace_id, _, _, agent, _, start, end, status, tool, _ in rows:
+    for row in rows:
+        trace_id, span, root, agent, _, start, end, status, tool, _ = row
+        outcome = OK if status != 2 else outcome_code(row)
         found = traces.get(trace_id)
         if found is None:
-            traces[trace_id] = _Trace([1, start, end, 1 if status == 2 else 0], {agent}, {tool} if tool else set())
+            figures = [1, start, end, int(outcome == DENIED), int(outcome == ERROR), 1 - root, start, span, outcome]
+            traces[trace_id] = _Trace(figures, {agent}, {tool} if tool else set())
             continue
         figures = found.figures
         figures[0] += 1
@@ -340,15 +320,21 @@ def _summarize(rows: Sequence[SpanRow]) -> dict[bytes, _Trace]:
             figures[1] = start
         if end > figures[2]:
             figures[2] = end
-        if status == 2:
-            figures[3] = 1
+        if outcome:
+            figures[3] += outcome == DENIED
+            figures[4] += outcome == ERROR
+        # The root, by `mesh.tracing.stitch`'s rule: the least (1 - root, start, span), compared
+        # field by field so that no span pays for two tuples.
+        rank, lead = 1 - root, figures[5]
+        if rank < lead or (rank == lead and (start < figures[6] or (start == figures[6] and span < figures[7]))):
+            figures[5:] = rank, start, span, outcome
         found.agents.add(agent)
         if tool:
             found.tools.add(tool)
     return traces
 
 
-def _write(conn: sqlite3.Connection, flat: list[object], summary: dict[bytes, _Trace]) -> int:
+def _write(conn: sqlite3.Connection, flat: list[object], summary: dict[bytes, _Trace], arrived: int) -> int:
     """Insert the spans and fold the summary in; raises _Repeated (before any fold) unless every span is new."""
     known = _stored_traces(conn, summary)
     seqs = {trace_id: seq for trace_id, (seq, _, _) in known.items()}
@@ -367,12 +353,12 @@ def _write(conn: sqlite3.Connection, flat: list[object], summary: dict[bytes, _T
         seq = seqs[trace_id]
         before = known.get(trace_id)
         if before is None:
-            created += (seq, bytearray(trace_id), *figures, _joined(agents), _joined(tools))
+            created += (seq, bytearray(trace_id), *figures, arrived, _joined(agents), _joined(tools))
         else:
             _, stored_agents, stored_tools = before
-            folded += (seq, *figures, _joined(agents, stored_agents), _joined(tools, stored_tools))
-    _chunked(conn, functools.partial(_insert_values, _NEW_TRACE, 8), created, 8)
-    _chunked(conn, _fold_values, folded, 7)
+            folded += (seq, *figures, arrived, _joined(agents, stored_agents), _joined(tools, stored_tools))
+    _chunked(conn, functools.partial(_insert_values, _NEW_TRACE, _NEW_COLUMNS), created, _NEW_COLUMNS)
+    _chunked(conn, _fold_values, folded, _FOLD_COLUMNS)
     return spans
 
 
@@ -419,19 +405,37 @@ def _unstored(conn: sqlite3.Connection, rows: Sequence[SpanRow]) -> list[SpanRow
 
 
 _SEPARATOR: Final = "\x1f"  # between the names in traces.agents and traces.tools
-_NEW_TRACE: Final = "traces (seq, trace_id, span_count, start_ns, end_ns, error, agents, tools)"
-_FOLD_TRACES: Final = """
+_NEW_TRACE: Final = (
+    "traces (seq, trace_id, span_count, start_ns, end_ns, denied, failed,"
+    " lead_rank, lead_start, lead_span, lead_outcome, arrived_ns, agents, tools)"
+)
+_NEW_COLUMNS: Final = 14
+_LEAD_WINS: Final = "(f.column7, f.column8, f.column9) < (traces.lead_rank, traces.lead_start, traces.lead_span)"
+_FOLD_TRACES: Final = f"""
 UPDATE traces SET
     span_count = traces.span_count + f.column2,
     start_ns = min(traces.start_ns, f.column3),
     end_ns = max(traces.end_ns, f.column4),
-    error = max(traces.error, f.column5),
-    agents = f.column6,
-    tools = f.column7
-FROM (VALUES {values}) AS f
+    denied = traces.denied + f.column5,
+    failed = traces.failed + f.column6,
+    lead_rank = CASE WHEN {_LEAD_WINS} THEN f.column7 ELSE traces.lead_rank END,
+    lead_start = CASE WHEN {_LEAD_WINS} THEN f.column8 ELSE traces.lead_start END,
+    lead_span = CASE WHEN {_LEAD_WINS} THEN f.column9 ELSE traces.lead_span END,
+    lead_outcome = CASE WHEN {_LEAD_WINS} THEN f.column10 ELSE traces.lead_outcome END,
+    arrived_ns = max(coalesce(traces.arrived_ns, 0), f.column11),
+    agents = f.column12,
+    tools = f.column13
+FROM (VALUES {{values}}) AS f
 WHERE traces.seq = f.column1
 """
-"""Fold a batch's figures (seq, spans, start_ns, end_ns, error, agents, tools) into traces stored before."""
+"""Fold a batch's figures into traces stored before: (seq, spans, start_ns, end_ns, denied, failed,
+the root's rank, start, span and outcome, arrived_ns, agents, tools); every right-hand side reads
+the row as it was, so the root's four columns change together or not at all."""
+_FOLD_COLUMNS: Final = 13
+_DENIED: Final = "t.denied > 0 AND t.denied > (t.lead_outcome = 2)"
+"""A call was refused beside the root (`registry.trace_outcomes`: 2 is `denied`); `denied > 0` lets the index serve."""
+_FAILED: Final = "t.failed > 0 AND t.failed > (t.lead_outcome = 1)"
+"""A span failed beside the root (1 is `error`)."""
 _GET_TRACE: Final = (
     "SELECT s.agent, s.instance, s.body FROM traces t JOIN spans s ON s.trace_seq = t.seq WHERE t.trace_id = ?"
 )
@@ -439,41 +443,19 @@ _GET_TRACE: Final = (
 # of the earliest span naming one: the rules of `mesh.tracing.stitch.summarize`. The fallbacks scan
 # the trace's spans, but only for a listed trace whose root is missing or names no tool.
 _LIST: Final = """
-SELECT t.trace_id, t.seq, t.span_count, t.start_ns, t.end_ns, t.error,
+SELECT t.trace_id, t.seq, t.span_count, t.start_ns,
     coalesce(
         (SELECT s.rowid FROM spans s INDEXED BY spans_roots
          WHERE s.trace_seq = t.seq AND s.root = 1 ORDER BY s.start_ns, s.span_id LIMIT 1),
         (SELECT s.rowid FROM spans s WHERE s.trace_seq = t.seq ORDER BY s.start_ns, s.span_id LIMIT 1)
     ) AS root,
-    t.agents
+    t.agents, t.end_ns, t.lead_outcome, t.denied, t.failed, t.lead_rank > 0 AND t.arrived_ns > ?
 FROM traces t WHERE {where} ORDER BY t.start_ns DESC LIMIT ?
 """
 _STARTING: Final = "SELECT trace_id FROM traces WHERE trace_id BETWEEN ? AND ? ORDER BY trace_id LIMIT ?"
 _HEX: Final = re.compile("[0-9a-fA-F]+")
 _ROOTS: Final = "SELECT rowid, agent, tool FROM spans WHERE rowid IN ({marks})"
 _FIRST_TOOL: Final = "SELECT tool FROM spans WHERE trace_seq = ? AND tool != '' ORDER BY start_ns, span_id LIMIT 1"
-
-
-def _prepare(conn: sqlite3.Connection, target: str) -> None:
-    # Make the tables, or bring an older layout up to date, once whichever process opens it first.
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > _VERSION:
-            raise ConfigError(
-                f"trace store {target} was written by a newer agentplex (layout {version}; this one reads"
-                f" up to {_VERSION}): upgrade, or point --db elsewhere"
-            )
-        made = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'traces'").fetchone() is not None
-        if version < _VERSION:
-            upgrades = (statement for older in range(version, _VERSION) for statement in _UPGRADES[older])
-            for statement in upgrades if made else _SCHEMA:
-                conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {_VERSION}")
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
 
 
 def _connect(target: str) -> sqlite3.Connection:
@@ -514,7 +496,7 @@ def _insert_values(table: str, columns: int, rows: int) -> str:
 
 @functools.cache
 def _fold_values(rows: int) -> str:
-    return _FOLD_TRACES.format(values=", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * rows))
+    return _FOLD_TRACES.format(values=", ".join(["(" + ", ".join("?" * _FOLD_COLUMNS) + ")"] * rows))
 
 
 @functools.cache

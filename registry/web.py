@@ -103,7 +103,7 @@ def install_web(server: MCPServer, *, queue: ApprovalQueue, keys: MeshKeys, lan:
         except ValidationError as exc:
             return _error(422, _invalid(exc))
         try:
-            decided = queue.decide(str(request.path_params["approval_id"]), decision, claims, time.time())
+            decided = await queue.decide(str(request.path_params["approval_id"]), decision, claims, time.time())
         except DecisionRefused as refused:
             return _error(refused.status, str(refused))
         return _json(200, decided.model_dump(mode="json"))

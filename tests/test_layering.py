@@ -32,7 +32,7 @@ LAYERS: list[tuple[str, ...]] = [
         "mesh.tracing.batch",
         "mesh.tracing.export",
         "mesh.tracing.otlp_wire",
-        "mesh.tracing.provider",
+        "mesh.tracing.telemetry",
         "mesh.tracing.spool",
     ),
     ("mesh.runtime", "mesh.caller", "mesh.gateway"),

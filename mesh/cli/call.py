@@ -26,8 +26,7 @@ from mesh.peers.session import PeerSession, result_value, shared_transport
 from mesh.registry_client import RegistryClient
 from mesh.runtime.approval_gate import APPROVAL_TTL
 from mesh.runtime.node import DISCOVERY_GRACE, MeshNode
-from mesh.runtime.tools import APPROVAL_META_KEY
-from mesh.wire import Approval
+from mesh.wire import APPROVAL_META_KEY, Approval
 
 __all__ = ["register", "unknown_agent"]
 

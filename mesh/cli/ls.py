@@ -1,23 +1,44 @@
 """`mesh ls`: the peers this host can see, with where it learned of them and whether they answer.
 
-An agent or adopted server that names no owner is flagged ungoverned (`"governed": false` in `--json`).
+When a registry of the mesh answers (the one given, else this host's default port), its listing is
+the picture and nothing waits for mDNS: each listed instance is asked for its `/healthz` (alive if it
+answers as itself, with its span counters), and neither the MCP SDK nor zeroconf is imported. With
+no registry answering, or `--wait` given, a `MeshNode` listens on mDNS for the wait (1.5 s unless
+told) and probes what it heard of. An agent or adopted server that names no owner is flagged
+ungoverned (`"governed": false` in `--json`).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Final
+import ssl
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import TYPE_CHECKING, Annotated, Any, Final
 
 import anyio
 import httpx2
 import typer
-from rich.table import Table
 
-from mesh.cli.options import FoundMeshOpt, JsonOpt, LanOpt, RegistryOpt, out, print_json
+from mesh.cli.options import FoundMeshOpt, JsonOpt, LanOpt, RegistryOpt, print_json
+from mesh.config import mesh_name
+from mesh.discovery.feeds import instance_from_record
+from mesh.discovery.proof import prove_service
+from mesh.discovery.registries import DEFAULT_REGISTRY, registry_urls
+from mesh.errors import RegistryError
+from mesh.identity import MeshKeys
 from mesh.peers.directory import Instance
-from mesh.runtime.node import MeshNode
+from mesh.registry_client import RegistryClient
+from mesh.tls import client_context
 from mesh.wire import PeerView
 
+if TYPE_CHECKING:
+    from rich.table import Table
+
 __all__ = ["ADDRESSES_FROM", "GOVERNANCE_FROM", "peer_table", "peer_views", "register", "span_health"]
+
+MDNS_WAIT: Final = 1.5
+"""Seconds `mesh ls` listens on mDNS when no registry answers (and `--wait` is not given)."""
+_HEALTH_TIMEOUT: Final = 1.0
 
 
 def register(app: typer.Typer) -> None:
@@ -27,7 +48,12 @@ def register(app: typer.Typer) -> None:
 
 def ls(
     json_: JsonOpt = False,
-    wait: Annotated[float, typer.Option(help="Seconds to listen on mDNS before answering.")] = 1.5,
+    wait: Annotated[
+        float | None,
+        typer.Option(
+            help=f"Seconds to listen on mDNS (default: not at all when a registry answers, else {MDNS_WAIT:g})."
+        ),
+    ] = None,
     registry: RegistryOpt = None,
     mesh: FoundMeshOpt = None,
     lan: LanOpt = False,
@@ -37,6 +63,8 @@ def ls(
     if json_:
         print_json(views)
         return
+    from mesh.cli.options import out
+
     if not views:
         out.print("no agents found (is anything running with this --mesh?)")
         return
@@ -71,6 +99,8 @@ def peer_table(views: list[PeerView], title: str, *, width: int | None = None) -
     columns and the url and sources from `ADDRESSES_FROM` (`--json` has everything), so that
     a narrow terminal shows whole words instead of every column cut to a few letters.
     """
+    from rich.table import Table
+
     shown = [name for name, room in _PEER_COLUMNS if width is None or width >= room]
     table = Table(title=title, show_lines=False)
     for name in shown:
@@ -92,28 +122,97 @@ def peer_table(views: list[PeerView], title: str, *, width: int | None = None) -
     return table
 
 
-async def _collect(mesh: str | None, registry: str | None, wait: float, lan: bool) -> list[PeerView]:
+async def _collect(mesh: str | None, registry: str | None, wait: float | None, lan: bool) -> list[PeerView]:
+    """The registry's picture when one answers and no mDNS wait was asked for; else a node's."""
+    if wait is None:
+        views = await _from_registry(mesh_name(mesh), registry)
+        if views is not None:
+            return views
+    return await _from_node(mesh, registry, MDNS_WAIT if wait is None else wait, lan, listen=wait is not None)
+
+
+async def _from_registry(mesh: str, given: str | None) -> list[PeerView] | None:
+    """What the first registry of `mesh` that proves itself lists, each instance's `/healthz` asked;
+    None when none does (or its listing fails), so that mDNS has its turn."""
+    keys = MeshKeys.load(mesh)
+    candidates = registry_urls(given or "") or [DEFAULT_REGISTRY]
+    async with httpx2.AsyncClient(timeout=_HEALTH_TIMEOUT, verify=_tls(candidates)) as http:
+        for url in candidates:
+            if await prove_service(http, url, keys, kind="registry") is not None:
+                break
+        else:
+            return None
+    try:
+        async with RegistryClient(url, token_factory=lambda: keys.mint("mesh", "registry", ttl=60)) as client:
+            records = await client.agents()
+    except RegistryError:
+        return None
+    views = peer_views([replace(instance_from_record(r), sources=frozenset({"registry"})) for r in records])
+    answers: list[Mapping[str, Any] | None] = [None] * len(views)
+    async with (
+        httpx2.AsyncClient(timeout=_HEALTH_TIMEOUT, verify=_tls([v.url for v in views])) as http,
+        anyio.create_task_group() as tg,
+    ):
+        for at, view in enumerate(views):
+            tg.start_soon(_ask_health, http, view.url, answers, at)
+    return [_answered(view, answer) for view, answer in zip(views, answers, strict=True)]
+
+
+def _tls(urls: list[str]) -> ssl.SSLContext | bool:
+    """The mesh's TLS context when one of `urls` is https; else False: plain http speaks no TLS, and
+    building a context parses the whole trust store (a fifth of this command's time)."""
+    return client_context() if any(u.startswith("https:") for u in urls) else False
+
+
+def _answered(view: PeerView, health: Mapping[str, Any] | None) -> PeerView:
+    """`view` as its `/healthz` answer says: alive if it answered as itself (and its lease holds), with its spans."""
+    itself = health is not None and health.get("name") == view.name and health.get("instance") == view.instance
+    healthy = view.healthy and itself
+    return view.model_copy(
+        update={
+            "healthy": healthy,
+            "reason": None if healthy else "not answering",
+            "spans": _spans(health) if itself else None,
+        }
+    )
+
+
+async def _from_node(mesh: str | None, registry: str | None, wait: float, lan: bool, *, listen: bool) -> list[PeerView]:
+    """What a node sees of mDNS and the registry: after `wait` seconds of mDNS when told to `listen`
+    (`--wait`), else once a registry announced on mDNS has listed (or `wait` seconds without one)."""
+    from mesh.runtime.node import MeshNode  # the MCP SDK and zeroconf: only when mDNS is the source
+
     async with MeshNode("mesh-cli", mesh=mesh, registry=registry, lan=lan) as node:
-        await node.settle(browse=wait)
+        if listen:
+            await anyio.sleep(wait)
+        await node.settle(browse=0 if listen else wait)
         views = peer_views(node.directory.all())
-    counters: list[dict[str, int] | None] = [None] * len(views)
-    async with httpx2.AsyncClient(timeout=1.0) as http, anyio.create_task_group() as tg:
+    answers: list[Mapping[str, Any] | None] = [None] * len(views)
+    async with httpx2.AsyncClient(timeout=_HEALTH_TIMEOUT) as http, anyio.create_task_group() as tg:
         for at, view in enumerate(views):
             if view.verified:
-                tg.start_soon(_span_counters, http, view.url, counters, at)
-    return [view.model_copy(update={"spans": spans}) for view, spans in zip(views, counters, strict=True)]
+                tg.start_soon(_ask_health, http, view.url, answers, at)
+    return [view.model_copy(update={"spans": _spans(health)}) for view, health in zip(views, answers, strict=True)]
 
 
-async def _span_counters(http: httpx2.AsyncClient, url: str, into: list[dict[str, int] | None], at: int) -> None:
-    """The instance's span export counters from its /healthz; nothing if it does not answer."""
+async def _ask_health(http: httpx2.AsyncClient, url: str, into: list[Mapping[str, Any] | None], at: int) -> None:
+    """The instance's `/healthz` body (its name, instance and span counters); nothing if it does not answer."""
     base = url.removesuffix("/").removesuffix("/mcp")
     try:
-        body = (await http.get(f"{base}/healthz")).json()
+        response = await http.get(f"{base}/healthz")
+        body: object = response.json() if response.status_code == 200 else None
     except (httpx2.HTTPError, ValueError):
         return
-    spans = body.get("spans") if isinstance(body, dict) else None
-    if isinstance(spans, dict):
-        into[at] = {str(k): v for k, v in spans.items() if isinstance(v, int)}  # pyright: ignore[reportUnknownVariableType]
+    if isinstance(body, dict):
+        into[at] = body  # pyright: ignore[reportUnknownArgumentType]
+
+
+def _spans(health: Mapping[str, Any] | None) -> dict[str, int] | None:
+    """The span export counters in a `/healthz` body, if it has them."""
+    spans = health.get("spans") if health is not None else None
+    if not isinstance(spans, dict):
+        return None
+    return {str(k): v for k, v in spans.items() if isinstance(v, int)}  # pyright: ignore[reportUnknownVariableType]
 
 
 def span_health(spans: dict[str, int] | None) -> str:

@@ -8,13 +8,20 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from pydantic import BaseModel
-from rich.console import Console
 
 from mesh.runtime.running import running_meshes
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    out: Console
+    """The console commands print to (stdout)."""
+    err: Console
+    """The console for what is not the answer (stderr)."""
 
 __all__ = [
     "FoundMeshOpt",
@@ -91,8 +98,15 @@ RegistryOpt = Annotated[
     ),
 ]
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+
+def __getattr__(name: str) -> Any:
+    """`out` and `err`, made on first use: a command that prints only JSON does not import rich."""
+    if name not in ("out", "err"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from rich.console import Console
+
+    console = globals()[name] = Console(stderr=name == "err", soft_wrap=True)
+    return console
 
 
 def print_json(value: Any) -> None:

@@ -37,7 +37,11 @@ def register(app: typer.Typer) -> None:
 def ls(
     agent: Annotated[str | None, typer.Option(help="Only traces this agent took part in.")] = None,
     tool: Annotated[str | None, typer.Option(help="Only traces in which this tool was called.")] = None,
-    status: Annotated[str | None, typer.Option(help="ok or error.")] = None,
+    status: Annotated[str | None, typer.Option(help="ok or error: how the root call ended.")] = None,
+    denied: Annotated[bool, typer.Option("--denied", help="Only traces in which a call was denied.")] = False,
+    errors: Annotated[
+        bool, typer.Option("--errors", help="Only traces in which a span failed beside the root (handled or not).")
+    ] = False,
     since: Annotated[str | None, typer.Option(help="Only traces started within this long: 10m, 2h, 1d.")] = None,
     min_duration: Annotated[float | None, typer.Option("--min-duration", help="Slower than this many ms.")] = None,
     limit: Annotated[int, typer.Option(help="At most this many traces.")] = 50,
@@ -48,6 +52,7 @@ def ls(
 ) -> None:
     """List recent traces, latest first."""
     params = {"agent": agent, "tool": tool, "status": status, "since": since, "limit": str(limit)}
+    params |= {"denied": "true" if denied else None, "errors": "true" if errors else None}
     if min_duration is not None:
         params["min_duration_ms"] = str(min_duration)
     body = anyio.run(_get, mesh, registry, tracer, "/api/traces", {k: v for k, v in params.items() if v})

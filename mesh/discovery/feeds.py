@@ -11,18 +11,20 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from mesh.discovery.mdns import MdnsBrowser, MdnsEvent
 from mesh.discovery.txt import Announcement, verify
 from mesh.errors import MeshError
 from mesh.identity import MeshKeys
 from mesh.peers.directory import Instance, PeerDirectory
-from mesh.peers.hop import GOVERNANCE_META_KEY, HopClient
 from mesh.registry_client import RegistryClient
-from mesh.wire import AgentRecord
+from mesh.wire import GOVERNANCE_META_KEY, AgentRecord
+
+if TYPE_CHECKING:  # types only: reading a registry's listing needs neither zeroconf nor the MCP SDK
+    from mesh.discovery.mdns import MdnsBrowser, MdnsEvent
+    from mesh.peers.hop import HopClient
 
 __all__ = ["announcement_url", "feed_mdns", "feed_registry", "instance_from_record", "probe"]
 
@@ -121,10 +123,16 @@ async def feed_registry(
     the time a lease lasts after its renewal, or healthy peers would lapse between polls. `moved()`
     returning (the registry moved, or a caller misses an agent) polls at once and at `interval` again.
     `url()` names the registry to poll (None: none yet); `failed(url)` hears of each failed poll.
+
+    Each poll after the first is conditional: a registry whose listing has not changed but for lease
+    times answers 304 with a lease floor, and the records held are synced again with their leases
+    raised to it, as if listed afresh (a lease that lapsed drops its record, which changes the listing).
     """
     client: RegistryClient | None = None
     current: str | None = None
     warned = False
+    held: list[Instance] = []  # the last listing, with the tag it came with: a 304 means it stands
+    tag: str | None = None
     members: set[tuple[str, str, str, tuple[str, ...]]] | None = None
     wait = interval
     try:
@@ -135,12 +143,13 @@ async def feed_registry(
                     await client.__aexit__(None, None, None)
                     client = None
                 current = target
+                held, tag = [], None
                 if target is not None:
                     client = RegistryClient(target, token_factory=lambda: keys.mint("mesh", "registry", ttl=60))
                     await client.__aenter__()
             if client is not None:
                 try:
-                    records = await client.agents()
+                    listing = await client.live_agents(tag=tag)
                 except MeshError as exc:
                     if not warned:
                         log.warning("registry unreachable (%s): carrying on with mDNS alone", exc)
@@ -149,7 +158,12 @@ async def feed_registry(
                         failed(current)
                 else:
                     warned = False
-                    found = [instance_from_record(r) for r in records]
+                    if listing.records is not None:
+                        held, tag = [instance_from_record(r) for r in listing.records], listing.tag
+                    elif listing.lease_floor is not None:
+                        floor = listing.lease_floor
+                        held = [replace(i, lease_until=max(i.lease_until, floor)) for i in held]
+                    found = held
                     directory.sync("registry", found)
                     if synced is not None:
                         synced.set()

@@ -14,14 +14,14 @@ import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, TypeVar, final
+from typing import Any, Final, Literal, TypeVar, final
 
 from mcp_types import Prompt, Resource, ResourceTemplate, Tool, ToolAnnotations
 from pydantic import ValidationError
 
 from mesh.naming import TOOL_SEPARATOR, is_name
 from mesh.peers.directory import Instance
-from mesh.runtime.tools import APPROVAL_META_KEY
+from mesh.wire import APPROVAL_META_KEY
 
 __all__ = [
     "REGISTRY_AGENT",
@@ -32,6 +32,7 @@ __all__ = [
     "split_name",
     "tool_info",
     "MESH_URI_PREFIX",
+    "Listing",
     "Offering",
     "OfferingCache",
     "Offerings",
@@ -198,6 +199,10 @@ class Offering:
     prompts: tuple[Mapping[str, Any], ...] = ()
 
 
+Listing = Literal["resources", "prompts"]
+"""One of the two listings besides tools that a client is told changed (`notifications/{listing}/list_changed`)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Offerings:
     """Every agent's resources, resource templates and prompts, as the gateway lists them."""
@@ -205,6 +210,10 @@ class Offerings:
     resources: tuple[Resource, ...] = ()
     templates: tuple[ResourceTemplate, ...] = ()
     prompts: tuple[Prompt, ...] = ()
+
+    def fingerprint(self, listing: Listing) -> str:
+        """A digest of `listing` (resources with their templates, or prompts): it changes when its list did."""
+        return _fingerprint([*self.resources, *self.templates] if listing == "resources" else self.prompts)
 
 
 def build_offerings(agents: Mapping[str, tuple[Mapping[str, Any], Offering]]) -> Offerings:
@@ -240,6 +249,15 @@ class OfferingCache:
         now = time.time() if now is None else now
         return entry[1] if entry is not None and now - entry[0] < self.ttl else None
 
+    def known(self, key: tuple[str, str]) -> Offering | None:
+        """The instance's offering when it was last asked, however long ago."""
+        entry = self._entries.get(key)
+        return entry[1] if entry is not None else None
+
+    def forget(self, key: tuple[str, str]) -> None:
+        """Forget what the instance offered (it said its offering changed): the next listing asks it again."""
+        self._entries.pop(key, None)
+
     def put(self, key: tuple[str, str], offering: Offering, *, now: float | None = None) -> None:
         """Remember what the instance answered (an empty offering too: it offers nothing)."""
         self._entries[key] = (time.time() if now is None else now, offering)
@@ -248,6 +266,11 @@ class OfferingCache:
         """Forget every instance but `keys` (the ones still in the mesh)."""
         kept = set(keys)
         self._entries = {k: v for k, v in self._entries.items() if k in kept}
+
+
+def _fingerprint(entries: Sequence[Resource | ResourceTemplate | Prompt]) -> str:
+    dumped = [entry.model_dump(mode="json", by_alias=True, exclude_none=True) for entry in entries]
+    return json.dumps(dumped, sort_keys=True, separators=(",", ":"))
 
 
 def _entry(

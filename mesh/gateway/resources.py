@@ -2,10 +2,11 @@
 
 Owns the gateway's `resources/list`, `resources/templates/list`, `resources/read`, `prompts/list` and
 `prompts/get`. A listing asks each agent (one healthy instance, kept in an `OfferingCache`) what it
-offers; a read or a get goes to an instance of the agent the name says, with the gateway's own
-credential, inside a CLIENT span that carries the trace on, and moves to another instance when one
-cannot be reached (both are read-only). The agent's `CallGuard` decides, as for a tool call; a
-refusal reaches the client as a JSON-RPC error with the agent's words. Naming is `catalog`'s.
+offers; a read or a get goes to an instance of the agent the name says through the node's peer pool
+(`PeerPool.request`: the gateway's own credential, the caller's end of the policy, a CLIENT span that
+carries the trace on, another instance when one cannot be reached, both being read-only). The
+agent's `CallGuard` decides, as for a tool call; a refusal reaches the client as a JSON-RPC error
+with the agent's words. Naming is `catalog`'s.
 """
 
 from __future__ import annotations
@@ -18,12 +19,9 @@ import anyio
 from mcp.server import ServerRequestContext
 from mcp.shared.exceptions import MCPError
 from mcp_types import (
-    CLIENT_CAPABILITIES_META_KEY,
-    CLIENT_INFO_META_KEY,
     INTERNAL_ERROR,
     INVALID_PARAMS,
     INVALID_REQUEST,
-    PROTOCOL_VERSION_META_KEY,
     GetPromptRequestParams,
     GetPromptResult,
     ListPromptsResult,
@@ -33,13 +31,13 @@ from mcp_types import (
     ReadResourceRequestParams,
     ReadResourceResult,
 )
-from opentelemetry import propagate, trace
+from opentelemetry import trace
 from pydantic import ValidationError
 
-from mesh.decisions import record_decision
-from mesh.errors import DeadlineExceeded, DiscoveryError, MeshError, PeerRejected, PeerUnavailable, PolicyDenied
+from mesh.errors import DiscoveryError, MeshError, PeerRejected, PolicyDenied
 from mesh.gateway.catalog import (
     REGISTRY_AGENT,
+    Listing,
     Offering,
     OfferingCache,
     Offerings,
@@ -48,13 +46,9 @@ from mesh.gateway.catalog import (
     split_name,
     split_uri,
 )
-from mesh.peers.budget import BUDGET_META_KEY
 from mesh.peers.directory import Instance
-from mesh.peers.failures import NotSent
-from mesh.peers.hop import PROTOCOL_VERSION, HopClient
-from mesh.policy import CallFacts
+from mesh.peers.hop import HopClient
 from mesh.runtime.node import MeshNode
-from mesh.tracing.stitch import SENT_ATTRIBUTE
 
 if TYPE_CHECKING:
     from mesh.gateway.server import Gateway
@@ -63,11 +57,8 @@ __all__ = ["MeshOfferings", "install_resources"]
 
 log = logging.getLogger(__name__)
 
-SCOPE: Final = "agentplex"
-"""The instrumentation scope of the gateway's CLIENT spans, as the peer pool's."""
 _LIST_TIMEOUT: Final = 5.0  # seconds an agent has to list what it offers before it is left out of this listing
 _MAX_PAGES: Final = 100
-_MAX_ATTEMPTS: Final = 3
 _MDNS_WINDOW: Final = 1.5  # as the gateway's own first listing: mDNS answers take up to ~1.2 s
 
 
@@ -99,6 +90,10 @@ class MeshOfferings:
         self.call_timeout = call_timeout or 30.0
         self.settle_timeout = settle_timeout
         self.cache = cache or OfferingCache()
+        self.shown: dict[Listing, str] = {}
+        """What the client last saw, by listing (`resources`, `prompts`): a fingerprint of each."""
+        self.listed = anyio.Event()
+        """Set at the client's first listing of resources or prompts: only then is a change worth telling."""
         self._refreshing = anyio.Lock()
         self._settled = False
 
@@ -109,34 +104,53 @@ class MeshOfferings:
     ) -> ListResourcesResult:
         """Every agent's resources at `mesh://{agent}/{uri}` (one page: the whole mesh)."""
         del ctx, params
-        return ListResourcesResult(resources=list((await self.offerings()).resources))
+        return ListResourcesResult(resources=list(self._show(await self.offerings(), "resources").resources))
 
     async def list_templates(
         self, ctx: ServerRequestContext[Any], params: PaginatedRequestParams | None
     ) -> ListResourceTemplatesResult:
         """Every agent's resource templates at `mesh://{agent}/{template}`."""
         del ctx, params
-        return ListResourceTemplatesResult(resource_templates=list((await self.offerings()).templates))
+        templates = self._show(await self.offerings(), "resources").templates
+        return ListResourceTemplatesResult(resource_templates=list(templates))
 
     async def list_prompts(
         self, ctx: ServerRequestContext[Any], params: PaginatedRequestParams | None
     ) -> ListPromptsResult:
         """Every agent's prompts, named `{agent}__{prompt}`."""
         del ctx, params
-        return ListPromptsResult(prompts=list((await self.offerings()).prompts))
+        return ListPromptsResult(prompts=list(self._show(await self.offerings(), "prompts").prompts))
 
-    async def offerings(self) -> Offerings:
-        """What the healthy agents offer now: cached per instance, asked again when the cache lapsed."""
+    async def offerings(self, *, refresh: bool = True) -> Offerings:
+        """What the healthy agents offer now: cached per instance, asked again when the cache lapsed.
+
+        With `refresh` off, only an instance never asked (or forgotten) is asked: the rest is trusted
+        as last answered, since an agent says when its offering changes (`mesh.gateway.offering_watch`).
+        """
         await self._first_picture()
-        chosen = _one_instance_each(self.node.directory.all())
+        chosen = self.chosen()
+
+        def cached(inst: Instance) -> Offering | None:
+            return self.cache.get(inst.key) if refresh else self.cache.known(inst.key)
+
         async with self._refreshing:  # concurrent listings share one round of asking
-            stale = [inst for inst in chosen.values() if self.cache.get(inst.key) is None]
+            stale = [inst for inst in chosen.values() if cached(inst) is None]
             async with anyio.create_task_group() as tg:
                 for inst in stale:
                     tg.start_soon(self._ask, inst)
         self.cache.keep_only(inst.key for inst in chosen.values())
-        found = {agent: (inst.metadata, self.cache.get(inst.key) or Offering()) for agent, inst in chosen.items()}
+        found = {agent: (inst.metadata, cached(inst) or Offering()) for agent, inst in chosen.items()}
         return build_offerings(found)
+
+    def chosen(self) -> dict[str, Instance]:
+        """The instance asked for each agent's offering: one healthy instance per agent, the registry aside."""
+        return _one_instance_each(self.node.directory.all())
+
+    def _show(self, offerings: Offerings, listing: Listing) -> Offerings:
+        """Note what the client is about to see of `listing` (the change to tell it of is against this)."""
+        self.shown[listing] = offerings.fingerprint(listing)
+        self.listed.set()
+        return offerings
 
     async def _first_picture(self) -> None:
         if self._settled:
@@ -210,93 +224,15 @@ class MeshOfferings:
     async def _forward(
         self, agent: str, method: str, params: dict[str, Any], target: str, action: str
     ) -> dict[str, Any]:
-        """One read-only request to `agent`, inside a CLIENT span; MCPError with the reason when it fails."""
-        tracer = trace.get_tracer_provider().get_tracer(SCOPE)
-        attributes: dict[str, Any] = {"mcp.method.name": method, "mesh.peer.agent": agent, SENT_ATTRIBUTE: False}
-        attributes["mcp.resource.uri" if action == "read_resource" else "gen_ai.prompt.name"] = target
+        """One read-only request to `agent`, through the node's peer pool; MCPError with the reason when it fails."""
         trace.get_current_span().update_name(f"{method} {agent}")  # the SDK's SERVER span for this request
-        with tracer.start_as_current_span(
-            f"{method} {agent}", kind=trace.SpanKind.CLIENT, attributes=attributes
-        ) as span:
-            try:
-                return await self._attempts(agent, method, params, target, action, span)
-            except MeshError as exc:
-                span.set_status(trace.StatusCode.ERROR, str(exc))
-                code = (
-                    INVALID_REQUEST if isinstance(exc, PeerRejected | PolicyDenied | DiscoveryError) else INTERNAL_ERROR
-                )
-                raise MCPError(code=code, message=str(exc)) from None
-
-    async def _attempts(
-        self, agent: str, method: str, params: dict[str, Any], target: str, action: str, span: trace.Span
-    ) -> dict[str, Any]:
-        instances = sorted(self.node.directory.instances(agent), key=lambda i: i.key)
-        if not instances:
-            known = any(i.name == agent for i in self.node.directory.all())
-            why = f"no healthy instance of {agent!r}" if known else f"no agent named {agent!r} is known in this mesh"
-            record_decision("route", choice="none", reason=why, span=span)
-            raise DiscoveryError(f"cannot {_VERB[action]} {target!r}: {why}")
-        self._check_policy(agent, instances[0], target, action, span)
-        deadline = anyio.current_time() + self.call_timeout
-        last: MeshError | None = None
-        for inst in instances[:_MAX_ATTEMPTS]:
-            left = deadline - anyio.current_time()
-            if left <= 0:
-                break
-            record_decision("route", choice=inst.instance, reason=f"{method} is read-only: any instance", span=span)
-            meta: dict[str, Any] = {**_CLIENT_META, BUDGET_META_KEY: int(left * 1000)}
-            propagate.inject(meta)
-            span.set_attribute(SENT_ATTRIBUTE, True)
-            try:
-                with anyio.fail_after(left):
-                    answer = await self.node.pool.hop(inst).request(
-                        method, {**params, "_meta": meta}, name=target, timeout=left
-                    )
-            except (NotSent, PeerUnavailable) as exc:
-                self.node.directory.failed(*inst.key)
-                record_decision("fallback", choice="next instance", reason=f"{inst.instance}: {exc}", span=span)
-                last = exc
-                continue
-            except TimeoutError:
-                raise DeadlineExceeded(f"{agent} gave no answer to {method} {target!r} in time", agent=agent) from None
-            self.node.directory.succeeded(*inst.key)
-            span.set_attribute("mesh.peer.instance", inst.instance)
-            return answer
-        raise PeerUnavailable(f"no instance of {agent} could answer {method} {target!r}: {last}", agent=agent)
-
-    def _check_policy(self, agent: str, inst: Instance, target: str, action: str, span: trace.Span) -> None:
-        """The caller's end of the policy (DESIGN §6), as the peer pool checks a tool call."""
-        principal = self.node.pool.credential.principal
-        facts = CallFacts.of(
-            self.node.me,
-            self.node.metadata,
-            agent,
-            inst.metadata,
-            target,
-            person=principal.person,
-            groups=principal.groups,
-            action=action,
-        )
-        verdict = self.node.pool.policy.evaluate(facts)
-        record_decision(
-            "policy",
-            choice=verdict.verdict,
-            reason=verdict.reason,
-            alternatives=("allow", "deny", "approval"),
-            attributes={"mesh.policy.side": "caller", "mesh.policy.ids": verdict.policies},
-            span=span,
-        )
-        if verdict.verdict == "deny":
-            message = f"{self.node.me} may not {_VERB[action]} {agent} {target!r}: {verdict.reason}"
-            raise PolicyDenied(message, policy=",".join(verdict.policies))
-
-
-_VERB: Final = {"read_resource": "read", "get_prompt": "get the prompt"}
-_CLIENT_META: Final[Mapping[str, Any]] = {
-    PROTOCOL_VERSION_META_KEY: PROTOCOL_VERSION,
-    CLIENT_INFO_META_KEY: {"name": "gateway", "version": "0.1.0"},
-    CLIENT_CAPABILITIES_META_KEY: {},
-}
+        try:
+            return await self.node.pool.request(
+                agent, method, params, target=target, action=action, timeout=self.call_timeout
+            )
+        except MeshError as exc:
+            code = INVALID_REQUEST if isinstance(exc, PeerRejected | PolicyDenied | DiscoveryError) else INTERNAL_ERROR
+            raise MCPError(code=code, message=str(exc)) from None
 
 
 def _one_instance_each(instances: list[Instance]) -> dict[str, Instance]:
@@ -313,7 +249,7 @@ async def _listing(hop: HopClient, method: str, key: str) -> list[Mapping[str, A
     found: list[Mapping[str, Any]] = []
     cursor: str | None = None
     for _ in range(_MAX_PAGES):
-        params: dict[str, Any] = {"_meta": dict(_CLIENT_META)}
+        params: dict[str, Any] = {"_meta": hop.envelope()}
         if cursor:
             params["cursor"] = cursor
         try:

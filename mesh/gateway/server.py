@@ -5,9 +5,10 @@ peer through `node.pool` (or to the registry's own `/mcp`), relaying the progres
 sent down the chain back to the client (`mesh.peers.notices`), and telling the client when the
 listing changes: `notifications/tools/list_changed` on the connection for handshake-era
 (2025-11-25) clients, a `ToolsListChanged` event on `subscriptions/listen` streams for
-2026-07-28 ones. The trace root is the SDK's own SERVER span (its OpenTelemetryMiddleware
-parents it on a `_meta` traceparent when one came, else starts the trace); the gateway names
-it after the mesh call, and `node.pool`'s CLIENT span nests under it. Discovery is the node's.
+2026-07-28 ones; the same for the resource and prompt listings (`mesh.gateway.offering_watch`).
+The trace root is the SDK's own SERVER span (its OpenTelemetryMiddleware parents it on a `_meta`
+traceparent when one came, else starts the trace); the gateway names it after the mesh call, and
+`node.pool`'s CLIENT span nests under it. Discovery is the node's.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import uuid
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any, Final, Self, final
+from typing import Any, Final, Literal, Self, final
 
 import anyio
 import httpx2
@@ -27,7 +28,13 @@ from mcp.server import CacheHint, NotificationOptions, Server, ServerRequestCont
 from mcp.server.context import CallNext, HandlerResult
 from mcp.server.session import ServerSession
 from mcp.server.stdio import stdio_server
-from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, ToolsListChanged
+from mcp.server.subscriptions import (
+    InMemorySubscriptionBus,
+    ListenHandler,
+    PromptsListChanged,
+    ResourcesListChanged,
+    ToolsListChanged,
+)
 from mcp_types import (
     CallToolRequestParams,
     CallToolResult,
@@ -42,7 +49,8 @@ from pydantic import ValidationError
 from mesh.config import mesh_paths
 from mesh.credentials import acting_credential
 from mesh.errors import MeshError
-from mesh.gateway.catalog import REGISTRY_AGENT, Catalog, build_catalog, split_name, tool_info
+from mesh.gateway.catalog import REGISTRY_AGENT, Catalog, Listing, build_catalog, split_name, tool_info
+from mesh.gateway.offering_watch import OfferingWatch
 from mesh.gateway.questions import relayed_call
 from mesh.gateway.resources import install_resources
 from mesh.gateway.results import failure, tool_result
@@ -51,7 +59,7 @@ from mesh.peers.hop import HopClient
 from mesh.peers.notices import sink_var
 from mesh.runtime.node import MeshNode
 from mesh.runtime.notices import LogLevels, RequestNotices, answer_set_level
-from mesh.tracing.provider import Tracing
+from mesh.tracing.telemetry import ProcessTelemetry
 
 __all__ = ["GATEWAY_NAME", "Gateway", "serve_gateway"]
 
@@ -94,7 +102,8 @@ class Gateway(AsyncContextManagerMixin):
         )
         answer_set_level(self.server, self._levels)  # for 2025-11-25 clients; later ones ask per call
         self.server.middleware.append(self._link)
-        install_resources(self)  # every agent's resources and prompts (mesh.gateway.resources)
+        # Every agent's resources and prompts (mesh.gateway.resources), and telling the client of changes.
+        self._offering_watch = OfferingWatch(install_resources(self))
         self._registry_tools: tuple[Mapping[str, Any], ...] = ()
         self._registry_hop: HopClient | None = None
         self._http: httpx2.AsyncClient | None = None
@@ -109,7 +118,8 @@ class Gateway(AsyncContextManagerMixin):
 
     async def serve_stdio(self) -> None:
         """Serve the client on this process's stdin/stdout (either protocol generation) until it hangs up."""
-        options = self.server.create_initialization_options(NotificationOptions(tools_changed=True))
+        changes = NotificationOptions(tools_changed=True, resources_changed=True, prompts_changed=True)
+        options = self.server.create_initialization_options(changes)
         async with stdio_server() as (read_stream, write_stream):
             await self.server.run(read_stream, write_stream, options)
 
@@ -122,6 +132,7 @@ class Gateway(AsyncContextManagerMixin):
             self._http = http
             tg.start_soon(self._follow_mesh)
             tg.start_soon(self._follow_registry)
+            tg.start_soon(self._offering_watch.follow, self._offerings_changed)
             try:
                 yield self
             finally:
@@ -268,7 +279,11 @@ class Gateway(AsyncContextManagerMixin):
             )
         log.info("tool listing changed: %d tools", len(catalog.tools))
         await self._bus.publish(ToolsListChanged())
-        await self._link.tools_changed()
+        await self._link.changed("tools")
+
+    async def _offerings_changed(self, listing: Listing) -> None:
+        await self._bus.publish(ResourcesListChanged() if listing == "resources" else PromptsListChanged())
+        await self._link.changed(listing)
 
 
 async def serve_gateway(
@@ -279,7 +294,7 @@ async def serve_gateway(
         MeshNode(GATEWAY_NAME, mesh=mesh, registry=registry, credential=_credential(mesh)) as node,
         Gateway(node, call_timeout=call_timeout) as gateway,
     ):
-        tracing = Tracing(
+        tracing = ProcessTelemetry(
             service=GATEWAY_NAME,
             instance=uuid.uuid4().hex[:8],
             mesh=node.mesh,
@@ -299,7 +314,7 @@ async def serve_gateway(
 
 @final
 class _ClientLink:
-    """Middleware that keeps the handshake-era client's session, to tell it the tool list changed."""
+    """Middleware that keeps the handshake-era client's session, to tell it a listing changed."""
 
     def __init__(self) -> None:
         self._session: ServerSession | None = None
@@ -311,12 +326,18 @@ class _ClientLink:
             self._session = ctx.session
         return result
 
-    async def tools_changed(self) -> None:
-        """Send `notifications/tools/list_changed` to the handshake-era client, if one is connected."""
-        if self._session is None:
+    async def changed(self, listing: Literal["tools"] | Listing) -> None:
+        """Send `notifications/{listing}/list_changed` to the handshake-era client, if one is connected."""
+        session = self._session
+        if session is None:
             return
+        send = {
+            "tools": session.send_tool_list_changed,
+            "resources": session.send_resource_list_changed,
+            "prompts": session.send_prompt_list_changed,
+        }[listing]
         try:
-            await self._session.send_tool_list_changed()
+            await send()
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             self._session = None  # the client hung up
 

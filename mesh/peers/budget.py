@@ -9,11 +9,11 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from contextvars import ContextVar
-from typing import Any, Final
+from typing import Any
 
-__all__ = ["BUDGET_META_KEY", "budget_from_meta", "current_deadline", "remaining", "deadline_var"]
+from mesh.wire import BUDGET_META_KEY
 
-BUDGET_META_KEY: Final = "agentplex/budget_ms"
+__all__ = ["budget_from_meta", "current_deadline", "remaining", "deadline_var"]
 
 deadline_var: ContextVar[float | None] = ContextVar("mesh_deadline", default=None)
 """The monotonic deadline of the request being served, if it came with a budget."""

@@ -15,19 +15,17 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final, final
 
 import httpx2
+from mcp.shared.inbound import MCP_METHOD_HEADER, MCP_NAME_HEADER, MCP_PROTOCOL_VERSION_HEADER
+from mcp_types import CLIENT_CAPABILITIES_META_KEY, CLIENT_INFO_META_KEY, JSONRPC_VERSION, PROTOCOL_VERSION_META_KEY
 
 from mesh.errors import PeerRejected
 from mesh.peers.failures import translate
 from mesh.peers.notices import NoticeHandler
 
-__all__ = ["GOVERNANCE_META_KEY", "PROTOCOL_VERSION", "HopClient", "HopResult", "tool_value"]
+__all__ = ["PROTOCOL_VERSION", "HopClient", "HopResult", "tool_value"]
 
 PROTOCOL_VERSION: Final = "2026-07-28"
-GOVERNANCE_META_KEY: Final = "agentplex/governance"
-"""`tools/list` result `_meta` key where a mesh agent states its governance metadata."""
-_META_VERSION: Final = "io.modelcontextprotocol/protocolVersion"
-_META_CLIENT: Final = "io.modelcontextprotocol/clientInfo"
-_META_CAPS: Final = "io.modelcontextprotocol/clientCapabilities"
+"""The MCP revision every hop speaks: the envelope here is built for it, so a newer one is adopted on purpose."""
 
 
 @final
@@ -93,9 +91,9 @@ class HopClient:
         self.listing_meta: dict[str, Any] = {}
         """The `_meta` of the last `tools/list` answer (agents put their governance metadata there)."""
         self._client_meta: dict[str, Any] = {
-            _META_VERSION: PROTOCOL_VERSION,
-            _META_CLIENT: {"name": client_name, "version": "0.1.0"},
-            _META_CAPS: {},
+            PROTOCOL_VERSION_META_KEY: PROTOCOL_VERSION,
+            CLIENT_INFO_META_KEY: {"name": client_name, "version": "0.1.0"},
+            CLIENT_CAPABILITIES_META_KEY: {},
         }
 
     async def call_tool(
@@ -120,6 +118,10 @@ class HopClient:
             params["requestState"] = request_state
         params["_meta"] = {**self._client_meta, **meta} if meta else self._client_meta
         return HopResult(await self.request("tools/call", params, name=tool, timeout=timeout, on_notice=on_notice))
+
+    def envelope(self, meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """This client's `_meta` for a request (the 2026-07-28 envelope: version, client, capabilities), plus `meta`."""
+        return {**self._client_meta, **meta} if meta else dict(self._client_meta)
 
     async def list_tools(self, *, timeout: float | None = 5.0) -> list[dict[str, Any]]:
         """Every tool the instance serves (following pagination), as wire dicts; `listing_meta` keeps the `_meta`."""
@@ -150,16 +152,16 @@ class HopClient:
         """One JSON-RPC request; returns its `result` or raises a PeerError."""
         self._ids += 1
         body = json.dumps(
-            {"jsonrpc": "2.0", "id": self._ids, "method": method, "params": params}, separators=(",", ":")
+            {"jsonrpc": JSONRPC_VERSION, "id": self._ids, "method": method, "params": params}, separators=(",", ":")
         )
         headers = {
             "content-type": "application/json",
             "accept": "application/json, text/event-stream",
-            "mcp-protocol-version": PROTOCOL_VERSION,
-            "mcp-method": method,
+            MCP_PROTOCOL_VERSION_HEADER: PROTOCOL_VERSION,
+            MCP_METHOD_HEADER: method,
         }
         if name is not None:
-            headers["mcp-name"] = name
+            headers[MCP_NAME_HEADER] = name
         if self._token is not None:
             headers["authorization"] = f"Bearer {self._token()}"
         where = self.agent or self.url

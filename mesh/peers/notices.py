@@ -16,9 +16,10 @@ from typing import Any, Final, Protocol, get_args
 
 from mcp_types import LOG_LEVEL_META_KEY, LoggingLevel
 
+from mesh.wire import PROGRESS_TOKEN_META_KEY
+
 __all__ = [
     "LOG_LEVELS",
-    "LOG_LEVEL_META_KEY",
     "NoticeHandler",
     "NoticeSink",
     "ask_for_notices",
@@ -75,7 +76,7 @@ def ask_for_notices(meta: dict[str, Any], sink: NoticeSink | None) -> NoticeHand
         return None
     wanted = False
     if sink.progress_wanted:
-        meta["progressToken"] = f"mesh-{next(_tokens)}"  # unique per process: the callee echoes it back
+        meta[PROGRESS_TOKEN_META_KEY] = f"mesh-{next(_tokens)}"  # unique per process: the callee echoes it back
         wanted = True
     level = sink.log_level
     if level is not None:

@@ -12,14 +12,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
 from mesh.identity import Claims
+from mesh.wire import PERSON_META_KEY
 
-__all__ = ["PERSON_META_KEY", "Person", "person_of", "person_var"]
-
-PERSON_META_KEY: Final = "agentplex/person"
-"""`_meta` key: `{"name": ..., "groups": [...]}`, the person an agent's onward call runs for."""
+__all__ = ["Person", "person_of", "person_var"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,8 +2,9 @@
 
 Owns the caller's side of a hop: resolve the agent in the directory, check policy, pick an
 instance, send one lean MCP request (`HopClient`), and record every choice as a decision on
-the call's client span. One pooled HTTP client serves every instance. Progress and log messages
-the callee sends while it runs go to the caller's own caller, when it asked (`mesh.peers.notices`).
+the call's client span; the same for a read-only request (`resources/read`, `prompts/get`). One
+pooled HTTP client serves every instance. Progress and log messages the callee sends while it runs
+go to the caller's own caller, when it asked (`mesh.peers.notices`).
 """
 
 from __future__ import annotations
@@ -18,40 +19,42 @@ import anyio
 import httpx2
 from opentelemetry import baggage, context, propagate, trace
 
-from mesh.approvals import INTERACTIVE_META_KEY
 from mesh.decisions import record_decision
 from mesh.errors import (
-    ApprovalDenied,
-    ApprovalRequired,
     DeadlineExceeded,
     DiscoveryError,
+    PeerError,
     PeerUnavailable,
     PolicyDenied,
-    ToolFailed,
 )
 from mesh.identity import Credential, MeshKeys, Principal, TokenSource
-from mesh.peers.budget import BUDGET_META_KEY, current_deadline, remaining
+from mesh.peers.budget import current_deadline, remaining
 from mesh.peers.directory import Instance, PeerDirectory
 from mesh.peers.failures import NotSent
 from mesh.peers.hop import HopClient, HopResult
 from mesh.peers.notices import ask_for_notices, sink_var
-from mesh.peers.person import PERSON_META_KEY, Person, person_var
+from mesh.peers.person import Person, person_var
+from mesh.peers.questions import sampling_var
+from mesh.peers.refusals import refusal
 from mesh.peers.rounds import InputNeeded, interactive_var, relay_var
 from mesh.peers.routing import Load, RetryBudget, choose, retry_safe
 from mesh.policy import CallFacts, Policy
 from mesh.tls import client_context
 from mesh.tracing.stitch import SENT_ATTRIBUTE
+from mesh.wire import (
+    BUDGET_META_KEY,
+    DATA_CLASS_BAGGAGE,
+    INTERACTIVE_META_KEY,
+    PERSON_META_KEY,
+    SAMPLING_META_KEY,
+)
 
-__all__ = ["DATA_CLASS_BAGGAGE", "ERROR_META_KEY", "PeerPool", "stricter"]
+__all__ = ["PeerPool", "stricter"]
 
 log = logging.getLogger(__name__)
 SCOPE = "agentplex"
 """The instrumentation scope of the client spans a pool makes."""
 
-ERROR_META_KEY = "agentplex/error"
-"""Result `_meta` key naming a mesh error raised on the callee's side (e.g. PolicyDenied)."""
-DATA_CLASS_BAGGAGE = "mesh.data_class"
-"""The baggage entry carrying the classification of the data travelling with a call."""
 
 _ORDER = ("public", "internal", "confidential", "restricted", "secret")
 
@@ -153,27 +156,29 @@ class PeerPool:
         with tracer.start_as_current_span(
             f"tools/call {target}.{tool}", kind=trace.SpanKind.CLIENT, attributes=attributes
         ) as span:
-            candidates = self.directory.offering(tool) if by_tool else self.directory.instances(target)
-            if not candidates and self._refresh is not None:
-                # Announced but not yet vouched for: ask the instances directly before giving up.
-                await self._refresh(agent, tool)
-                candidates = self.directory.offering(tool) if by_tool else self.directory.instances(target)
-            if not candidates:
-                known = self.directory.all()
-                why = "no agent offers that tool" if by_tool else _why_none(target, known)
-                record_decision("route", choice="none", reason=why, span=span)
-                raise DiscoveryError(f"cannot call {target}.{tool}: {why}")
+            candidates = await self._candidates(agent, tool, f"call {target}.{tool}", span, by_tool=by_tool)
             name = candidates[0].name
             span.set_attribute("mesh.peer.agent", name)
-            data_class = stricter(_baggage_class(), self.metadata.get("data_class"))
-            self._check_policy(name, candidates[0], tool, data_class, span)
-            ctx = baggage.set_baggage(DATA_CLASS_BAGGAGE, data_class) if data_class else None
-            token = context.attach(ctx) if ctx is not None else None
-            try:
-                result, answered = await self._attempts(name, tool, arguments, candidates, deadline, span)
-            finally:
-                if token is not None:
-                    context.detach(token)
+            relay = relay_var.get()
+            answers = relay if relay is not None and (relay.agent, relay.tool) == (name, tool) else None
+
+            async def send(hop: HopClient, meta: dict[str, Any], left: float) -> HopResult:
+                on_notice = ask_for_notices(meta, sink_var.get())
+                return await hop.call_tool(
+                    tool,
+                    arguments,
+                    meta=meta,
+                    timeout=left,
+                    input_responses=answers.responses if answers else None,
+                    request_state=answers.state if answers else None,
+                    on_notice=on_notice,
+                )
+
+            safe = retry_safe(tool, candidates[0].tool_info)
+            pinned = (answers.instance or "") if answers is not None else None
+            result, answered = await self._governed(
+                name, tool, "call", candidates, deadline, span, send, safe=safe, pinned=pinned
+            )
             if result.input_required:
                 record_decision("approval", choice="asked", reason=f"{name}.{tool} needs a person's answer", span=span)
                 raise InputNeeded(
@@ -184,24 +189,89 @@ class PeerPool:
                     answered.instance,
                 )
             if result.is_error:
-                kind = (result.raw.get("_meta") or {}).get(ERROR_META_KEY)
                 span.set_status(trace.StatusCode.ERROR, result.text[:200])
-                # A refusal's text starts with its kind; the exception's class already says it.
-                text = result.text.removeprefix(f"{kind}: ") if kind else result.text
-                if kind == "PolicyDenied":
-                    raise PolicyDenied(text, where="callee")
-                if kind == "DeadlineExceeded":
-                    raise DeadlineExceeded(text, agent=name, tool=tool)
-                if kind == "ApprovalDenied":
-                    raise ApprovalDenied(text)
-                if kind == "ApprovalRequired":
-                    raise ApprovalRequired(text)
-                if kind == "PeerUnavailable":  # an adopted server's child died mid-call: not retried here
-                    raise PeerUnavailable(text, agent=name, tool=tool)
-                raise ToolFailed(text or f"{name}.{tool} failed", agent=name, tool=tool)
+                raise refusal(result, name, tool)
             return result.value
 
-    def _check_policy(self, name: str, inst: Instance, tool: str, data_class: str | None, span: trace.Span) -> None:
+    async def request(
+        self,
+        agent: str,
+        method: str,
+        params: Mapping[str, Any],
+        *,
+        target: str,
+        action: str,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        """One read-only request to `agent` (`resources/read`, `prompts/get`); its result, or a MeshError.
+
+        Governed and routed as a tool call is: the caller's end of the policy judges `action` on `target`
+        (the URI or prompt name), and, being read-only, it moves on to another instance when one fails.
+        """
+        deadline = current_deadline(timeout, self.default_timeout)
+        attributes = {
+            "mcp.method.name": method,
+            "mesh.peer.agent": agent,
+            _TARGET_ATTRIBUTES.get(action, "mesh.target"): target,
+            SENT_ATTRIBUTE: False,
+        }
+        tracer = trace.get_tracer_provider().get_tracer(SCOPE)
+        with tracer.start_as_current_span(
+            f"{method} {agent}", kind=trace.SpanKind.CLIENT, attributes=attributes
+        ) as span:
+            candidates = await self._candidates(agent, target, f"{_VERBS.get(action, action)} {target!r}", span)
+
+            async def send(hop: HopClient, meta: dict[str, Any], left: float) -> HopResult:
+                return HopResult(
+                    await hop.request(method, {**params, "_meta": hop.envelope(meta)}, name=target, timeout=left)
+                )
+
+            result, _ = await self._governed(agent, target, action, candidates, deadline, span, send, safe=True)
+            return result.raw
+
+    async def _candidates(
+        self, agent: str | None, tool: str, doing: str, span: trace.Span, *, by_tool: bool = False
+    ) -> list[Instance]:
+        """The instances of `agent` (or, `by_tool`, of any agent offering `tool`); DiscoveryError when none."""
+        target = agent or "*"
+        candidates = self.directory.offering(tool) if by_tool else self.directory.instances(target)
+        if not candidates and self._refresh is not None:
+            # Announced but not yet vouched for: ask the instances directly before giving up.
+            await self._refresh(agent, tool)
+            candidates = self.directory.offering(tool) if by_tool else self.directory.instances(target)
+        if not candidates:
+            why = "no agent offers that tool" if by_tool else _why_none(target, self.directory.all())
+            record_decision("route", choice="none", reason=why, span=span)
+            raise DiscoveryError(f"cannot {doing}: {why}")
+        return candidates
+
+    async def _governed(
+        self,
+        name: str,
+        target: str,
+        action: str,
+        candidates: list[Instance],
+        deadline: float,
+        span: trace.Span,
+        send: _Send,
+        *,
+        safe: bool,
+        pinned: str | None = None,
+    ) -> tuple[HopResult, Instance]:
+        """The caller's end of the policy, then the attempts, with the data class travelling as baggage."""
+        data_class = stricter(_baggage_class(), self.metadata.get("data_class"))
+        self._check_policy(name, candidates[0], target, data_class, span, action)
+        ctx = baggage.set_baggage(DATA_CLASS_BAGGAGE, data_class) if data_class else None
+        token = context.attach(ctx) if ctx is not None else None
+        try:
+            return await self._attempts(name, target, candidates, deadline, span, send, safe=safe, pinned=pinned)
+        finally:
+            if token is not None:
+                context.detach(token)
+
+    def _check_policy(
+        self, name: str, inst: Instance, tool: str, data_class: str | None, span: trace.Span, action: str = "call"
+    ) -> None:
         person = person_var.get()
         if person is None and self.credential.principal.person:
             mine = self.credential.principal
@@ -215,6 +285,7 @@ class PeerPool:
             data_class,
             person=person.name if person else None,
             groups=person.groups if person else (),
+            action=action,
         )
         verdict = self.policy.evaluate(facts)
         record_decision(
@@ -227,32 +298,32 @@ class PeerPool:
         )
         if verdict.verdict == "deny":
             span.set_status(trace.StatusCode.ERROR, verdict.reason)
-            raise PolicyDenied(
-                f"{self.me} may not call {name}.{tool}: {verdict.reason}", policy=",".join(verdict.policies)
-            )
+            doing = f"call {name}.{tool}" if action == "call" else f"{_VERBS.get(action, action)} {name} {tool!r}"
+            raise PolicyDenied(f"{self.me} may not {doing}: {verdict.reason}", policy=",".join(verdict.policies))
         # An "approval" verdict goes ahead: the callee enforces it and asks the person (DESIGN §6).
 
     async def _attempts(
         self,
         name: str,
         tool: str,
-        arguments: Mapping[str, Any] | None,
         candidates: list[Instance],
         deadline: float,
         span: trace.Span,
+        send: _Send,
+        *,
+        safe: bool,
+        pinned: str | None,
     ) -> tuple[HopResult, Instance]:
-        safe = retry_safe(tool, candidates[0].tool_info)
-        relay = relay_var.get()
-        answers = relay if relay is not None and (relay.agent, relay.tool) == (name, tool) else None
-        if answers is not None and answers.instance:
+        """Send to one instance after another until one answers; `pinned` (not None) carries answers: no others."""
+        if pinned:
             # An answer is honoured once, by the instance that asked: send it there or nowhere.
-            candidates = [c for c in self.directory.instances(name) if c.instance == answers.instance]
+            candidates = [c for c in self.directory.instances(name) if c.instance == pinned]
         self._retries.on_call()
         tried: set[tuple[str, str]] = set()
         last: Exception | None = None
         for attempt in range(1, self.max_attempts + 1):
             pool = [c for c in candidates if c.key not in tried] or [
-                c for c in self.directory.instances(name) if c.key not in tried and answers is None
+                c for c in self.directory.instances(name) if c.key not in tried and pinned is None
             ]
             if not pool:
                 break
@@ -268,11 +339,12 @@ class PeerPool:
             meta: dict[str, Any] = {BUDGET_META_KEY: int(left * 1000)}
             if interactive_var.get():
                 meta[INTERACTIVE_META_KEY] = True
+            if sampling_var.get():
+                meta[SAMPLING_META_KEY] = True
             person = person_var.get()
             if person is not None:
                 meta[PERSON_META_KEY] = person.meta()
             propagate.inject(meta)
-            on_notice = ask_for_notices(meta, sink_var.get())
             hop = self.hop(inst)
             span.set_attribute(SENT_ATTRIBUTE, True)
             self.attempts[inst.key] += 1
@@ -282,15 +354,7 @@ class PeerPool:
             started = time.perf_counter()
             try:
                 with anyio.fail_after(left):
-                    result = await hop.call_tool(
-                        tool,
-                        arguments,
-                        meta=meta,
-                        timeout=left,
-                        input_responses=answers.responses if answers else None,
-                        request_state=answers.state if answers else None,
-                        on_notice=on_notice,
-                    )
+                    result = await send(hop, meta, left)
             except NotSent as exc:
                 self.load.finished(inst.key, None)
                 self._mark_failed(inst)
@@ -314,6 +378,9 @@ class PeerPool:
                     )
                     continue
                 span.set_status(trace.StatusCode.ERROR, str(exc))
+                raise
+            except PeerError:  # the instance answered with an error (a bad URI, say): not its failure
+                self.load.finished(inst.key, (time.perf_counter() - started) * 1000)
                 raise
             self.load.finished(inst.key, (time.perf_counter() - started) * 1000)
             self._failed.discard(inst.key)
@@ -347,6 +414,12 @@ class PeerPool:
             )
             self._hops[inst.url] = hop
         return hop
+
+
+_Send = Callable[[HopClient, dict[str, Any], float], Awaitable[HopResult]]
+"""Sends one attempt's request to an instance: its `_meta` (budget, trace, person) and its time left."""
+_VERBS = {"read_resource": "read", "get_prompt": "get the prompt"}
+_TARGET_ATTRIBUTES = {"read_resource": "mcp.resource.uri", "get_prompt": "gen_ai.prompt.name"}
 
 
 def _baggage_class() -> str | None:

@@ -6,6 +6,9 @@ On a 2026-07-28 chain a callee cannot hold a call open while a person answers: i
 question it asks again is answered from that round instead of asked. The answers so far ride in
 the state of the round (inside the guard's signed, single-use round state: an answer is used once,
 by the instance that asked, and cannot be forged). No I/O here.
+
+`sampling_var` says, beside `interactive_var`, whether the origin's client answers sampling requests,
+which an adopted server's tool may make (`mesh.runtime.adopted_questions`).
 """
 
 from __future__ import annotations
@@ -14,18 +17,21 @@ import base64
 import hashlib
 import json
 from collections.abc import Mapping
+from contextvars import ContextVar
 from typing import Any, Final, final
 
 from mcp_types import ElicitRequest, ElicitRequestFormParams
 
 from mesh.errors import ApprovalRequired
 from mesh.peers.rounds import InputNeeded, Relay, interactive_var
+from mesh.wire import ASK_INPUT_KEY
 
-__all__ = ["ASK_INPUT_KEY", "Questions"]
+__all__ = ["Questions", "sampling_var"]
 
-ASK_INPUT_KEY: Final = "agentplex/ask"
-"""Prefix of the key of a tool's own question in an input-required round: `agentplex/ask/<agent>/<n>`."""
 _STATE_PREFIX: Final = "ask1:"
+
+sampling_var: ContextVar[bool] = ContextVar("mesh_sampling", default=False)
+"""True while serving a request whose origin client answers `sampling/createMessage` (carried as `_meta`)."""
 
 
 @final

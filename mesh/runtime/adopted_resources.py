@@ -2,9 +2,11 @@
 
 Owns `AdoptedOfferings`, the middleware that answers `resources/list`, `resources/templates/list`,
 `resources/read`, `prompts/list` and `prompts/get` from the adopted server over its `Upstream`
-session: pages, URIs, names and contents unchanged, each listing asked afresh (so a change on the
-server shows at once, with no list_changed to follow). It sits inside the `CallGuard`, which governs
-reads and gets as it governs tool calls. A server that offers no resources or prompts lists none.
+session: pages, URIs, names and contents unchanged, each listing asked afresh. The server's
+`resources/list_changed` and `prompts/list_changed` are published to the adapter's `subscriptions/listen`
+streams (the gateway listens), its `resources/updated` to the clients subscribed. It sits inside the
+`CallGuard`, which governs reads, subscriptions and gets as it governs tool calls. A server that offers
+no resources or prompts lists none.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any, Final, final
 
 from mcp import Client
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+from mcp.server.subscriptions import PromptsListChanged, ResourcesListChanged, SubscriptionBus
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp_types import (
     INTERNAL_ERROR,
@@ -28,9 +31,9 @@ from mcp_types import (
 from pydantic import BaseModel
 
 from mesh.errors import PeerError, PeerRejected
-from mesh.peers.pool import ERROR_META_KEY
 from mesh.runtime.subscriptions import ResourceSubscriptions
-from mesh.runtime.upstream import Upstream
+from mesh.runtime.upstream import ListKind, Upstream
+from mesh.wire import ERROR_META_KEY
 
 __all__ = ["AdoptedOfferings"]
 
@@ -41,10 +44,12 @@ _Handler = Callable[[Mapping[str, Any]], Awaitable[BaseModel]]
 class AdoptedOfferings:
     """Middleware answering the resource and prompt methods from the adopted server, unchanged."""
 
-    def __init__(self, upstream: Upstream) -> None:
+    def __init__(self, upstream: Upstream, bus: SubscriptionBus) -> None:
         self._upstream = upstream
         self._subscriptions = ResourceSubscriptions(None)
+        self._bus = bus
         upstream.on_resource_updated = self._subscriptions.updated
+        upstream.on_list_changed = self._list_changed
         self._handlers: Final[dict[str, _Handler]] = {
             "resources/list": self._list_resources,
             "resources/templates/list": self._list_templates,
@@ -144,6 +149,9 @@ class AdoptedOfferings:
         else:
             await self._subscriptions.unsubscribe(ctx, UnsubscribeRequestParams.model_validate(params))
         return result
+
+    async def _list_changed(self, kind: ListKind) -> None:
+        await self._bus.publish(ResourcesListChanged() if kind == "resources" else PromptsListChanged())
 
     def _name(self, client: Client) -> str:
         return f"the adopted server {client.server_info.name if client.server_info else self._upstream.spec.describe()}"

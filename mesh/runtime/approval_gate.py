@@ -21,14 +21,14 @@ import anyio
 from mcp_types import ElicitRequest, ElicitRequestFormParams, InputRequiredResult
 from opentelemetry import trace
 
-from mesh.approvals import APPROVAL_INPUT_KEY, RoundState, Ticket, approval_prompt, approval_schema, arguments_digest
+from mesh.approvals import RoundState, Ticket, approval_prompt, approval_schema, arguments_digest
 from mesh.decisions import record_decision
 from mesh.errors import MeshError
 from mesh.identity import MeshKeys
 from mesh.masking import mask_arguments
 from mesh.peers.person import Person
 from mesh.registry_client import RegistryClient
-from mesh.wire import Approval, ApprovalRequest, Decider
+from mesh.wire import APPROVAL_INPUT_KEY, Approval, ApprovalRequest, Decider
 
 __all__ = ["APPROVAL_TTL", "ApprovalGate", "Need", "Verdict"]
 

@@ -2,7 +2,8 @@
 
 A `ServerMiddleware` inside the SDK's OpenTelemetry middleware, so its decisions land on the server
 span. It governs `tools/call`, `resources/read` and `prompts/get` alike (the Cedar actions in
-`ACTIONS`). A spent budget, a policy deny, a refused approval or a replayed answer answers with an
+`ACTIONS`), and `resources/subscribe` as a read: who may not read a resource may not hear of its
+changes. A spent budget, a policy deny, a refused approval or a replayed answer answers with an
 error naming why (a JSON-RPC error for a read or a prompt, whose results carry no error flag), and
 the agent's code never runs. A read or a prompt that needs a person waits in the registry's approvals
 queue: relaying a question to the origin is built for tool calls. Identity was already proven by the
@@ -24,20 +25,27 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from opentelemetry import baggage, propagate, trace
 from opentelemetry.trace import Span
 
-from mesh.approvals import INTERACTIVE_META_KEY, RoundState
+from mesh.approvals import RoundState
 from mesh.decisions import record_decision
 from mesh.identity import Claims, MeshKeys
 from mesh.peers.budget import budget_from_meta, current_deadline, deadline_var
 from mesh.peers.person import Person, person_of, person_var
-from mesh.peers.pool import DATA_CLASS_BAGGAGE, ERROR_META_KEY, stricter
+from mesh.peers.pool import stricter
+from mesh.peers.questions import sampling_var
 from mesh.peers.rounds import InputNeeded, Relay, interactive_var, relay_var
 from mesh.policy import CallFacts, Policy, PolicyDecision
 from mesh.runtime.approval_gate import ApprovalGate, Need
 from mesh.runtime.tools import verified_claims
+from mesh.wire import BAGGAGE_META_KEY, DATA_CLASS_BAGGAGE, ERROR_META_KEY, INTERACTIVE_META_KEY, SAMPLING_META_KEY
 
 __all__ = ["ACTIONS", "CallGuard"]
 
-ACTIONS: Final = {"tools/call": "call", "resources/read": "read_resource", "prompts/get": "get_prompt"}
+ACTIONS: Final = {
+    "tools/call": "call",
+    "resources/read": "read_resource",
+    "resources/subscribe": "read_resource",
+    "prompts/get": "get_prompt",
+}
 """The methods the guard governs, and the Cedar action each is (docs/policy.md)."""
 
 
@@ -93,9 +101,9 @@ class CallGuard:
             span.set_status(trace.StatusCode.ERROR, verdict.reason)
             return _refusal("PolicyDenied", f"{caller} may not call {self.agent}.{tool}: {verdict.reason}")
 
-        interactive = (
-            bool(meta.get(INTERACTIVE_META_KEY)) or _declares_elicitation(meta)
-        ) and ctx.protocol_version in MODERN_PROTOCOL_VERSIONS
+        modern = ctx.protocol_version in MODERN_PROTOCOL_VERSIONS
+        interactive = (bool(meta.get(INTERACTIVE_META_KEY)) or _declares(meta, "elicitation")) and modern
+        samples = (bool(meta.get(SAMPLING_META_KEY)) or _declares(meta, "sampling")) and modern
         state = RoundState.decode(params.get("requestState"), self.keys)
         if state is not None:
             used = self._gate.consume(state)
@@ -130,11 +138,16 @@ class CallGuard:
         relay = None
         if state is not None and state.relay_agent and state.relay_tool:
             relay = Relay(state.relay_agent, state.relay_tool, state.relay_state, dict(responses), state.relay_instance)
-        tokens: list[Token[Any]] = [interactive_var.set(interactive), relay_var.set(relay), person_var.set(person)]
+        tokens: list[Token[Any]] = [
+            interactive_var.set(interactive),
+            sampling_var.set(samples),
+            relay_var.set(relay),
+            person_var.set(person),
+        ]
         try:
             result = await self._run(ctx, call_next, budget)
         except InputNeeded as need:
-            if not interactive:
+            if not interactive and not samples:
                 return _refusal("ApprovalRequired", f"{need.agent}.{need.tool} needs a person, and none can be asked")
             record_decision("approval", choice="relayed", reason=f"{need.agent}.{need.tool} asks the origin")
             round_state = self._gate.round(
@@ -153,7 +166,7 @@ class CallGuard:
         return result
 
     async def _guard_read(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext, action: str) -> HandlerResult:
-        """A resource read or a prompt get: the same budget, policy and approval as a tool call."""
+        """A resource read, subscribe or prompt get: the same budget, policy and approval as a tool call."""
         params = ctx.params or {}
         target = str(params.get("uri") if action == "read_resource" else params.get("name"))
         arguments: Mapping[str, Any] | None = params.get("arguments")
@@ -169,9 +182,10 @@ class CallGuard:
         verdict = self._policy(caller, claims, person, meta, target, action)
         if verdict.verdict == "deny":
             span.set_status(trace.StatusCode.ERROR, verdict.reason)
-            verb = "read" if action == "read_resource" else "get the prompt"
+            verb = _VERBS.get(ctx.method, "read")
             raise _read_refusal("PolicyDenied", f"{caller} may not {verb} {what}: {verdict.reason}")
-        if verdict.verdict == "approval":
+        # A subscription shows only that the resource changed; each read it leads to waits for its person.
+        if verdict.verdict == "approval" and ctx.method != "resources/subscribe":
             ticket = self._gate.ticket(f"{ctx.method} {target}", arguments, caller, budget)
             need = Need(ticket=ticket, why=verdict.reason, approvers=verdict.approvers, person=person)
             answer = None
@@ -253,8 +267,11 @@ class CallGuard:
         return result
 
 
+_VERBS: Final = {"resources/subscribe": "subscribe to", "prompts/get": "get the prompt"}
+
+
 def _travelling_class(meta: Mapping[str, Any]) -> str | None:
-    if "baggage" not in meta:  # the W3C carrier key; most calls carry no data class
+    if BAGGAGE_META_KEY not in meta:  # most calls carry no data class
         return None
     carried = propagate.extract(dict(meta))
     value = baggage.get_baggage(DATA_CLASS_BAGGAGE, carried)
@@ -274,10 +291,10 @@ def _refusal(kind: str, message: str) -> CallToolResult:
     )
 
 
-def _declares_elicitation(meta: Mapping[str, Any]) -> bool:
-    """Whether a 2026-07-28 client said it can answer questions (mesh hops declare no capabilities)."""
+def _declares(meta: Mapping[str, Any], capability: str) -> bool:
+    """Whether a 2026-07-28 client declared `capability` (elicitation, sampling); mesh hops declare none."""
     caps = meta.get(CLIENT_CAPABILITIES_META_KEY)
-    return isinstance(caps, dict) and isinstance(caps.get("elicitation"), dict)  # pyright: ignore[reportUnknownMemberType]
+    return isinstance(caps, dict) and isinstance(caps.get(capability), dict)  # pyright: ignore[reportUnknownMemberType]
 
 
 def _who(

@@ -8,6 +8,7 @@ polling, liveness probes), the registry and tracer locations found on the way, a
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
@@ -18,10 +19,11 @@ import anyio
 import httpx2
 from anyio import AsyncContextManagerMixin
 
-from mesh.config import DEFAULT_REGISTRY_PORT, mesh_name
+from mesh.config import mesh_name
 from mesh.discovery.feeds import feed_mdns, feed_registry, probe
 from mesh.discovery.mdns import MdnsBrowser
 from mesh.discovery.proof import prove_service
+from mesh.discovery.registries import DEFAULT_REGISTRY, registry_urls
 from mesh.discovery.txt import Announcement
 from mesh.errors import RegistryError
 from mesh.identity import Credential, MeshKeys
@@ -31,7 +33,7 @@ from mesh.peers.pool import PeerPool
 from mesh.policy import Policy
 from mesh.tls import client_context
 
-__all__ = ["DISCOVERY_GRACE", "MeshNode"]
+__all__ = ["DISCOVERY_GRACE", "MeshNode", "registry_urls"]
 
 DISCOVERY_GRACE = 2.0
 """Seconds a call waits for an agent that is not known yet (mDNS answers take up to ~1.2 s)."""
@@ -143,13 +145,25 @@ class MeshNode(AsyncContextManagerMixin):
         await self._registry_moved.wait()
 
     async def settle(self, *, browse: float = 0.6, timeout: float = 5.0) -> None:
-        """Wait for a first picture of the mesh: mDNS answers, one registry poll, one probe round."""
+        """Wait for a first picture of the mesh, then probe every instance once.
+
+        With a registry that proves itself (the one given, this host's default, or one announced on
+        mDNS within `browse` seconds) the picture is its first listing, and nothing more is waited
+        for; without one (or when it does not list), it is what mDNS answers in `browse` seconds.
+        """
         with anyio.move_on_after(timeout):
-            await anyio.sleep(browse if self.mdns else 0)
-            await self._proving_round()
+            started = anyio.current_time()
+            if self.registry_url is None and self.mdns:
+                with anyio.move_on_after(browse):  # ends as soon as a registry announced on mDNS proves itself
+                    while self.registry_url is None:
+                        await self.registry_moved()
+            if self.registry_url is None:
+                await self._proving_round()  # an announcement heard at the last moment
             if self.registry_url is not None:
                 with anyio.move_on_after(1.0):  # the registry may be down: mDNS alone then
                     await self.registry_synced.wait()
+            if not self.registry_synced.is_set() and self.mdns:
+                await anyio.sleep(max(0.0, started + browse - anyio.current_time()))
             await probe(self.directory, self._hop_for, only_unleased=False)
 
     @asynccontextmanager
@@ -261,15 +275,15 @@ class MeshNode(AsyncContextManagerMixin):
     ) -> None:
         """Prove the registry and tracer candidates every poll interval, at once when one appears or fails.
 
-        While every candidate named has proved itself, a round has nothing to do: it runs at the
-        longest poll interval then (an announcement or a failed poll still wakes it at once).
+        While every candidate named has proved itself, a round has nothing to do (proofs are kept
+        until a poll fails): it waits for what changes that, an announcement or a failed poll.
         """
         await self._adoption_round(http)
         task_status.started()
         while True:
             named = {*self._registry_candidates(), *self._tracer_candidates()}
             settled = named <= set(self._services.proven)
-            with anyio.move_on_after(self.max_poll_interval if settled else self.poll_interval):
+            with anyio.move_on_after(math.inf if settled else self.poll_interval):
                 await self._services.wake.wait()
             await self._adoption_round(http)
 
@@ -296,7 +310,7 @@ class MeshNode(AsyncContextManagerMixin):
         the next only when it fails (its proof is dropped on a failed poll), never flapping between
         replicas that are all well.
         """
-        named = self.explicit_registries or [*self.found_registries, _DEFAULT_REGISTRY]
+        named = self.explicit_registries or [*self.found_registries, DEFAULT_REGISTRY]
         current = self._services.registry
         return [current, *(u for u in named if u != current)] if current in named else list(dict.fromkeys(named))
 
@@ -318,7 +332,7 @@ class MeshNode(AsyncContextManagerMixin):
                     services.warned.discard(url)
             if kind in kinds:
                 return url
-            if url not in services.warned and (url != _DEFAULT_REGISTRY or await self._names_this_mesh(http, url)):
+            if url not in services.warned and (url != DEFAULT_REGISTRY or await self._names_this_mesh(http, url)):
                 services.warned.add(url)
                 log.warning("%s at %s did not prove it holds mesh %s's secret; not used", kinds[0], url, self.mesh)
         return None
@@ -345,14 +359,6 @@ class MeshNode(AsyncContextManagerMixin):
 
     def _hop_for(self, inst: Instance) -> HopClient:
         return self._pool.hop(inst)
-
-
-_DEFAULT_REGISTRY: Final = f"http://127.0.0.1:{DEFAULT_REGISTRY_PORT}"
-
-
-def registry_urls(given: str) -> list[str]:
-    """`--registry URL1,URL2` / `MESH_REGISTRY`: the replicas named, in order, without blanks or repeats."""
-    return list(dict.fromkeys(u.strip().rstrip("/") for u in given.split(",") if u.strip()))
 
 
 _PROOF_TIMEOUT: Final = 1.0

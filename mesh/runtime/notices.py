@@ -20,6 +20,7 @@ from mcp.server.mcpserver import Context as SdkContext
 from mcp.server.mcpserver import MCPServer
 from mcp.shared.jsonrpc_dispatcher import progress_token_from_params
 from mcp_types import (
+    LOG_LEVEL_META_KEY,
     EmptyResult,
     LoggingLevel,
     LoggingMessageNotification,
@@ -28,7 +29,7 @@ from mcp_types import (
 )
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
-from mesh.peers.notices import LOG_LEVEL_META_KEY, LOG_LEVELS, at_least
+from mesh.peers.notices import LOG_LEVELS, at_least
 
 __all__ = ["DEFAULT_LEVEL", "LogLevels", "RequestNotices", "answer_set_level", "notices_of"]
 

@@ -42,7 +42,7 @@ from mesh.runtime.http import bind, serve
 from mesh.runtime.node import MeshNode
 from mesh.runtime.streaming import AnswerSwitch
 from mesh.runtime.tools import build_server
-from mesh.tracing.provider import Tracing
+from mesh.tracing.telemetry import ProcessTelemetry
 from mesh.wire import Governance, Registration, ToolInfo
 
 __all__ = ["RunOptions", "Served", "run_stdio", "serve_agent", "serve_on_mesh"]
@@ -136,7 +136,7 @@ async def serve_on_mesh(
         mdns=options.mdns,
         lan=options.lan,
     )
-    tracing = Tracing(
+    tracing = ProcessTelemetry(
         service=served.name,
         instance=options.instance,
         mesh=options.mesh,
@@ -302,7 +302,7 @@ def _add_health(
     served: Served,
     options: RunOptions,
     started: float,
-    tracing: Tracing,
+    tracing: ProcessTelemetry,
     tool_names: Callable[[], list[str]],
 ) -> None:
     async def healthz(request: Request) -> JSONResponse:

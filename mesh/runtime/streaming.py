@@ -1,8 +1,9 @@
 """`AnswerSwitch`: each MCP request answered as one JSON body, or as an event stream when it may need one.
 
 A call whose caller asked for notices while it runs (a `progressToken`, or a log level, in its
-`_meta`) goes to the SDK's event-stream transport, which sends them as they happen; every other
-2026-07-28 request, most hops between agents, keeps the lean JSON answer. Handshake-era clients
+`_meta`) goes to the SDK's event-stream transport, which sends them as they happen, as does a
+`subscriptions/listen` (its answer is the stream); every other 2026-07-28 request, most hops between
+agents, keeps the lean JSON answer. Handshake-era clients
 (2025-11-25) keep their sessions, and their back-channel, on the event-stream transport, as does
 everything that is not a 2026-07-28 POST to the MCP path (`/healthz`, GET and DELETE).
 """
@@ -14,18 +15,23 @@ from typing import Final, final
 
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import DEFAULT_MAX_REQUEST_BODY_SIZE
+from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
+from mcp_types import LOG_LEVEL_META_KEY
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mesh.peers.notices import LOG_LEVEL_META_KEY
+from mesh.wire import PROGRESS_TOKEN_META_KEY
 
 __all__ = ["AnswerSwitch"]
 
-_VERSION_HEADER: Final = b"mcp-protocol-version"
+_VERSION_HEADER: Final = MCP_PROTOCOL_VERSION_HEADER.encode()
 _HANDSHAKE: Final = frozenset(v.encode() for v in HANDSHAKE_PROTOCOL_VERSIONS)
 # A caller asks for notices with these `_meta` keys. Found as bytes, the body is not parsed twice: a
 # key that only looks present (in an argument, say) costs an event stream that answers as JSON anyway.
-_ASKS_FOR_NOTICES: Final = (b'"progressToken"', f'"{LOG_LEVEL_META_KEY}"'.encode())
+_ASKS_FOR_NOTICES: Final = (
+    *(f'"{key}"'.encode() for key in (PROGRESS_TOKEN_META_KEY, LOG_LEVEL_META_KEY)),
+    b'"subscriptions/listen"',  # the method itself: the events of a listen stream are its answer
+)
 
 
 @final

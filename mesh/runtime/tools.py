@@ -12,7 +12,6 @@ from collections.abc import Callable, Sequence
 from typing import Any, final
 
 import anyio.to_thread
-from mcp.server._otel import OpenTelemetryMiddleware
 from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, ServerRequestContext
 from mcp.server.mcpserver import Context as SdkContext
 from mcp.server.mcpserver import MCPServer
@@ -25,7 +24,6 @@ from mesh.agent import Agent, ToolSpec
 from mesh.context import Context
 from mesh.errors import MeshError
 from mesh.identity import Claims
-from mesh.peers.hop import GOVERNANCE_META_KEY
 from mesh.peers.notices import sink_var
 from mesh.peers.questions import Questions
 from mesh.peers.rounds import InputNeeded, relay_var
@@ -33,10 +31,10 @@ from mesh.protocols import PeerCaller
 from mesh.runtime.notices import LogLevels, answer_set_level, notices_of
 from mesh.runtime.resources import add_resources
 from mesh.runtime.schema_tools import schema_tool
-from mesh.tracing.server_spans import ServerSpans
+from mesh.tracing.server_spans import in_place_of_sdk_spans
+from mesh.wire import APPROVAL_META_KEY, GOVERNANCE_META_KEY
 
 __all__ = [
-    "APPROVAL_META_KEY",
     "ArgumentCheck",
     "build_server",
     "caller_of",
@@ -44,9 +42,6 @@ __all__ = [
     "verified_caller",
     "verified_claims",
 ]
-
-APPROVAL_META_KEY = "agentplex/approval"
-"""Tool `_meta` key marking a tool that pauses for a human (DESIGN §6)."""
 
 _SDK_CONTEXT_KWARG = "_mesh_sdk_context"
 CALLER_STATE_KEY = "mesh.caller"
@@ -76,8 +71,7 @@ def build_server(
         ],
         log_level="WARNING",
     )
-    # The same SERVER spans as the SDK's own middleware, for two thirds of the work (mesh.tracing.server_spans).
-    server.middleware[:] = [ServerSpans() if isinstance(m, OpenTelemetryMiddleware) else m for m in server.middleware]
+    in_place_of_sdk_spans(server.middleware)  # the same SERVER spans as the SDK's own middleware, made directly
     add_resources(server, agent, peers=peers, caller_of=verified_caller)
     answer_set_level(server, levels)
     return server

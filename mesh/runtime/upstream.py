@@ -3,8 +3,9 @@
 Owns the child's life (started on entry, restarted with backoff when it dies, stopped on exit:
 the SDK's stdio transport closes stdin, then kills the process tree), the current tool listing
 (listed again on `notifications/tools/list_changed`), the progress and log messages a call's
-caller asked for, and turning the server's failures into `PeerError`s and one-line `ConfigError`s.
-Serving the listing to the mesh is `mesh.runtime.adapter`'s.
+caller asked for, the server's own requests to the client during a call (elicitation, sampling: handed
+to that call's `CallerQuestions`), and turning the server's failures into `PeerError`s and one-line
+`ConfigError`s. Serving the listing to the mesh is `mesh.runtime.adapter`'s.
 """
 
 from __future__ import annotations
@@ -15,21 +16,28 @@ import shlex
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, Final, Self, TypeVar, final
+from typing import Any, Final, Literal, Protocol, Self, TypeVar, final
 
 import anyio
 import httpx2
 from anyio import AsyncContextManagerMixin
 from anyio.abc import TaskStatus
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from mcp import Client, MCPError
 from mcp.client import IncomingMessage, Transport
+from mcp.client.context import ClientRequestContext
 from mcp.client.stdio import StdioServerParameters, stdio_client
-from mcp.client.streamable_http import streamable_http_client
-from mcp.shared.message import SessionMessage
 from mcp_types import (
+    INVALID_REQUEST,
     CallToolResult,
+    CreateMessageRequestParams,
+    CreateMessageResult,
+    CreateMessageResultWithTools,
+    ElicitRequestParams,
+    ElicitResult,
+    ErrorData,
     LoggingMessageNotification,
+    PromptListChangedNotification,
+    ResourceListChangedNotification,
     ResourceUpdatedNotification,
     Tool,
     ToolListChangedNotification,
@@ -38,8 +46,17 @@ from mcp_types import (
 from mesh.errors import ConfigError, PeerError, PeerUnavailable
 from mesh.peers.failures import first_leaf, translate
 from mesh.peers.notices import NoticeSink
+from mesh.runtime.upstream_transport import (
+    CALL_TIMEOUT,
+    NO_PARSE_TRACEBACK,
+    http_streams,
+    one_line,
+    refusal_reason,
+    watched,
+    why_not_started,
+)
 
-__all__ = ["Upstream", "UpstreamSpec"]
+__all__ = ["CallerQuestions", "ListKind", "Upstream", "UpstreamSpec"]
 
 log = logging.getLogger("mesh.upstream")
 _T = TypeVar("_T")
@@ -48,8 +65,23 @@ START_TIMEOUT: Final = 30.0
 """Seconds a server has to complete MCP initialize and list its tools."""
 FIRST_BACKOFF: Final = 0.5
 MAX_BACKOFF: Final = 10.0
-CALL_TIMEOUT: Final = 24 * 3600.0
-"""A call's read timeout towards the server: the caller's budget (CallGuard) is what bounds a call."""
+
+ListKind = Literal["resources", "prompts"]
+"""Which of the server's listings besides tools changed (`notifications/{kind}/list_changed`)."""
+
+
+class CallerQuestions(Protocol):
+    """Where the server's own requests to the client go while a call runs: to that call's caller, or refused."""
+
+    async def elicit(self, params: ElicitRequestParams) -> ElicitResult | ErrorData:
+        """The caller's answer to an `elicitation/create`, or an error saying why there is none."""
+        ...
+
+    async def sample(
+        self, params: CreateMessageRequestParams
+    ) -> CreateMessageResult | CreateMessageResultWithTools | ErrorData:
+        """The caller's answer to a `sampling/createMessage`, or an error saying why there is none."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +143,7 @@ class Upstream(AsyncContextManagerMixin):
 
     def __init__(self, spec: UpstreamSpec) -> None:
         self.spec = spec
-        logging.getLogger("mcp.client.stdio").addFilter(_NO_PARSE_TRACEBACK)
+        logging.getLogger("mcp.client.stdio").addFilter(NO_PARSE_TRACEBACK)
         self.tools: list[Tool] = []
         self.server_name: str | None = None
         self.restarts = 0
@@ -124,6 +156,8 @@ class Upstream(AsyncContextManagerMixin):
         self._calls: list[_Call] = []
         self.on_resource_updated: Callable[[str], Awaitable[object]] | None = None
         """Told the URI of each `notifications/resources/updated` the server sends (the adapter's subscriptions)."""
+        self.on_list_changed: Callable[[ListKind], Awaitable[object]] | None = None
+        """Told each time the server says its resource or prompt list changed."""
 
     @asynccontextmanager
     async def __asynccontextmanager__(self) -> AsyncGenerator[Self]:
@@ -142,19 +176,25 @@ class Upstream(AsyncContextManagerMixin):
         await self._relisted.wait()
 
     async def call(
-        self, tool: str, arguments: Mapping[str, Any], *, notices: NoticeSink | None = None
+        self,
+        tool: str,
+        arguments: Mapping[str, Any],
+        *,
+        notices: NoticeSink | None = None,
+        asks: CallerQuestions | None = None,
     ) -> CallToolResult:
         """Forward one `tools/call`; a server that is gone or goes mid-call raises `PeerUnavailable`.
 
-        Its progress goes to `notices` when the caller asked for it, and so do its log messages while
-        this is the only call in flight (a log message names no request: with several, it is kept
-        from every caller rather than shown to the wrong one).
+        Its progress goes to `notices` when the caller asked for it. Its log messages go there, and
+        its elicitation and sampling requests to `asks`, while this is the only call in flight: none
+        of them names the request it belongs to, so with several calls in flight a log message is
+        kept from every caller and a request is refused, rather than either reaching the wrong one.
         """
         client = self._client
         if client is None:
             raise PeerUnavailable(f"{self._what} is restarting; try again shortly", tool=tool)
         progress = notices.progress if notices is not None and notices.progress_wanted else None
-        call = _Call(notices)
+        call = _Call(notices, asks)
         self._calls.append(call)
         try:
             with translate(self._what, tool, None):
@@ -212,7 +252,13 @@ class Upstream(AsyncContextManagerMixin):
         ran = False
         try:
             with anyio.CancelScope(deadline=anyio.current_time() + START_TIMEOUT) as scope:
-                async with Client(self._transport(), mode="legacy", message_handler=self._on_message) as client:
+                async with Client(
+                    self._transport(),
+                    mode="legacy",
+                    message_handler=self._on_message,
+                    elicitation_callback=self._on_elicitation,
+                    sampling_callback=self._on_sampling,
+                ) as client:
                     await self._list(client)
                     scope.deadline = math.inf
                     self.server_name = client.server_info.name if client.server_info else None
@@ -234,18 +280,18 @@ class Upstream(AsyncContextManagerMixin):
             if ran:
                 return None
             if isinstance(leaf, MCPError) and self._refused is not None:
-                return _refusal(self._refused)
-            return _why(leaf)
+                return refusal_reason(self._refused)
+            return why_not_started(leaf)
         finally:
             self._client = None
         return None
 
     def _transport(self) -> Transport:
         if self.spec.url is not None:
-            return _watched(_http(self.spec.url, self.spec.headers, self._note_status), self._lost, self._garbage)
+            return watched(http_streams(self.spec.url, self.spec.headers, self._note_status), self._lost, self._garbage)
         command, *args = self.spec.command
         params = StdioServerParameters(command=command, args=args, env=dict(self.spec.env) or None)
-        return _watched(stdio_client(params), self._lost, self._garbage)
+        return watched(stdio_client(params), self._lost, self._garbage)
 
     async def _on_message(self, message: IncomingMessage) -> None:
         if isinstance(message, ToolListChangedNotification):
@@ -253,6 +299,10 @@ class Upstream(AsyncContextManagerMixin):
         elif isinstance(message, ResourceUpdatedNotification):
             if self.on_resource_updated is not None:
                 await self.on_resource_updated(str(message.params.uri))
+        elif isinstance(message, ResourceListChangedNotification | PromptListChangedNotification):
+            if self.on_list_changed is not None:
+                kind: ListKind = "resources" if isinstance(message, ResourceListChangedNotification) else "prompts"
+                await self.on_list_changed(kind)
         elif isinstance(message, LoggingMessageNotification):
             calls = self._calls
             if len(calls) == 1 and calls[0].notices is not None:
@@ -260,6 +310,34 @@ class Upstream(AsyncContextManagerMixin):
                 await calls[0].notices.log(entry.level, entry.data, entry.logger or self.server_name)
             else:
                 log.debug("%s: a log message with %d calls in flight was not relayed", self.spec.describe(), len(calls))
+
+    async def _on_elicitation(
+        self, context: ClientRequestContext, params: ElicitRequestParams
+    ) -> ElicitResult | ErrorData:
+        del context
+        asks = self._asked_by_one_call("elicitation/create")
+        return asks if isinstance(asks, ErrorData) else await asks.elicit(params)
+
+    async def _on_sampling(
+        self, context: ClientRequestContext, params: CreateMessageRequestParams
+    ) -> CreateMessageResult | CreateMessageResultWithTools | ErrorData:
+        del context
+        asks = self._asked_by_one_call("sampling/createMessage")
+        return asks if isinstance(asks, ErrorData) else await asks.sample(params)
+
+    def _asked_by_one_call(self, method: str) -> CallerQuestions | ErrorData:
+        """The questions channel of the one call in flight, or the error the server gets instead."""
+        calls = self._calls
+        if len(calls) == 1 and calls[0].asks is not None:
+            return calls[0].asks
+        if not calls:
+            why = "no call is in flight to relay it for"
+        elif len(calls) > 1:
+            why = f"{len(calls)} calls are in flight and a request names none of them: whose caller to ask is unknown"
+        else:
+            why = "this call's caller cannot be asked"
+        log.info("%s: %s refused: %s", self.spec.describe(), method, why)
+        return ErrorData(code=INVALID_REQUEST, message=f"{method} not relayed by the mesh: {why}")
 
     async def _relist_when_stale(self, client: Client) -> None:
         while True:
@@ -293,96 +371,15 @@ class Upstream(AsyncContextManagerMixin):
             self._refused = response.status_code
 
     def _garbage(self, error: Exception) -> None:
-        log.error("%s wrote something that is not MCP on stdout (ignored): %s", self.spec.describe(), _line(error))
+        log.error("%s wrote something that is not MCP on stdout (ignored): %s", self.spec.describe(), one_line(error))
 
 
 @final
 class _Call:
-    """One call in flight, and where its caller wants notices (compared by identity)."""
+    """One call in flight, where its caller wants notices, and who answers its requests (compared by identity)."""
 
-    __slots__ = ("notices",)
+    __slots__ = ("asks", "notices")
 
-    def __init__(self, notices: NoticeSink | None) -> None:
+    def __init__(self, notices: NoticeSink | None, asks: CallerQuestions | None) -> None:
         self.notices = notices
-
-
-class _NoParseTraceback(logging.Filter):
-    """Drops the SDK's traceback for a stdout line that is not JSON-RPC: `Upstream` reports it in one line."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("Failed to parse JSONRPC message")
-
-
-_NO_PARSE_TRACEBACK: Final = _NoParseTraceback()
-
-
-@asynccontextmanager
-async def _http(
-    url: str, headers: Mapping[str, str], on_response: Callable[[httpx2.Response], Awaitable[None]]
-) -> AsyncGenerator[Any]:
-    """Streamable HTTP to `url` on an HTTP client of its own that sends `headers` (the server's credentials)."""
-    timeout = httpx2.Timeout(30.0, read=CALL_TIMEOUT)
-    hooks = {"response": [on_response]}
-    async with (
-        httpx2.AsyncClient(headers=dict(headers), timeout=timeout, event_hooks=hooks) as http,
-        streamable_http_client(url, http_client=http) as streams,
-    ):
-        yield streams
-
-
-@asynccontextmanager
-async def _watched(
-    transport: Transport, lost: anyio.Event, garbage: Callable[[Exception], None]
-) -> AsyncGenerator[Any]:
-    """`transport`, setting `lost` when its stream ends, and dropping lines that are not MCP (told to `garbage`)."""
-    async with transport as (read, write):
-        sender: MemoryObjectSendStream[SessionMessage | Exception]
-        receiver: MemoryObjectReceiveStream[SessionMessage | Exception]
-        sender, receiver = anyio.create_memory_object_stream[SessionMessage | Exception](0)
-
-        async def forward() -> None:
-            async with sender:
-                try:
-                    async for item in read:
-                        if isinstance(item, Exception):
-                            garbage(item)
-                            continue
-                        await sender.send(item)
-                except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-                    pass
-            lost.set()
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(forward)
-            try:
-                yield receiver, write
-            finally:
-                tg.cancel_scope.cancel()
-                receiver.close()
-
-
-def _why(exc: BaseException) -> str:
-    if isinstance(exc, FileNotFoundError):
-        return "command not found"
-    if isinstance(exc, PermissionError):
-        return "permission denied: the command is not executable"
-    if isinstance(exc, httpx2.HTTPStatusError):
-        return _refusal(exc.response.status_code)
-    if isinstance(exc, httpx2.ConnectError):
-        return f"cannot connect: {_line(exc)}"
-    if isinstance(exc, MCPError):
-        return f"the server went away before its MCP initialize completed ({exc.error.message})"
-    if isinstance(exc, OSError):
-        return f"cannot start it: {exc.strerror or exc}"
-    return f"{type(exc).__name__}: {_line(exc)}"
-
-
-def _refusal(status: int) -> str:
-    if status in (401, 403):
-        return f"the server refused the credentials (HTTP {status}); check --header"
-    return f"the server answered HTTP {status}"
-
-
-def _line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
+        self.asks = asks

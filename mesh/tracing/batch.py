@@ -1,16 +1,18 @@
 """Finished spans, encoded and shipped in batches by one thread, a little at a time.
 
-`on_end` is a deque append (atomic under the GIL, no lock). Every `TICK` the thread encodes what has
-queued since its last look into the request being built, and sends the request once it holds
-`max_batch` spans or is `schedule_delay` old. Encoding where a span ends would put it on every
-traced call, and encoding a whole batch at once holds the GIL long enough to stall the event loop:
-slices keep both costs small. The tick is not shorter because each wake-up costs CPU, and a request
-goes out once a second, not more often, because each costs the exporter, the tracer's HTTP server
-and its store a fixed share (docs/performance-log.md, "The span batcher"); OpenTelemetry's default
-is five seconds, but a decision trace should be there by the time someone looks. A full queue
-drops the newest span and counts it; the count is in `stats()` (health, `mesh ls`), never silent.
-OTEL_BSP_SCHEDULE_DELAY, OTEL_BSP_MAX_QUEUE_SIZE and OTEL_BSP_MAX_EXPORT_BATCH_SIZE override the
-mesh's defaults.
+`on_end` is a deque append (atomic under the GIL, no lock). While spans come, every `TICK` the
+thread encodes what has queued since its last look into the request being built, and sends the
+request once it holds `max_batch` spans or is `schedule_delay` old. Encoding where a span ends would
+put it on every traced call, and encoding a whole batch at once holds the GIL long enough to stall
+the event loop: slices keep both costs small. The tick is not shorter because each wake-up costs
+CPU, and a request goes out once a second, not more often, because each costs the exporter, the
+tracer's HTTP server and its store a fixed share (docs/performance-log.md, "The span batcher");
+OpenTelemetry's default is five seconds, but a decision trace should be there by the time someone
+looks. With nothing queued or being built the thread rests until the next span wakes it (then it
+ticks again), so a process that traces nothing pays no wake-ups: an idle mesh would otherwise pay
+ten a second for each of its agents. A full queue drops the newest span and counts it; the
+count is in `stats()` (health, `mesh ls`), never silent. OTEL_BSP_SCHEDULE_DELAY,
+OTEL_BSP_MAX_QUEUE_SIZE and OTEL_BSP_MAX_EXPORT_BATCH_SIZE override the mesh's defaults.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ __all__ = ["SpanBatcher", "SpanExport"]
 log = logging.getLogger(__name__)
 
 TICK = 0.1
-"""Seconds between the thread's looks at the queue (less when the schedule delay is shorter)."""
+"""Seconds between the thread's looks at the queue while spans come (less when the schedule delay is shorter)."""
 NICENESS = 10
 """How much lower than its process's the thread's CPU priority is, on Linux (where a thread has its
 own): when both cores are busy, an event loop serving a call goes before encoding (the tail it
@@ -77,6 +79,7 @@ class SpanBatcher:
         self.dropped_spans = 0
         self._queue: deque[MeshSpan] = deque()
         self._wake = threading.Event()
+        self._resting = False  # the thread waits for a span, not for a tick: the next `on_end` wakes it
         self._stopping = False
         self._lock = threading.Lock()  # one encoder at a time: the thread, or a flush
         self._tick = min(TICK, self.schedule_delay)
@@ -92,7 +95,8 @@ class SpanBatcher:
             self.dropped_spans += 1
             return
         queue.append(span)
-        if len(queue) == self.max_batch:
+        if self._resting or len(queue) == self.max_batch:
+            self._resting = False  # one wake-up for the spans that end before the thread runs
             self._wake.set()
 
     def force_flush(self) -> None:
@@ -116,12 +120,23 @@ class SpanBatcher:
     def _run(self) -> None:
         _lower_priority(NICENESS)
         while not self._stopping:
+            if not self._queue and not self._builder.spans:
+                self._rest()
+                continue  # then a tick: the first slice takes what ends with the span that woke it
             self._wake.wait(self._tick)
             self._wake.clear()
             with self._lock:
                 self._encode(len(self._queue))  # not what arrives meanwhile: that is the next slice
                 if self._builder.spans and time.monotonic() - self._opened >= self.schedule_delay:
                     self._ship()
+
+    def _rest(self) -> None:
+        """Wait until a span is queued (or shutdown): nothing to encode or send until then."""
+        self._resting = True
+        if not self._queue:  # looked at after the flag is up: a span queued before it would not wake us
+            self._wake.wait()
+        self._resting = False
+        self._wake.clear()
 
     def _encode(self, count: int) -> None:
         queue, builder = self._queue, self._builder

@@ -3,12 +3,14 @@
 The endpoint is looked up at each export (the tracer may be found, lost and found again);
 a batch that cannot be delivered goes to the spool and a drain thread retries it, oldest
 first, so spans emitted equal spans stored once the tracer is back. The drain thread also
-adopts the spools of the service's dead instances (`Spool.adopt`). Requests carry the
-service's bearer token when one is given: the caller gives one only for the mesh's own
-tracer, never for an endpoint of the user's choosing, which gets the OTEL_EXPORTER_OTLP_*
-headers, compression, timeout and protocol instead (`OtlpOptions`). This module is the one that
-talks to the tracer; it runs on the batcher's thread and never on the event loop.
-`SpoolSpanExporter` is the same export as an SDK `SpanExporter`, for the stock provider.
+adopts the spools of the service's dead instances (`Spool.adopt`). It wakes every `drain_every`
+only while batches wait; with the spool empty, only for the next adoption or when a batch is
+spooled (an idle mesh pays no drain ticks). Requests carry the service's bearer token when one is
+given: the caller gives one only for the mesh's own tracer, never for an endpoint of the user's
+choosing, which gets the OTEL_EXPORTER_OTLP_* headers, compression, timeout and protocol instead
+(`OtlpOptions`). This module is the one that talks to the tracer; it runs on the batcher's thread
+and never on the event loop. `SpoolSpanExporter` is the same export as an SDK `SpanExporter`, for
+the stock provider.
 """
 
 from __future__ import annotations
@@ -71,7 +73,9 @@ class SpoolingExporter:
             transport=transport,
             verify=client_context(),  # the process's one TLS context: no trust store parsed per agent start
         )
-        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._stopping = False
+        self._resting = False  # the drain thread waits only for the next adoption: a spooled batch wakes it
         self._drain_every = drain_every
         self._refused = 0  # status of the last refusal logged, so a lasting one is logged once
         self.exported_spans = 0
@@ -87,7 +91,6 @@ class SpoolingExporter:
     def export(self, batch: bytes, spans: int) -> None:
         """Send one encoded batch of `spans` spans now, or keep it in the spool; never raises."""
         if self.spool.pending() == 0 and self._deliver(batch, spans):
-            self.exported_spans += spans
             return
         try:
             self.spool.put(batch, spans)  # behind older batches, so order is kept
@@ -97,6 +100,9 @@ class SpoolingExporter:
             self.dropped_batches += 1
         else:
             self.spooled_batches += 1
+            if self._resting:
+                self._resting = False
+                self._wake.set()
 
     def force_flush(self) -> None:
         """Try once more to deliver what the spool holds."""
@@ -104,7 +110,8 @@ class SpoolingExporter:
 
     def shutdown(self) -> None:
         """Stop the drain thread after a last attempt; what is left stays on disk for the next instance."""
-        self._stop.set()
+        self._stopping = True
+        self._wake.set()
         self._drainer.join(timeout=5)
         self._drain()
         self.spool.close()
@@ -121,7 +128,7 @@ class SpoolingExporter:
         }
 
     def _drain(self) -> None:
-        self.exported_spans += self.spool.drain(self._deliver)
+        self.spool.drain(self._deliver)
 
     def _deliver(self, batch: bytes, spans: int) -> bool:
         url = self._endpoint()
@@ -141,6 +148,7 @@ class SpoolingExporter:
         status = response.status_code
         if status == 200:
             self._refused = 0
+            self.exported_spans += spans  # only what the tracer took: a refused batch is counted as dropped
             return True
         if status in (400, 403):
             # Retrying a batch the tracer cannot read, or will never take from this sender, would
@@ -163,13 +171,37 @@ class SpoolingExporter:
             log.exception("cannot take over the span spools of earlier instances")
 
     def _drain_loop(self) -> None:
-        while not self._stop.wait(self._drain_every):
+        while not self._stopping:
+            waiting = self._waiting()
+            if waiting:
+                self._wake.wait(self._drain_every)
+            else:
+                self._rest()
+            self._wake.clear()
+            if self._stopping:
+                return
             if time.monotonic() >= self._adopt_at:
                 self._adopt()
-            try:
-                self._drain()
-            except OSError:
-                log.exception("span spool drain failed")
+            if waiting:
+                try:
+                    self._drain()
+                except OSError:
+                    log.exception("span spool drain failed")
+
+    def _rest(self) -> None:
+        """Wait for the next adoption, or until a batch is spooled (or shutdown)."""
+        self._resting = True
+        if not self._waiting():  # looked at after the flag is up: a batch spooled before it would not wake us
+            self._wake.wait(max(0.0, self._adopt_at - time.monotonic()))
+        self._resting = False
+
+    def _waiting(self) -> bool:
+        """Whether batches wait in the spool (yes, if it cannot be read: then it is retried at the drain pace)."""
+        try:
+            return self.spool.pending() > 0
+        except OSError:
+            log.exception("cannot read the span spool")
+            return True
 
 
 def _why(response: httpx2.Response) -> str:

@@ -5,7 +5,7 @@ An SDK `SpanProcessor` expects `on_start(span, parent_context)` with the live sp
 between its spans and its sink: `on_start` gets the `MeshSpan` itself (the span API, writable,
 with the read-only fields a `ReadableSpan` has), `on_end` a `ReadableSpan` made from it. Until a
 processor is added none of this runs. `add_span_processor` is the public way in: it reaches the
-provider this process's `Tracing` made, whichever kind it is, and any made later.
+provider this process's `ProcessTelemetry` made, whichever kind it is, and any made later.
 """
 
 from __future__ import annotations

@@ -45,13 +45,11 @@ from mesh.tracing.otel_private import (
     span_context_fields,
     valid_span_context,
 )
+from mesh.wire import BAGGAGE_META_KEY, TRACEPARENT_META_KEY, TRACESTATE_META_KEY
 
 __all__ = ["MeshPropagator", "carried_context", "install"]
 
-_TRACEPARENT: Final = "traceparent"
-_TRACESTATE: Final = "tracestate"
-_BAGGAGE: Final = "baggage"
-_DEFAULT_FIELDS: Final = frozenset({_TRACEPARENT, _TRACESTATE, _BAGGAGE})
+_DEFAULT_FIELDS: Final = frozenset({TRACEPARENT_META_KEY, TRACESTATE_META_KEY, BAGGAGE_META_KEY})
 _COMMON = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 """A version-00 traceparent exactly, as the mesh writes it; any other shape takes the generic path."""
 _FLAGS: Final = tuple(f"{flags:02x}" for flags in range(0x100))
@@ -97,9 +95,9 @@ class MeshPropagator(TextMapPropagator):
             trace_id, span_id, _, flags, state, valid = (  # one unpacking, not five properties
                 span_context if SPAN_CONTEXT_IS_TUPLE else span_context_fields(span_context)
             )
-            carrier[_TRACEPARENT] = _traceparent(trace_id, span_id, flags, valid)  # pyright: ignore[reportIndexIssue]
+            carrier[TRACEPARENT_META_KEY] = _traceparent(trace_id, span_id, flags, valid)  # pyright: ignore[reportIndexIssue]
             if state:
-                carrier[_TRACESTATE] = state.to_header()  # pyright: ignore[reportIndexIssue]
+                carrier[TRACESTATE_META_KEY] = state.to_header()  # pyright: ignore[reportIndexIssue]
         current = context if context is not None else get_current()
         if BAGGAGE_KEY is None:
             carries = bool(baggage.get_all(current))
@@ -133,8 +131,8 @@ def carried_context(meta: Mapping[str, Any] | None) -> Context | None:
 def _plain_parent(carrier: dict[str, Any]) -> SpanContext | None:
     """The remote parent of a carrier holding a valid version-00 `traceparent` and no `tracestate` or
     `baggage`, as the default propagator reads it; None for any other carrier."""
-    found = carrier.get(_TRACEPARENT)
-    if type(found) is not str or _TRACESTATE in carrier or _BAGGAGE in carrier:
+    found = carrier.get(TRACEPARENT_META_KEY)
+    if type(found) is not str or TRACESTATE_META_KEY in carrier or BAGGAGE_META_KEY in carrier:
         return None
     match = _COMMON.fullmatch(found)
     if match is None:

@@ -16,9 +16,19 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
+from mesh.tracing.stitch import SYNTHETIC_ROOT_ID
 from mesh.wire import Decision, SpanStatus, TraceNode, TraceSummary, TraceTree
 
-__all__ = ["AGENTS_FROM", "SHORT_ID", "WHOLE_IDS_FROM", "decision_line", "explain", "render_summaries", "render_tree"]
+__all__ = [
+    "AGENTS_FROM",
+    "SHORT_ID",
+    "WHOLE_IDS_FROM",
+    "decision_line",
+    "explain",
+    "render_summaries",
+    "render_tree",
+    "status_cell",
+]
 
 SHORT_ID: Final = 16
 """Hex digits of a trace id shown in a narrow terminal: the mesh's ids begin with the 256th of a
@@ -31,18 +41,29 @@ AGENTS_FROM: Final = 110
 
 
 def render_tree(tree: TraceTree) -> Tree:
-    """The trace as a tree: agent, span, duration, status; decisions and errors as sub-lines."""
-    state = "[green]complete[/]" if tree.complete else "[yellow]incomplete[/]"
-    header = f"[bold]trace {tree.trace_id}[/]  {tree.span_count} spans  {state}"
-    for reason in tree.incomplete_reasons:
-        header += f"\n[yellow]⚠ {escape(reason)}[/]"
+    """The trace as a tree: agent, span, duration, status; decisions and errors as sub-lines.
+
+    The header says how the root call ended, what failed beside it, and whether the trace is
+    complete; one in progress (spans still arriving) lists no gaps, as they are expected.
+    """
+    parts = [f"[bold]trace {tree.trace_id}[/]", f"{tree.span_count} spans"]
+    outcome = "" if tree.root.span_id == SYNTHETIC_ROOT_ID else _outcome(tree.root.status)  # no root: not known yet
+    parts.append((outcome + _beside(tree.denied, tree.errors)).removeprefix(" · "))
+    if tree.in_progress:
+        parts.append("[cyan]in progress[/] [dim](spans still arriving)[/]")
+    else:
+        parts.append("[green]complete[/]" if tree.complete else "[yellow]incomplete[/]")
+    header = "  ".join(part for part in parts if part)
+    if not tree.in_progress:
+        header += "".join(f"\n[yellow]⚠ {escape(reason)}[/]" for reason in tree.incomplete_reasons)
     top = Tree(header, guide_style="dim")
     stack: list[tuple[Tree, TraceNode]] = [(top, tree.root)]
     while stack:
         parent, node = stack.pop()
         branch = parent.add(_node_label(node, tree.root.start))
         for decision in node.decisions:
-            branch.add(Text.assemble(("◆ ", "magenta"), decision_line(decision)))
+            line, alternatives = _decision_parts(decision)
+            branch.add(Text.assemble(("◆ ", "magenta"), line, (alternatives, "dim")))
         if node.status == "error" and node.status_message:
             branch.add(Text(f"✗ {node.status_message}", style="red"))
         stack.extend((branch, child) for child in reversed(node.children))
@@ -56,8 +77,9 @@ def render_summaries(
 
     Narrower than `WHOLE_IDS_FROM`, ids are cut to their first `SHORT_ID` hex digits (which
     `mesh traces show` takes) and start times to the clock for `today` (default: the local date
-    now), to day and minute before; narrower than `AGENTS_FROM`, the agents column is left out
-    (`traces show` has them) so that the root keeps its room. No width: everything, in full.
+    now), to day and minute before, and a status's counts to lines of their own; narrower than
+    `AGENTS_FROM`, the agents column is left out (`traces show` has them) so that the root keeps its
+    room. No width: everything, in full.
     """
     narrow = width is not None and width < WHOLE_IDS_FROM
     columns: list[tuple[str, JustifyMethod]] = [
@@ -75,22 +97,24 @@ def render_summaries(
             "agents": escape(", ".join(summary.agents)),
             "spans": str(summary.span_count),
             "ms": f"{summary.duration_ms:.1f}",
-            "status": f"[{_STATUS_STYLE[summary.status]}]{summary.status}[/]",
+            "status": status_cell(summary, narrow=narrow),
         }
         table.add_row(*(cells[name] for name, _ in columns))
     return table
 
 
+def status_cell(summary: TraceSummary, *, narrow: bool = False) -> str:
+    """A trace's status as `mesh traces ls` shows it (rich markup): "ok · 1 denied", "in progress", ...
+
+    `narrow`: each count on a line of its own, so the cell takes the room of "in progress" at most.
+    """
+    shown = "[cyan]in progress[/]" if summary.in_progress else _outcome(summary.status)
+    return (shown + _beside(summary.denied, summary.errors)).replace(" · ", "\n· " if narrow else " · ")
+
+
 def decision_line(decision: Decision) -> str:
-    """One decision as a line: "decision route → billing (0.82): invoice keyword"."""
-    line = f"decision {decision.kind}"
-    if decision.choice is not None:
-        line += f" → {decision.choice}"
-    if decision.confidence is not None:
-        line += f" ({decision.confidence:.2f})"
-    if decision.reason:
-        line += f": {decision.reason}"
-    return line
+    """One decision as a line: "decision route → billing (0.82): invoice keyword; alternatives: refunds"."""
+    return "".join(_decision_parts(decision))
 
 
 def explain(tree: TraceTree, span_id: str | None = None) -> str:
@@ -139,13 +163,43 @@ _COLUMNS: Final[tuple[tuple[str, JustifyMethod, int], ...]] = (  # name, justify
 )
 
 
+def _decision_parts(decision: Decision) -> tuple[str, str]:
+    """A decision's line, and the alternatives it passed over as its end ("" if none): the tree dims them."""
+    line = f"decision {decision.kind}"
+    if decision.choice is not None:
+        line += f" → {decision.choice}"
+    if decision.confidence is not None:
+        line += f" ({decision.confidence:.2f})"
+    if decision.reason:
+        line += f": {decision.reason}"
+    alternatives = [alternative for alternative in decision.alternatives if alternative != decision.choice]
+    return line, f"; alternatives: {', '.join(alternatives)}" if alternatives else ""
+
+
+def _outcome(status: SpanStatus) -> str:
+    shown = "error" if status == "error" else "ok"  # OpenTelemetry's unset: nothing went wrong
+    return f"[{_STATUS_STYLE[shown]}]{shown}[/]"
+
+
+def _beside(denied: int, errors: int) -> str:
+    """What failed beside the root, as " · 1 denied · 2 errors" (nothing when nothing did)."""
+    counts = ""
+    if denied:
+        counts += f" · [yellow]{denied} denied[/]"
+    if errors:
+        counts += f" · [red]{errors} error{'s' if errors != 1 else ''}[/]"
+    return counts
+
+
 def _node_label(node: TraceNode, origin: float) -> str:
     duration = max(0.0, node.end - node.start) * 1000
     offset = (node.start - origin) * 1000
     label = (
         f"[cyan]{escape(node.agent)}[/] {escape(node.name)}  [dim]{node.kind}[/]  "
-        f"{duration:.1f} ms [dim]@+{offset:.1f}[/]  [{_STATUS_STYLE[node.status]}]{node.status}[/]"
+        f"{duration:.1f} ms [dim]@+{offset:.1f}[/]"
     )
+    if node.span_id != SYNTHETIC_ROOT_ID:  # a stand-in has no outcome of its own
+        label += f"  {_outcome(node.status)}"
     if node.orphan:
         label += "  [yellow](orphan)[/]"
     if node.skew_ms:
@@ -163,7 +217,13 @@ def _started(epoch: float, today: date | None) -> str:
 
 def _trace_line(tree: TraceTree) -> str:
     root = tree.root
-    state = "complete" if tree.complete else "incomplete"
+    state = "in progress" if tree.in_progress else "complete" if tree.complete else "incomplete"
+    beside = [f"{tree.denied} call(s) denied"] if tree.denied else []
+    beside += [f"{tree.errors} span(s) failed"] if tree.errors else []
+    if root.span_id != SYNTHETIC_ROOT_ID:
+        state += ", " + ("error" if root.status == "error" else "ok")
+    if beside:
+        state += f" ({' and '.join(beside)} beside the root)"
     duration = max(0.0, root.end - root.start) * 1000
     return (
         f"Trace {tree.trace_id}: {root.agent} {root.name}, {tree.span_count} spans, "

@@ -10,22 +10,36 @@ Rules, in the order they apply:
    when it fits, start-aligned when it does not. The shift is recorded as `skew_ms`.
 4. An MCP client span with no server span beneath it (the callee died, or never exported)
    makes the trace incomplete. Children are sorted by start; times become float seconds.
+5. An incomplete trace whose latest span arrived less than a grace ago is in progress: its other
+   spans, the root last (it ends last), are probably on their way.
+A trace's status is its root's outcome, with what failed beside it counted (`mesh.tracing.outcome`).
 
-Pure functions over wire models: no I/O, no clock, no storage, no rendering.
+Pure functions over wire models: no I/O, no clock (the caller says when spans arrived and what
+time it is), no storage, no rendering.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from mesh.wire import Decision, SpanRecord, TraceNode, TraceRoot, TraceSummary, TraceTree
+from mesh.tracing.outcome import beside_root, outcome_of
+from mesh.wire import Decision, SpanRecord, SpanStatus, TraceNode, TraceRoot, TraceSummary, TraceTree
 
 SENT_ATTRIBUTE = "mesh.request.sent"
 """Client-span attribute: False when the mesh refused the call before sending it."""
 
-__all__ = ["SENT_ATTRIBUTE", "DECISION_EVENT", "SYNTHETIC_ROOT_ID", "decisions_of", "stitch", "summarize", "tool_of"]
+__all__ = [
+    "SENT_ATTRIBUTE",
+    "DECISION_EVENT",
+    "IN_PROGRESS_GRACE",
+    "SYNTHETIC_ROOT_ID",
+    "decisions_of",
+    "stitch",
+    "summarize",
+    "tool_of",
+]
 
 DECISION_EVENT: Final = "mesh.decision"
 """The span event name that carries a decision (DESIGN §5)."""
@@ -33,9 +47,24 @@ DECISION_EVENT: Final = "mesh.decision"
 SYNTHETIC_ROOT_ID: Final = "0" * 16
 """The span id of the stand-in root of a trace whose root span is missing (never a real id)."""
 
+IN_PROGRESS_GRACE: Final = 5.0
+"""Seconds after its latest span arrived that an incomplete trace is shown in progress, then incomplete:
+room for a few of the agents' export batches (`OTEL_BSP_SCHEDULE_DELAY` apart), the root's the last."""
 
-def stitch(trace_id: str, spans: Sequence[SpanRecord]) -> TraceTree:
-    """Stitch the spans of one trace into its tree (DESIGN §4 `mesh traces show --json`)."""
+
+def stitch(
+    trace_id: str,
+    spans: Sequence[SpanRecord],
+    *,
+    arrived: float | None = None,
+    now: float | None = None,
+    grace: float = IN_PROGRESS_GRACE,
+) -> TraceTree:
+    """Stitch the spans of one trace into its tree (DESIGN §4 `mesh traces show --json`).
+
+    `arrived`: when the latest of them reached the store; `now`: the time by that same clock. An
+    incomplete trace is in progress while `now` is less than `grace` seconds after `arrived`.
+    """
     unique = _dedupe(spans)
     if not unique:
         empty = _Layout(None, 0, 0, 0, 0)
@@ -87,12 +116,17 @@ def stitch(trace_id: str, spans: Sequence[SpanRecord]) -> TraceTree:
         if root is not None
         else _synthetic_node(attached, top, nodes)
     )
+    # Beside the root; without one (not arrived yet), every span's failure is counted.
+    _, denied, errors = beside_root(outcome_of(root) if root else "ok", map(outcome_of, unique.values()))
     return TraceTree(
         trace_id=trace_id,
         complete=not reasons,
         root=root_node,
         incomplete_reasons=reasons,
         span_count=len(unique),
+        denied=denied,
+        errors=errors,
+        in_progress=bool(reasons) and arrived is not None and now is not None and now - arrived < grace,
     )
 
 
@@ -101,13 +135,14 @@ def summarize(spans: Sequence[SpanRecord]) -> TraceSummary:
     unique = list(_dedupe(spans).values())
     if not unique:
         raise ValueError("cannot summarize a trace without spans")
-    root = min(unique, key=lambda span: (span.parent_id is not None, span.start_ns, span.span_id))
+    root = _lead(unique)
     tool = tool_of(root)
     if tool is None:
         tooled = [span for span in unique if tool_of(span) is not None]
         tool = tool_of(min(tooled, key=_start_key)) if tooled else None
     start = min(span.start_ns for span in unique)
     end = max(span.end_ns for span in unique)
+    status, denied, errors = _outcome(unique)
     return TraceSummary(
         trace_id=unique[0].trace_id,
         root=TraceRoot(agent=root.agent, tool=tool),
@@ -115,7 +150,9 @@ def summarize(spans: Sequence[SpanRecord]) -> TraceSummary:
         span_count=len(unique),
         start=start / 1e9,
         duration_ms=max(0, end - start) / 1e6,
-        status="error" if any(span.status == "error" for span in unique) else "ok",
+        status=status,
+        denied=denied,
+        errors=errors,
     )
 
 
@@ -173,6 +210,16 @@ class _Layout:
 
 def _start_key(span: SpanRecord) -> tuple[int, str]:
     return (span.start_ns, span.span_id)
+
+
+def _lead(spans: Iterable[SpanRecord]) -> SpanRecord:
+    """The root: the earliest parentless span, else (the root has not arrived) the earliest span."""
+    return min(spans, key=lambda span: (span.parent_id is not None, span.start_ns, span.span_id))
+
+
+def _outcome(spans: Collection[SpanRecord]) -> tuple[SpanStatus, int, int]:
+    """(status, denied, errors): the root's outcome, and what failed beside it."""
+    return beside_root(outcome_of(_lead(spans)), map(outcome_of, spans))
 
 
 def _end(span: SpanRecord) -> int:

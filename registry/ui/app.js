@@ -161,7 +161,24 @@
   function traceQuery() {
     const query = new URLSearchParams({ limit: "100" });
     for (const [key, value] of Object.entries(state.filters)) if (value) query.set(key, value);
+    // The status list also offers what failed beside the root: those are filters of their own.
+    if (["denied", "errors"].includes(state.filters.status)) {
+      query.delete("status");
+      query.set(state.filters.status, "true");
+    }
     return `/api/traces?${query}`;
+  }
+
+  // A span's outcome: OpenTelemetry's unset is ok; the stand-in of a root not arrived (yet) has none.
+  const spanOutcome = (node) =>
+    node.span_id === "0000000000000000" ? "unset" : node.status === "error" ? "error" : "ok";
+
+  // "ok · 1 denied · 2 errors": how the root call ended (or that spans are still arriving), and what failed beside it.
+  function outcomeText(status, denied, errors, inProgress) {
+    const parts = [inProgress ? "in progress" : status === "error" ? "error" : "ok"];
+    if (denied) parts.push(`${denied} denied`);
+    if (errors) parts.push(`${errors} error${errors === 1 ? "" : "s"}`);
+    return parts.join(" · ");
   }
 
   async function refresh() {
@@ -397,7 +414,10 @@
           h(
             "div",
             { class: "trace-line" },
-            h("span", { class: `dot ${cssWord(t.status)}`, title: t.status }),
+            h("span", {
+              class: `dot ${t.in_progress ? "late" : cssWord(t.status)}`,
+              title: outcomeText(t.status, t.denied, t.errors, t.in_progress),
+            }),
             AgentChip(t.root.agent),
             h("span", { class: "trace-tool" }, t.root.tool || "(no tool)"),
             h("span", { class: "trace-dur" }, ms(t.duration_ms)),
@@ -405,6 +425,7 @@
           h(
             "div",
             { class: "trace-line trace-meta" },
+            h("span", { class: "trace-outcome" }, outcomeText(t.status, t.denied, t.errors, t.in_progress)),
             h("span", { class: "mono", title: t.trace_id }, t.trace_id.slice(0, 8)),
             h("span", {}, `${t.span_count} span${t.span_count === 1 ? "" : "s"}`),
             h("span", {}, `${t.agents.length} agent${t.agents.length === 1 ? "" : "s"}`),
@@ -440,7 +461,7 @@
     const agents = new Set(nodes.map(([n]) => n.agent));
     const spans = tree.span_count || nodes.length;
     const decisions = nodes.reduce((sum, [n]) => sum + n.decisions.length, 0);
-    const status = nodes.some(([n]) => n.status === "error") ? "error" : "ok";
+    const status = spanOutcome(root); // the trace's: its root's outcome
     const head = h(
       "div",
       { class: "detail-head" },
@@ -449,8 +470,10 @@
         { class: "detail-title" },
         AgentChip(root.agent),
         h("h2", {}, tool ? String(tool) : root.name),
-        Badge(cssWord(status), status),
-        tree.complete ? Badge("complete") : Badge("incomplete"),
+        status !== "unset" && Badge(cssWord(status), status),
+        tree.denied > 0 && Badge("denied", `${tree.denied} denied`),
+        tree.errors > 0 && Badge("error", `${tree.errors} error${tree.errors === 1 ? "" : "s"}`),
+        tree.in_progress ? Badge("pending", "in progress") : tree.complete ? Badge("complete") : Badge("incomplete"),
       ),
       h(
         "div",
@@ -465,6 +488,7 @@
     );
     const callout =
       !tree.complete &&
+      !tree.in_progress &&
       h(
         "div",
         { class: "callout" },
@@ -563,7 +587,7 @@
         "div",
         { class: "wf-label", style: indent },
         fold,
-        h("span", { class: `dot ${cssWord(node.status)}`, title: `status: ${node.status}` }),
+        h("span", { class: `dot ${cssWord(spanOutcome(node))}`, title: `status: ${spanOutcome(node)}` }),
         AgentChip(node.agent),
         h("span", { class: "span-name", title: node.name }, node.name),
         h("span", { class: "kind" }, node.kind),
@@ -616,7 +640,7 @@
       ["parent_id", node.parent_id ?? "—"],
       ["start", `${stamp(node.start)} (${clock(node.start, true)})`],
       ["duration", ms((node.end - node.start) * 1000)],
-      ["status", node.status + (node.status_message ? `: ${node.status_message}` : "")],
+      ["status", spanOutcome(node) + (node.status_message ? `: ${node.status_message}` : "")],
       ...Object.entries(node.attributes).map(([k, v]) => [k, typeof v === "string" ? v : JSON.stringify(v)]),
     ];
     return h("dl", { class: "attrs" }, facts.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));

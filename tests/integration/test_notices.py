@@ -32,8 +32,8 @@ from mcp_types import (
 )
 
 from mesh.identity import MeshKeys
-from mesh.peers.questions import ASK_INPUT_KEY
 from mesh.testing import AgentProcess, MeshProcess, RegistryProcess
+from mesh.wire import ASK_INPUT_KEY
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 

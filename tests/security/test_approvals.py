@@ -9,13 +9,13 @@ import anyio
 import httpx2
 import pytest
 
-from mesh.approvals import INTERACTIVE_META_KEY
 from mesh.errors import MeshError, PeerRejected
 from mesh.identity import MeshKeys, StaticToken
 from mesh.peers.hop import HopResult
 from mesh.peers.rounds import with_answers
 from mesh.runtime.node import MeshNode
 from mesh.testing import RegistryProcess
+from mesh.wire import INTERACTIVE_META_KEY
 from tests.security.helpers import LedgerMesh, cli_as, ledger_mesh, pending_approval, person_token
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]

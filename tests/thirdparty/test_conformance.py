@@ -100,20 +100,8 @@ def suite(request: pytest.FixtureRequest, node_tools: NodeTools, tmp_path_factor
         return anyio.run(_run_suite, target, node_tools, results)
 
 
-NOT_RELAYED: dict[str, frozenset[str]] = {
-    "sdk-server-adopted": frozenset({"tools-call-sampling", "tools-call-elicitation"}),
-}
-"""Known gaps (docs/third-party.md): an adopted server's own requests to the client (sampling, elicitation)
-are not relayed yet; its session declares neither capability, so the server cannot ask."""
-
-
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_the_conformance_scenario_passes(suite: SuiteRun, scenario: str) -> None:
-    if scenario in NOT_RELAYED.get(suite.target, frozenset()):
-        outcome = suite.outcomes.get(scenario)
-        assert outcome is not None
-        assert not outcome.passed  # when this passes, the gap is closed: drop it from NOT_RELAYED
-        return
     outcome = suite.outcomes.get(scenario)
     assert outcome is not None, f"the suite did not run {scenario}:\n{suite.output[-2000:]}"
     assert outcome.passed, "; ".join(outcome.failures)

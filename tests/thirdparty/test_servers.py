@@ -30,9 +30,9 @@ from mcp import Client, StdioServerParameters
 from mcp_types import CallToolResult, TextContent
 
 from mesh.errors import PolicyDenied
-from mesh.peers.pool import ERROR_META_KEY
 from mesh.runtime.node import MeshNode
 from mesh.testing import MeshProcess, RegistryProcess
+from mesh.wire import ERROR_META_KEY
 from tests.integration.helpers import child_pids, mesh_cli, sdk_client, until
 from tests.security.helpers import cli_as, person_token
 from tests.thirdparty.installs import NodeTools

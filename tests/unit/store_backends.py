@@ -7,6 +7,7 @@ opens has connections of its own, so two stores of one kind are two registry rep
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
 from collections.abc import Callable, Generator
@@ -76,6 +77,14 @@ class Backend:
             return
         with psycopg.connect(self.db, autocommit=True) as conn:
             conn.execute(statement.replace("?", "%s"), args)  # pyright: ignore[reportArgumentType, reportCallIssue]
+
+    def rows(self, query: str, *args: Any) -> list[tuple[Any, ...]]:
+        """The rows of one query run on the database behind the stores' backs (`?` placeholders)."""
+        if self.kind == "sqlite":
+            with contextlib.closing(sqlite3.connect(self.db)) as db:
+                return db.execute(query, args).fetchall()
+        with psycopg.connect(self.db, autocommit=True) as conn:
+            return conn.execute(query.replace("?", "%s"), args).fetchall()  # pyright: ignore[reportArgumentType, reportCallIssue]
 
     def close(self) -> None:
         """Close every store and database opened, newest first."""

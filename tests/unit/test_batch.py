@@ -6,6 +6,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -157,3 +158,35 @@ def test_the_batcher_thread_runs_at_a_lower_priority_than_its_process() -> None:
         assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == expected - NICENESS or expected == 19
     finally:
         batcher.shutdown()
+
+
+def _until(condition: Callable[[], object], timeout: float = 5.0) -> bool:
+    """Whether `condition()` holds within `timeout` seconds (polled)."""
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return bool(condition())
+
+
+def test_with_nothing_to_send_the_thread_rests_and_the_next_span_still_goes_out() -> None:
+    exporter = Collecting()
+    batcher = SpanBatcher(exporter, schedule_delay=0.05)
+    try:
+        for round_ in range(3):  # each round: rest, then a span wakes it
+            assert _until(lambda: batcher._resting)  # pyright: ignore[reportPrivateUsage]
+            exporter.got.clear()
+            _end_spans(batcher, 1)
+            assert exporter.got.wait(5), f"round {round_}: the span after a rest was not exported"
+        assert exporter.span_names() == ["s0", "s0", "s0"]
+    finally:
+        batcher.shutdown()
+
+
+def test_a_resting_batcher_shuts_down_at_once_and_loses_nothing() -> None:
+    exporter = Collecting()
+    batcher = SpanBatcher(exporter, schedule_delay=30)
+    assert _until(lambda: batcher._resting)  # pyright: ignore[reportPrivateUsage]
+    _end_spans(batcher, 2)
+    batcher.shutdown()
+    assert exporter.span_names() == ["s0", "s1"]
+    assert not batcher._thread.is_alive()  # pyright: ignore[reportPrivateUsage]

@@ -65,3 +65,23 @@ def test_the_cache_keeps_an_offering_for_its_ttl_and_forgets_instances_that_left
     cache.keep_only([("crm", "b2")])
     assert cache.get(("kb", "a1"), now=101.0) is None
     assert cache.get(("crm", "b2"), now=101.0) is nothing
+
+
+def test_a_listing_fingerprint_changes_with_its_own_list_only() -> None:
+    shelf = Offering(resources=({"uri": "shelf://first", "name": "first"},), prompts=({"name": "pick"},))
+    grown = Offering(resources=(*shelf.resources, {"uri": "shelf://dune", "name": "dune"}), prompts=shelf.prompts)
+    before, after = build_offerings({"shelf": ({}, shelf)}), build_offerings({"shelf": ({}, grown)})
+    assert before.fingerprint("resources") != after.fingerprint("resources")
+    assert before.fingerprint("prompts") == after.fingerprint("prompts")
+    assert before.fingerprint("resources") == build_offerings({"shelf": ({}, shelf)}).fingerprint("resources")
+
+
+def test_a_forgotten_offering_is_asked_again_and_a_known_one_is_trusted_past_its_ttl() -> None:
+    cache = OfferingCache(ttl=30.0)
+    kept = Offering()
+    cache.put(("kb", "a1"), kept, now=100.0)
+    cache.put(("shelf", "c3"), Offering(), now=100.0)
+    cache.forget(("shelf", "c3"))
+    assert cache.get(("kb", "a1"), now=500.0) is None  # a listing asks again after the TTL
+    assert cache.known(("kb", "a1")) is kept  # the watch trusts it until the agent says it changed
+    assert cache.known(("shelf", "c3")) is None

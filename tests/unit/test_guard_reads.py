@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from mcp import Client
+from mcp.server.mcpserver import MCPServer
 from mcp.shared.exceptions import MCPError
 from opentelemetry.sdk.resources import Resource
 
@@ -66,6 +67,13 @@ def notes() -> Agent:
 @pytest.fixture
 async def guarded(mesh_env: dict[str, str]) -> AsyncGenerator[tuple[Client, RecordingSink]]:
     del mesh_env  # the mesh secret lives in this test's MESH_HOME
+    server, sink = guarded_server()
+    async with Client(server) as client:
+        yield client, sink
+
+
+def guarded_server() -> tuple[MCPServer, RecordingSink]:
+    """The notes agent behind a `CallGuard` with the policy above, its spans recorded in the sink."""
     agent = notes()
     guard = CallGuard(
         agent=agent.name,
@@ -78,8 +86,7 @@ async def guarded(mesh_env: dict[str, str]) -> AsyncGenerator[tuple[Client, Reco
     sink = RecordingSink()
     provider = MeshTracerProvider(Resource.create({"service.name": "notes"}), sink)
     server.middleware[:] = [ServerSpans(provider) if isinstance(m, ServerSpans) else m for m in server.middleware]
-    async with Client(server) as client:
-        yield client, sink
+    return server, sink
 
 
 async def test_a_read_the_policy_allows_runs_and_its_verdict_is_on_the_server_span(
@@ -132,6 +139,23 @@ async def test_a_spent_budget_refuses_the_read(guarded: tuple[Client, RecordingS
     meta: dict[str, Any] = {"agentplex/budget_ms": 0}
     with pytest.raises(MCPError, match="DeadlineExceeded"):
         await client.session.read_resource("notes://public/readme", meta=meta)  # pyright: ignore[reportArgumentType]
+
+
+@pytest.mark.filterwarnings("ignore::mcp.shared.exceptions.MCPDeprecationWarning")  # a 2025-11-25 method
+async def test_subscribing_is_governed_as_reading(mesh_env: dict[str, str]) -> None:
+    del mesh_env
+    server, sink = guarded_server()
+    async with Client(server, mode="legacy") as client:
+        await client.subscribe_resource("notes://public/readme")  # pyright: ignore[reportDeprecated]
+        with pytest.raises(MCPError, match="PolicyDenied: anonymous may not subscribe to notes notes://secret/x"):
+            await client.subscribe_resource("notes://secret/x")  # pyright: ignore[reportDeprecated]
+        await client.subscribe_resource("notes://drafts")  # pyright: ignore[reportDeprecated] - its reads wait for a person
+    verdicts = [(name, choice) for name, kind, choice in sink.decisions() if kind == "policy"]
+    assert verdicts == [
+        ("resources/subscribe", "allow"),
+        ("resources/subscribe", "deny"),
+        ("resources/subscribe", "approval"),
+    ]
 
 
 async def test_listings_are_not_governed_reads(guarded: tuple[Client, RecordingSink]) -> None:

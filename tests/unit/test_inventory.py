@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import anyio
@@ -12,7 +13,7 @@ import pytest
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from mesh.errors import ConfigError
-from mesh.wire import Governance, Registration, ToolInfo
+from mesh.wire import AgentRecord, Governance, Registration, ToolInfo
 from registry.inventory import Inventory
 from registry.stores import InventoryStore
 from tests.unit.store_backends import BACKENDS, Backend, opened
@@ -81,6 +82,34 @@ def test_a_lease_lapses_unless_renewed(inventory: InventoryStore) -> None:
     assert [r.name for r in inventory.alive(now=109.0)] == ["crm", "kb"]
     assert [r.name for r in inventory.alive(now=112.0)] == ["crm"]
     assert [r.name for r in inventory.all()] == ["crm", "kb"]
+
+
+def test_the_count_is_of_the_registrations_alive_then(inventory: InventoryStore) -> None:
+    inventory.upsert(registration("crm", lease=10.0), now=100.0)
+    inventory.upsert(registration("kb", lease=5.0), now=100.0)
+
+    assert [inventory.count(now) for now in (99.0, 104.0, 105.0, 110.0)] == [2, 2, 1, 0]
+    assert inventory.count(104.0) == len(inventory.alive(104.0))
+
+
+def test_heartbeats_from_many_threads_each_get_their_own_record_and_are_stored(backend: Backend) -> None:
+    inventory = backend.inventory()
+    for n in range(40):
+        inventory.upsert(registration("crm", f"i{n}", lease=10.0), now=100.0)
+    asked = [(f"i{n}", 101.0 + n) for n in range(40)] + [(f"ghost{n}", 150.0) for n in range(8)]
+
+    def heartbeat(asking: tuple[str, float]) -> AgentRecord | None:
+        return inventory.renew("crm", asking[0], now=asking[1])
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(heartbeat, asked))
+
+    assert [(r.instance, r.last_seen, r.expires_at) if r else None for r in answers] == [
+        *((instance, now, now + 10.0) for instance, now in asked[:40]),
+        *([None] * 8),
+    ]
+    elsewhere = backend.inventory()  # another replica, or the file opened again
+    assert {r.instance: r.last_seen for r in elsewhere.all()} == dict(asked[:40])
 
 
 def test_renewing_an_unknown_registration_returns_none(inventory: InventoryStore) -> None:

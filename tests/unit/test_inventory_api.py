@@ -13,13 +13,15 @@ import httpx2
 import pytest
 from mcp import Client
 from mcp.server.mcpserver import MCPServer
+from pydantic import TypeAdapter
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from mesh.identity import MeshKeys
 from mesh.wire import AgentRecord, Governance, Registration, ToolInfo
-from registry.inventory_api import MAX_BODY_BYTES, install_inventory, openapi_document
+from registry.inventory_api import MAX_BODY_BYTES, install_inventory
+from registry.openapi import openapi_document
 from registry.stores import InventoryStore
 from tests.unit.store_backends import BACKENDS, opened
 
@@ -282,6 +284,13 @@ async def test_the_openapi_document_describes_the_routes_with_the_wire_models(re
     refs = _refs(document)
     assert refs
     assert all(ref.removeprefix("#/components/schemas/") in schemas for ref in refs)
+
+
+async def test_openapi_json_serves_the_document_registry_openapi_builds(registry: Registry) -> None:
+    response = await registry.http.get("/openapi.json")
+
+    assert response.headers["content-type"] == "application/json"
+    assert response.content == TypeAdapter(dict[str, Any]).dump_json(openapi_document())
 
 
 def test_the_openapi_document_takes_extra_paths_and_models() -> None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from mcp_types import LOG_LEVEL_META_KEY
 
-from mesh.peers.notices import LOG_LEVEL_META_KEY, ask_for_notices, at_least
+from mesh.peers.notices import ask_for_notices, at_least
 from mesh.testing.notices import RecordingNotices
 
 pytestmark = pytest.mark.anyio

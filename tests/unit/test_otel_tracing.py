@@ -1,6 +1,6 @@
 """An agent's tracing as the environment sets it up: OTEL_TRACES_EXPORTER, MESH_TRACING, span processors.
 
-Each case runs `Tracing` in a fresh interpreter, as an agent process does (the global tracer
+Each case runs `ProcessTelemetry` in a fresh interpreter, as an agent process does (the global tracer
 provider is set once per process), against a real OTLP receiver standing in for the user's backend.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from mesh.tracing.provider import traces_exporters, tracing_mode
+from mesh.tracing.telemetry import traces_exporters, tracing_mode
 from tests.otlp_receiver import OtlpReceiver
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,12 +28,12 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 import mesh
 from mesh.identity import MeshKeys
-from mesh.tracing.provider import Tracing
+from mesh.tracing.telemetry import ProcessTelemetry
 
 before, after = InMemorySpanExporter(), InMemorySpanExporter()
 mesh.add_span_processor(BatchSpanProcessor(before))  # before the agent's tracing starts
-tracing = Tracing(service="agent", instance="i1", mesh=os.environ["MESH_NAME"], spool_dir=Path(sys.argv[1]),
-                  tracer_base=lambda: None, credentials=MeshKeys.load())
+tracing = ProcessTelemetry(service="agent", instance="i1", mesh=os.environ["MESH_NAME"], spool_dir=Path(sys.argv[1]),
+                           tracer_base=lambda: None, credentials=MeshKeys.load())
 mesh.add_span_processor(BatchSpanProcessor(after))  # and after
 provider = type(trace.get_tracer_provider()).__name__
 tracer = trace.get_tracer("script")

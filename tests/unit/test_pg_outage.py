@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -33,11 +34,12 @@ def registration(instance: str) -> Registration:
 
 
 async def eventually(check: Any) -> Any:
-    """`check()`'s first answer that is not StoreUnavailable, trying (bounded) while the database is back."""
+    """`check()`'s first answer (awaited if it is a coroutine) that is not StoreUnavailable, trying (bounded)."""
     with anyio.fail_after(20):
         while True:
             try:
-                return check()
+                found = check()
+                return await found if inspect.isawaitable(found) else found
             except StoreUnavailable:
                 await anyio.sleep(0.05)
 
@@ -88,5 +90,5 @@ async def test_replicas_listen_again_after_an_outage(cluster: PostgresCluster) -
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(call)
                     await anyio.wait_all_tasks_blocked()
-                    there.decide(filed.id, ApprovalDecision(decision="approve"), approver, time.time())
+                    await there.decide(filed.id, ApprovalDecision(decision="approve"), approver, time.time())
     assert released["approval"].status == "approved"

@@ -53,7 +53,7 @@ async def test_a_decision_through_one_replica_releases_a_call_waiting_on_another
     here, there = replica(backend), replica(backend)
     released: dict[str, Any] = {}
     async with here, there:
-        filed = here.file(request(), time.time())
+        filed = await here.file(request(), time.time())
 
         async def call() -> None:
             released["approval"] = await here.wait(filed.id, MAX_WAIT)
@@ -62,7 +62,7 @@ async def test_a_decision_through_one_replica_releases_a_call_waiting_on_another
             async with anyio.create_task_group() as tg:
                 tg.start_soon(call)
                 await anyio.wait_all_tasks_blocked()
-                there.decide(filed.id, ApprovalDecision(decision="approve"), alice(), time.time())
+                await there.decide(filed.id, ApprovalDecision(decision="approve"), alice(), time.time())
     assert released["approval"].status == "approved"
     assert str(released["approval"].decided_by) == "alice"
 
@@ -71,7 +71,7 @@ async def test_a_call_cancelled_through_one_replica_releases_its_wait_on_another
     here, there = replica(backend), replica(backend)
     released: dict[str, Any] = {}
     async with here, there:
-        filed = here.file(request(), time.time())
+        filed = await here.file(request(), time.time())
 
         async def call() -> None:
             released["approval"] = await here.wait(filed.id, MAX_WAIT)
@@ -80,7 +80,7 @@ async def test_a_call_cancelled_through_one_replica_releases_its_wait_on_another
             async with anyio.create_task_group() as tg:
                 tg.start_soon(call)
                 await anyio.wait_all_tasks_blocked()
-                there.cancel(filed.id, "ledger", "the caller gave up", time.time())
+                await there.cancel(filed.id, "ledger", "the caller gave up", time.time())
     assert (released["approval"].status, released["approval"].reason) == ("cancelled", "the caller gave up")
 
 

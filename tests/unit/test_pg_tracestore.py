@@ -27,10 +27,11 @@ from mesh.testing.postgres import PostgresCluster, postgres_cluster
 from mesh.wire import SpanRecord, SpanStatus
 from registry.pg_traceschema import partition_name, partitions
 from registry.pg_tracestore import PgTraceStore
+from registry.stores import StoreUnavailable
 from registry.trace_api import install_trace_api
-from registry.trace_stores import StoreUnavailable, TraceStore, open_trace_store
+from registry.trace_stores import TraceStore, open_trace_store
 from registry.tracestore import SqliteTraceStore
-from tests.unit.test_tracestore import DAY_S, chain, open_store, rows
+from tests.unit.test_tracestore import DAY_S, OUTCOMES, chain, failing, open_store, rows
 
 NOW_S = time.time()
 
@@ -140,7 +141,7 @@ def test_an_empty_database_gets_the_schema_and_a_second_open_leaves_it_as_it_is(
     first.close()
     again = open_store(pg_url)
     assert again.span_count() == 1
-    assert query(pg_url, "SELECT version FROM trace_store_schema") == [(1,)]
+    assert query(pg_url, "SELECT version FROM trace_store_schema") == [(2,)]
     again.close()
 
 
@@ -148,7 +149,7 @@ def test_a_database_written_by_a_newer_agentplex_is_refused_in_one_line(pg_url: 
     open_store(pg_url).close()
     query(pg_url, "UPDATE trace_store_schema SET version = 99")
     with pytest.raises(
-        ConfigError, match=r"^trace database .* newer agentplex \(schema 99; this one reads up to 1\)"
+        ConfigError, match=r"^trace database .* newer agentplex \(schema 99; this one reads up to 2\)"
     ) as e:
         open_store(pg_url)
     assert "\n" not in str(e.value)
@@ -238,6 +239,8 @@ def test_both_stores_answer_alike_however_spans_arrive(
         made = chain(trace * 977, agents, status=status, t0=int(start_s * 1e9), length_ms=data.draw(st.integers(1, 90)))
         untooled = data.draw(st.sets(st.integers(0, len(made) - 1)))
         made = [s.model_copy(update={"name": "step"}) if i in untooled else s for i, s in enumerate(made)]
+        failed = data.draw(st.lists(st.sampled_from(OUTCOMES), min_size=len(made), max_size=len(made)))
+        made = [failing(s, how) for s, how in zip(made, failed, strict=True)]
         if len(made) > 1 and data.draw(st.booleans()):
             made = made[1:]  # the root never arrives
         spans += made
@@ -251,6 +254,8 @@ def test_both_stores_answer_alike_however_spans_arrive(
             assert len(fresh) == 1
         sqlite, pg = stores
         filters: list[dict[str, Any]] = [{}, {"status": "error"}, {"status": "ok"}, {"limit": 2}]
+        filters += [{"denied": True}, {"denied": False}, {"errors": True}, {"errors": False, "status": "ok"}]
+        filters += [{"in_progress_after": 0.0}]  # every trace arrived since: those without a root are in progress
         filters += [{"agent": name} for name in "abcde"] + [{"tool": f"{name}-tool"} for name in "abc"]
         filters += [{"since": NOW_S - DAY_S}, {"min_duration_ms": 45}]
         for where in filters:

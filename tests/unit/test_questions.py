@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 
 from mesh.errors import ApprovalRequired
-from mesh.peers.questions import ASK_INPUT_KEY, Questions
+from mesh.peers.questions import Questions
 from mesh.peers.rounds import InputNeeded, Relay, interactive_var
+from mesh.wire import ASK_INPUT_KEY
 
 SCHEMA: dict[str, Any] = {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}
 ADA = {"action": "accept", "content": {"name": "Ada"}}

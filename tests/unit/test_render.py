@@ -1,4 +1,4 @@
-"""Renderings of traces for people: the `mesh traces ls` table in wide and narrow terminals."""
+"""Renderings of traces for people: the `mesh traces ls` table in wide and narrow terminals, a decision's line."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from datetime import date, datetime
 
 from rich.console import Console
 
-from mesh.tracing.render import AGENTS_FROM, SHORT_ID, WHOLE_IDS_FROM, render_summaries
-from mesh.wire import TraceRoot, TraceSummary
+from mesh.tracing.render import AGENTS_FROM, SHORT_ID, WHOLE_IDS_FROM, decision_line, render_summaries
+from mesh.wire import Decision, TraceRoot, TraceSummary
 
 TODAY = date(2026, 12, 2)
 TRACE = "6b0f7bb63fa9c2d17b8e4a6f01c2d3e4"
@@ -61,3 +61,20 @@ def test_a_wide_terminal_shows_whole_ids_and_dates() -> None:
         assert "2026-12-02 09:05:07" in wide
         assert "2026-11-30 23:59:58" in wide
         assert "support-billing" in wide
+
+
+def test_a_decision_line_shows_its_confidence_and_the_alternatives_it_passed_over() -> None:
+    route = Decision(
+        kind="route",
+        choice="general",
+        reason="no route keyword found",
+        confidence=0.2,
+        alternatives=["billing", "refunds", "general"],
+        time=1.0,
+    )
+    assert decision_line(route) == (
+        "decision route → general (0.20): no route keyword found; alternatives: billing, refunds"
+    )  # the choice is not its own alternative
+    assert decision_line(Decision(kind="fallback", choice="skip analytics", time=1.0)) == (
+        "decision fallback → skip analytics"
+    )

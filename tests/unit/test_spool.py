@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import httpx2
@@ -154,3 +155,34 @@ def test_a_batch_the_tracer_refuses_for_good_is_dropped_and_its_spans_counted(tm
     finally:
         exporter.shutdown()
     assert (stats["pending_batches"], stats["dropped_spans"], stats["dropped_batches"]) == (0, 5, 1)
+    assert stats["exported_spans"] == 0  # dropped, not sent: the tracer never stored them
+
+
+def test_a_batch_spooled_while_the_drain_thread_rests_is_delivered_once_the_tracer_is_back(tmp_path: Path) -> None:
+    up = threading.Event()
+    delivered = threading.Event()
+
+    def tracer(request: httpx2.Request) -> httpx2.Response:
+        if not up.is_set():
+            return httpx2.Response(503)
+        delivered.set()
+        return httpx2.Response(200)
+
+    exporter = SpoolingExporter(
+        lambda: "http://tracer/v1/traces",
+        Spool(tmp_path, "i"),
+        transport=httpx2.MockTransport(tracer),
+        drain_every=0.01,
+    )
+    try:
+        deadline = time.monotonic() + 5
+        while not exporter._resting and time.monotonic() < deadline:  # pyright: ignore[reportPrivateUsage]
+            time.sleep(0.005)
+        assert exporter._resting  # pyright: ignore[reportPrivateUsage]  # the spool is empty: nothing to retry
+        exporter.export(b"late", 4)  # the tracer is away: spooled, and the drain thread woken
+        assert exporter.stats()["pending_batches"] == 1
+        up.set()
+        assert delivered.wait(10)
+    finally:
+        exporter.shutdown()
+    assert (exporter.stats()["exported_spans"], exporter.stats()["pending_batches"]) == (4, 0)

@@ -113,6 +113,22 @@ def test_stitching_never_loses_or_duplicates_a_span(
 
 @settings(max_examples=300, deadline=None)
 @given(messy_traces())
+def test_every_failed_span_counts_once_as_the_roots_status_or_beside_it(
+    trace: tuple[list[SpanRecord], set[str], dict[str, int]],
+) -> None:
+    spans, _, _ = trace
+    tree, summary = stitch(TRACE, spans), summarize(spans)
+    failed = len({span.span_id for span in spans if span.status == "error"})
+    if tree.root.span_id == SYNTHETIC_ROOT_ID:  # no root yet: every failure is beside it
+        assert tree.denied + tree.errors == failed
+    else:
+        assert summary.status == ("error" if tree.root.status == "error" else "ok")
+        assert (summary.denied, summary.errors) == (tree.denied, tree.errors)
+        assert (summary.status == "error") + tree.denied + tree.errors == failed
+
+
+@settings(max_examples=300, deadline=None)
+@given(messy_traces())
 def test_every_child_sits_under_its_parent_and_orphans_are_flagged(
     trace: tuple[list[SpanRecord], set[str], dict[str, int]],
 ) -> None:
@@ -279,14 +295,16 @@ def test_a_trace_without_spans_is_an_empty_incomplete_tree() -> None:
     assert (tree.complete, tree.span_count, tree.root.children) == (False, 0, [])
 
 
-def test_summarize_names_the_root_call_and_the_worst_status() -> None:
+def test_summarize_names_the_root_call_its_outcome_and_what_failed_beside_it() -> None:
     spans = call_chain()
     spans[5] = spans[5].model_copy(update={"status": "error"})
     summary = summarize(spans + spans[:2])
     assert summary.root.agent == "client"
     assert summary.root.tool == "triage"
     assert summary.agents == ["a", "b", "c", "client"]
-    assert (summary.span_count, summary.status, summary.duration_ms) == (6, "error", 100.0)
+    assert (summary.span_count, summary.status, summary.errors, summary.duration_ms) == (6, "ok", 1, 100.0)
+    spans[0] = spans[0].model_copy(update={"status": "error"})
+    assert (summarize(spans).status, summarize(spans).errors) == ("error", 1)
 
 
 def test_tool_of_reads_the_span_name_then_the_genai_attribute() -> None:

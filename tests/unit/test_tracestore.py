@@ -27,10 +27,10 @@ from mesh.errors import ConfigError
 from mesh.identity import MeshKeys
 from mesh.testing.postgres import PostgresCluster
 from mesh.tracing.stitch import summarize
-from mesh.wire import SpanRecord, SpanStatus
+from mesh.wire import SpanEventRecord, SpanRecord, SpanStatus
 from registry.otlp import SpanRow, decode_protobuf, encode_spans
+from registry.span_intake import install_span_intake
 from registry.trace_stores import TraceStore, open_trace_store
-from registry.tracer import install_tracer
 from registry.tracestore import SqliteTraceStore
 
 T0 = 1_700_000_000_000_000_000
@@ -64,6 +64,22 @@ def chain(
         )
         for hop, agent in enumerate(agents)
     ]
+
+
+def failing(span: SpanRecord, how: str) -> SpanRecord:
+    """The span, failed: "error" plainly, "denied" refused there by a policy, "relayed" a client span whose
+    callee refused it (`mesh.tracing.outcome`'s rules); "ok" leaves it as it is."""
+    if how == "ok":
+        return span
+    if how == "relayed":
+        return span.model_copy(update={"kind": "client", "status": "error", "status_message": "PolicyDenied: no"})
+    events = [SpanEventRecord(name="mesh.decision", time_ns=span.start_ns, attributes=DENY)] if how == "denied" else []
+    return span.model_copy(update={"status": "error", "status_message": "refused", "events": events})
+
+
+DENY = {"mesh.decision.kind": "policy", "mesh.decision.choice": "deny", "mesh.decision.reason": "not abroad"}
+"""A policy's refusal, as `mesh.decisions.record_decision` writes it on the span of the refused call."""
+OUTCOMES = ("ok", "error", "denied", "relayed")
 
 
 def rows(spans: list[SpanRecord]) -> list[SpanRow]:
@@ -160,8 +176,8 @@ def test_trace_ids_are_found_by_their_start(store: TraceStore) -> None:
 
 def test_listing_filters_by_agent_tool_status_start_and_duration(store: TraceStore) -> None:
     store.ingest(rows(chain(1, ["a", "b"], start_ms=0)))
-    store.ingest(rows(chain(2, ["a", "c"], start_ms=1_000, status="error")))
-    store.ingest(rows(chain(3, ["d"], start_ms=2_000, length_ms=300)))
+    store.ingest(rows(chain(2, ["a", "c"], start_ms=1_000, status="error")))  # c failed, a went on
+    store.ingest(rows(chain(3, ["d"], start_ms=2_000, length_ms=300, status="error")))  # the root failed
 
     def ids(**filters: object) -> list[int]:
         return [int(summary.trace_id, 16) for summary in store.list_traces(**filters)]  # type: ignore[arg-type]
@@ -170,8 +186,10 @@ def test_listing_filters_by_agent_tool_status_start_and_duration(store: TraceSto
     assert ids(agent="c") == [2]
     assert ids(agent="a") == [2, 1]
     assert ids(tool="b-tool") == [1]
-    assert ids(status="error") == [2]
-    assert ids(status="ok") == [3, 1]
+    assert ids(status="error") == [3]  # the root's outcome
+    assert ids(status="ok") == [2, 1]
+    assert ids(errors=True) == [2]  # a span failed beside the root
+    assert ids(errors=False) == [3, 1]
     assert ids(since=(T0 + 500 * MS) / 1e9) == [3, 2]
     assert ids(min_duration_ms=200) == [3]
     assert ids(limit=1) == [3]
@@ -327,15 +345,15 @@ def test_a_sqlite_store_of_the_second_layout_is_brought_up_to_date_with_its_trac
     conn.close()
     store = SqliteTraceStore(path)
     store.ingest(rows(chain(1, ["b", "a", "d"])[2:]))  # a late span of a trace stored before
-    assert [(t.agents, t.span_count, t.status) for t in store.list_traces()] == [
-        (["c"], 1, "ok"),
-        (["a", "b", "d"], 3, "error"),
+    assert [(t.agents, t.span_count, t.status, t.errors) for t in store.list_traces()] == [
+        (["c"], 1, "ok", 0),
+        (["a", "b", "d"], 3, "ok", 1),  # a failed beside the root, b
     ]
     assert [t.trace_id for t in store.list_traces(tool="a-tool")] == [old[0][0].trace_id]
     assert [t.trace_id for t in store.list_traces(tool="d-tool")] == [old[0][0].trace_id]
     assert [t.trace_id for t in store.list_traces(tool="c-tool")] == [old[1][0].trace_id]
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone() == (2,)
+        assert conn.execute("PRAGMA user_version").fetchone() == (3,)
         assert conn.execute("SELECT tools FROM traces ORDER BY seq").fetchall() == [
             ("a-tool\x1fb-tool\x1fd-tool",),
             ("c-tool",),
@@ -360,9 +378,9 @@ def test_a_sqlite_store_of_the_first_layout_is_brought_up_to_date_with_its_trace
     conn.close()
     store = SqliteTraceStore(path)
     store.ingest(rows(chain(2, ["c"], start_ms=500)))
-    assert [(t.agents, t.span_count, t.status) for t in store.list_traces()] == [
-        (["c"], 1, "ok"),
-        (["a", "b"], 2, "error"),
+    assert [(t.agents, t.span_count, t.status, t.errors) for t in store.list_traces()] == [
+        (["c"], 1, "ok", 0),
+        (["a", "b"], 2, "ok", 1),
     ]
     assert [t.trace_id for t in store.list_traces(agent="a")] == [old[0].trace_id]
     assert [t.trace_id for t in store.list_traces(tool="b-tool")] == [old[0].trace_id]
@@ -378,7 +396,7 @@ def test_a_sqlite_store_written_by_a_newer_agentplex_is_refused_in_one_line(tmp_
     with sqlite3.connect(path) as conn:
         conn.execute("PRAGMA user_version = 99")
     conn.close()
-    with pytest.raises(ConfigError, match=r"^trace store .* newer agentplex \(layout 99; this one reads up to 2\)"):
+    with pytest.raises(ConfigError, match=r"^trace store .* newer agentplex \(layout 99; this one reads up to 3\)"):
         SqliteTraceStore(path)
 
 
@@ -404,6 +422,8 @@ def test_summaries_match_summarize_however_spans_arrive(
         trace_spans = chain(trace, agents, start_ms=trace * 10, status=status)
         untooled = data.draw(st.sets(st.integers(0, len(trace_spans) - 1)))
         trace_spans = [s.model_copy(update={"name": "step"}) if i in untooled else s for i, s in enumerate(trace_spans)]
+        failed = data.draw(st.lists(st.sampled_from(OUTCOMES), min_size=len(trace_spans), max_size=len(trace_spans)))
+        trace_spans = [failing(s, how) for s, how in zip(trace_spans, failed, strict=True)]
         if len(trace_spans) > 1 and data.draw(st.booleans()):
             trace_spans = trace_spans[1:]  # the root never arrives: the earliest span stands in
         spans += trace_spans
@@ -418,6 +438,8 @@ def test_summaries_match_summarize_however_spans_arrive(
         key=lambda summary: -summary.start,
     )
     assert store.list_traces() == expected
+    assert store.list_traces(denied=True) == [t for t in expected if t.denied]
+    assert store.list_traces(errors=False, status="ok") == [t for t in expected if not t.errors and t.status == "ok"]
     for name in ("a", "b", "c", "d"):  # a trace's agents and tools gathered from every batch
         assert store.list_traces(agent=name) == [t for t in expected if name in t.agents]
         named = {s.trace_id for s in spans if s.name == f"tools/call {name}-tool"}
@@ -453,12 +475,14 @@ def test_a_store_without_retention_keeps_everything(store: TraceStore) -> None:
 
 
 @pytest.mark.anyio
-async def test_a_tracer_prunes_its_store_as_it_starts(location: str) -> None:
+async def test_an_intake_prunes_its_store_as_it_starts(location: str) -> None:
     now = time.time()
     store = open_store(location, retain=7 * DAY_S)
     store.ingest(rows(chain(1, ["a"], t0=int((now - 10 * DAY_S) * 1e9)) + chain(2, ["b"], t0=int(now * 1e9))))
-    tracer = install_tracer(MCPServer("pruned"), store, keys=MeshKeys(b"prune-test-secret", "prune-test"), writers=0)
-    async with tracer:
+    intake = install_span_intake(
+        MCPServer("pruned"), store, keys=MeshKeys(b"prune-test-secret", "prune-test"), writers=0
+    )
+    async with intake:
         with anyio.fail_after(10):
             while store.span_count() > 1:
                 await anyio.sleep(0.02)

@@ -1,7 +1,7 @@
 """The two tracer providers an agent can run (`MESH_TRACING` unset, or `sdk`), made alike for tests.
 
 `make_provider("mesh", ...)` is the lean `MeshTracerProvider`; `make_provider("sdk", ...)` is the
-stock SDK `TracerProvider` as `Tracing` builds it (the mesh's ids and default sampling), whose
+stock SDK `TracerProvider` as `ProcessTelemetry` builds it (the mesh's ids and default sampling), whose
 finished spans reach the same `RecordingSink`, so a test reads both the same way.
 """
 

@@ -1,4 +1,4 @@
-"""The process's TracerProvider: set once, named for the agent, exporting where the environment says.
+"""A process's telemetry: its TracerProvider, set once, named for the agent, exporting where the environment says.
 
 Honours the OpenTelemetry environment: OTEL_SDK_DISABLED; OTEL_RESOURCE_ATTRIBUTES (through the
 SDK's `Resource`; service.name is always the agent's name, which stitching relies on);
@@ -38,7 +38,7 @@ from mesh.tracing.span_data import MeshSpan
 from mesh.tracing.spool import Spool
 from mesh.tracing.trace_ids import MeshIdGenerator
 
-__all__ = ["HOUSEKEEPING", "Tracing", "otlp_endpoint_from_env", "tracing_mode", "traces_exporters"]
+__all__ = ["HOUSEKEEPING", "ProcessTelemetry", "otlp_endpoint_from_env", "tracing_mode", "traces_exporters"]
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def tracing_mode(environ: Mapping[str, str] | None = None) -> TracingMode:
 
 
 @final
-class Tracing:
+class ProcessTelemetry:
     """Owns the provider and exporters of one process; `shutdown()` flushes (uvicorn skips exit hooks).
 
     `credentials` authenticate the spans to the mesh's tracer: the mesh's keys (the exporter mints
@@ -98,8 +98,8 @@ class Tracing:
     ) -> None:
         self.enabled = os.environ.get("OTEL_SDK_DISABLED", "").lower() != "true"
         self.exporter: SpoolingExporter | None = None
-        self.provider: MeshTracerProvider | None = None
-        """The lean provider, when it is the one in place (`MESH_TRACING` unset)."""
+        self.mesh_provider: MeshTracerProvider | None = None
+        """The mesh's own provider, when it is the one in place (`MESH_TRACING` unset)."""
         self.tracer_provider: MeshTracerProvider | TracerProvider | None = None
         """The provider in place, whichever kind."""
         self._batcher: SpanBatcher | None = None
@@ -115,7 +115,7 @@ class Tracing:
             provider = self.tracer_provider = _stock_provider(resource, sampler, self.exporter)
         else:
             self._batcher = SpanBatcher(self.exporter) if self.exporter is not None else None
-            provider = self.provider = self.tracer_provider = MeshTracerProvider(
+            provider = self.mesh_provider = self.tracer_provider = MeshTracerProvider(
                 resource, self._batcher or _Discard(), sampler
             )
         if "console" in exporters:

@@ -1,4 +1,4 @@
-"""The tracer on a real MCPServer app, driven in process: OTLP in, queries and MCP tools out."""
+"""The span intake on a real MCPServer app, driven in process: OTLP in, queries and MCP tools out."""
 
 from __future__ import annotations
 
@@ -29,8 +29,9 @@ from mesh.identity import MeshKeys, Role
 from mesh.tracing.export import SPANS_AUDIENCE
 from mesh.wire import SpanEventRecord, SpanRecord, TraceSummary, TraceTree
 from registry.otlp import decode_protobuf, encode_json, encode_spans
+from registry.span_intake import SpanIntake, install_span_intake
+from registry.trace_api import parse_since
 from registry.trace_stores import TraceStore, open_trace_store
-from registry.tracer import Tracer, install_tracer, parse_since
 from registry.tracestore import SqliteTraceStore
 from tests.integration.helpers import child_pids
 
@@ -86,7 +87,7 @@ def app_of(server: MCPServer) -> Starlette:
 
 @dataclass(frozen=True)
 class Lanes:
-    """Where a tracer stores: a thread of its own process, or ingest worker processes."""
+    """Where an intake stores: a thread of its own process, or ingest worker processes."""
 
     store: Callable[[], TraceStore]
     writers: int
@@ -107,11 +108,11 @@ THREAD = Lanes(lambda: SqliteTraceStore(":memory:"), 0)
 
 @asynccontextmanager
 async def running(
-    lanes: Lanes = THREAD, tracer_options: dict[str, Any] | None = None
-) -> AsyncGenerator[tuple[httpx2.AsyncClient, Tracer]]:
-    """A tracer app with its lifespan running, and a client that talks to it in process."""
+    lanes: Lanes = THREAD, intake_options: dict[str, Any] | None = None
+) -> AsyncGenerator[tuple[httpx2.AsyncClient, SpanIntake]]:
+    """An intake app with its lifespan running, and a client that talks to it in process."""
     store = lanes.store()
-    holder: list[Tracer] = []
+    holder: list[SpanIntake] = []
 
     @asynccontextmanager
     async def lifespan(_: MCPServer) -> AsyncGenerator[None]:
@@ -119,7 +120,7 @@ async def running(
             yield
 
     server = MCPServer("tracer-test", lifespan=lifespan)
-    holder.append(install_tracer(server, store, keys=KEYS, writers=lanes.writers, **(tracer_options or {})))
+    holder.append(install_span_intake(server, store, keys=KEYS, writers=lanes.writers, **(intake_options or {})))
     app = app_of(server)
     transport = httpx2.ASGITransport(app=app)
     with anyio.fail_after(30):
@@ -133,12 +134,12 @@ async def running(
 
 @pytest.mark.anyio
 async def test_a_protobuf_batch_is_acknowledged_then_listed_and_shown(lanes: Lanes) -> None:
-    async with running(lanes) as (client, tracer):
+    async with running(lanes) as (client, intake):
         answer = await client.post("/v1/traces", content=encode_spans(spans()), headers=PROTOBUF)
         assert answer.status_code == 200
         assert answer.headers["content-type"] == "application/x-protobuf"
         ExportTraceServiceResponse.FromString(answer.content)
-        assert tracer.store.span_count() == 2
+        assert intake.store.span_count() == 2
 
         (summary,) = [TraceSummary.model_validate(row) for row in (await client.get("/api/traces")).json()]
         assert (summary.trace_id, summary.root.agent, summary.root.tool) == (TRACE, "client", "triage")
@@ -152,58 +153,58 @@ async def test_a_protobuf_batch_is_acknowledged_then_listed_and_shown(lanes: Lan
 
 @pytest.mark.anyio
 async def test_a_json_batch_gets_a_json_answer(lanes: Lanes) -> None:
-    async with running(lanes) as (client, tracer):
+    async with running(lanes) as (client, intake):
         answer = await client.post("/v1/traces", content=encode_json(spans()), headers=JSON)
         assert (answer.status_code, answer.json()) == (200, {})
-        assert tracer.store.span_count() == 2
+        assert intake.store.span_count() == 2
 
 
 @pytest.mark.anyio
 async def test_a_gzipped_batch_is_accepted(lanes: Lanes) -> None:
-    async with running(lanes) as (client, tracer):
+    async with running(lanes) as (client, intake):
         body = gzip.compress(encode_spans(spans()))
         answer = await client.post("/v1/traces", content=body, headers={**PROTOBUF, "content-encoding": "gzip"})
         assert answer.status_code == 200
-        assert tracer.store.span_count() == 2
+        assert intake.store.span_count() == 2
 
 
 @pytest.mark.anyio
 async def test_a_redelivered_batch_is_acknowledged_and_never_duplicated(lanes: Lanes) -> None:
-    async with running(lanes) as (client, tracer):
+    async with running(lanes) as (client, intake):
         for _ in range(3):
             answer = await client.post("/v1/traces", content=encode_spans(spans()), headers=PROTOBUF)
             assert answer.status_code == 200
-        assert tracer.store.span_count() == 2
+        assert intake.store.span_count() == 2
         stats = (await client.get("/api/tracer/stats")).json()
         assert (stats["received"], stats["stored"], stats["duplicates"]) == (6, 2, 4)
 
 
 @pytest.mark.anyio
 async def test_malformed_protobuf_gets_400_and_harms_nothing(lanes: Lanes) -> None:
-    async with running(lanes) as (client, tracer):
+    async with running(lanes) as (client, intake):
         await client.post("/v1/traces", content=encode_spans(spans()), headers=PROTOBUF)
         answer = await client.post("/v1/traces", content=b"\xff\xff\xff", headers=PROTOBUF)
         assert answer.status_code == 400
         assert "malformed OTLP protobuf" in Status.FromString(answer.content).message
-        assert tracer.store.span_count() == 2
-        assert tracer.stats.rejected == 1
+        assert intake.store.span_count() == 2
+        assert intake.stats.rejected == 1
 
 
 @pytest.mark.anyio
 async def test_malformed_json_gets_400_with_a_one_line_message_and_harms_nothing(lanes: Lanes) -> None:
-    async with running(lanes) as (client, tracer):
+    async with running(lanes) as (client, intake):
         bad = json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "abc", "spanId": "1"}]}]}]})
         answer = await client.post("/v1/traces", content=bad, headers=JSON)
         assert answer.status_code == 400
         message = answer.json()["message"]
         assert "traceId" in message
         assert "\n" not in message
-        assert tracer.store.span_count() == 0
+        assert intake.store.span_count() == 0
 
 
 @pytest.mark.anyio
 async def test_a_good_batch_beside_a_bad_one_is_still_stored(lanes: Lanes) -> None:
-    async with running(lanes) as (client, tracer):
+    async with running(lanes) as (client, intake):
         answers: dict[str, int] = {}
 
         async def post(name: str, body: bytes, headers: dict[str, str]) -> None:
@@ -213,12 +214,12 @@ async def test_a_good_batch_beside_a_bad_one_is_still_stored(lanes: Lanes) -> No
             tg.start_soon(post, "bad", b"{oops", JSON)
             tg.start_soon(post, "good", encode_spans(spans()), PROTOBUF)
         assert answers == {"bad": 400, "good": 200}
-        assert tracer.store.span_count() == 2
+        assert intake.store.span_count() == 2
 
 
 @pytest.mark.anyio
 async def test_refusals_for_content_type_size_and_encoding() -> None:
-    async with running(tracer_options={"max_body_bytes": 100}) as (client, tracer):
+    async with running(intake_options={"max_body_bytes": 100}) as (client, intake):
         assert (
             await client.post("/v1/traces", content=b"x", headers={"content-type": "text/plain"})
         ).status_code == 415
@@ -231,16 +232,16 @@ async def test_refusals_for_content_type_size_and_encoding() -> None:
         assert broken.status_code == 400
         brotli = await client.post("/v1/traces", content=b"x", headers={**PROTOBUF, "content-encoding": "br"})
         assert brotli.status_code == 415
-        assert tracer.store.span_count() == 0
+        assert intake.store.span_count() == 0
 
 
 @pytest.mark.anyio
-async def test_a_full_tracer_pushes_back_with_429_and_retry_after() -> None:
-    async with running(tracer_options={"max_pending": 0}) as (client, tracer):
+async def test_a_full_intake_pushes_back_with_429_and_retry_after() -> None:
+    async with running(intake_options={"max_pending": 0}) as (client, intake):
         answer = await client.post("/v1/traces", content=encode_spans(spans()), headers=PROTOBUF)
         assert (answer.status_code, answer.headers["retry-after"]) == (429, "1")
-        assert tracer.stats.throttled == 1
-        assert tracer.store.span_count() == 0
+        assert intake.stats.throttled == 1
+        assert intake.store.span_count() == 0
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -280,7 +281,7 @@ async def test_a_batch_without_a_live_token_of_this_mesh_gets_401_and_stores_not
     expired = KEYS.mint("operator", SPANS_AUDIENCE, 60, role="admin", now=T0 / 1e9)
     forged = KEYS.mint("operator", SPANS_AUDIENCE, role="admin")[:-4] + "AAAA"
     wrong_audience = KEYS.mint("operator", "registry", role="admin")
-    async with running(lanes) as (client, tracer):
+    async with running(lanes) as (client, intake):
         refusals = [
             await client.post("/v1/traces", content=encode_spans(spans()), headers={**PROTOBUF, **headers})
             for headers in (
@@ -295,8 +296,8 @@ async def test_a_batch_without_a_live_token_of_this_mesh_gets_401_and_stores_not
         anonymous = client.build_request("POST", "/v1/traces", content=encode_json(spans()), headers=JSON)
         del anonymous.headers["authorization"]
         unauthenticated = await client.send(anonymous)
-        assert tracer.store.span_count() == 0
-        assert tracer.stats.unauthorized == 7
+        assert intake.store.span_count() == 0
+        assert intake.stats.unauthorized == 7
     assert [answer.status_code for answer in refusals] == [401] * 6
     assert all(answer.headers["www-authenticate"].startswith("Bearer") for answer in refusals)
     messages = [Status.FromString(answer.content).message for answer in refusals]
@@ -311,9 +312,9 @@ async def test_a_batch_without_a_live_token_of_this_mesh_gets_401_and_stores_not
 @pytest.mark.parametrize("role", ["client", "approver"])
 async def test_a_client_or_approver_token_may_not_send_spans(role: Role) -> None:
     token = KEYS.mint("support-triage", SPANS_AUDIENCE, role=role, person="ann")
-    async with running() as (client, tracer):
+    async with running() as (client, intake):
         answer = await client.post("/v1/traces", content=encode_spans(spans()), headers={**PROTOBUF, **bearer(token)})
-        assert tracer.store.span_count() == 0
+        assert intake.store.span_count() == 0
     assert answer.status_code == 403
     assert f"role {role} may not send spans" in Status.FromString(answer.content).message
 
@@ -322,13 +323,13 @@ async def test_a_client_or_approver_token_may_not_send_spans(role: Role) -> None
 async def test_an_agent_token_sends_its_own_services_spans_and_nothing_of_anothers(lanes: Lanes) -> None:
     token = bearer(KEYS.mint("support-triage", SPANS_AUDIENCE))
     own = [span for span in spans() if span.agent == "support-triage"]
-    async with running(lanes) as (client, tracer):
+    async with running(lanes) as (client, intake):
         mixed = await client.post("/v1/traces", content=encode_spans(spans()), headers={**PROTOBUF, **token})
         as_json = await client.post("/v1/traces", content=encode_json(spans()), headers={**JSON, **token})
-        assert tracer.store.span_count() == 0
+        assert intake.store.span_count() == 0
         mine = await client.post("/v1/traces", content=encode_spans(own), headers={**PROTOBUF, **token})
-        assert tracer.store.span_count() == 1
-        assert tracer.stats.unauthorized == 2
+        assert intake.store.span_count() == 1
+        assert intake.stats.unauthorized == 2
     assert (mixed.status_code, as_json.status_code, mine.status_code) == (403, 403, 200)
     assert "spans of service 'client'" in Status.FromString(mixed.content).message
     assert "'client'" in as_json.json()["message"]
@@ -337,7 +338,7 @@ async def test_an_agent_token_sends_its_own_services_spans_and_nothing_of_anothe
 @pytest.mark.anyio
 async def test_policy_denials_and_approvals_are_handed_on_once_their_batch_is_durable(lanes: Lanes) -> None:
     handed: list[tuple[int, list[dict[str, Any]]]] = []
-    holder: list[Tracer] = []
+    holder: list[SpanIntake] = []
 
     def on_governance(records: Sequence[Mapping[str, Any]]) -> None:
         handed.append((holder[0].store.span_count(), [dict(record) for record in records]))
@@ -347,8 +348,8 @@ async def test_policy_denials_and_approvals_are_handed_on_once_their_batch_is_du
         policy_span("00000000000000c2", "allow"),
         policy_span("00000000000000c3", "approval"),
     ]
-    async with running(lanes, {"on_governance": on_governance}) as (client, tracer):
-        holder.append(tracer)
+    async with running(lanes, {"on_governance": on_governance}) as (client, intake):
+        holder.append(intake)
         for _ in range(2):  # redelivered: handed again, with the same keys
             answer = await client.post("/v1/traces", content=encode_spans(batch), headers=PROTOBUF)
             assert answer.status_code == 200
@@ -382,20 +383,20 @@ async def test_a_governance_record_that_cannot_be_written_gets_503_so_the_spans_
     def on_governance(records: Sequence[Mapping[str, Any]]) -> None:
         raise OSError("disk full")
 
-    async with running(tracer_options={"on_governance": on_governance}) as (client, tracer):
+    async with running(intake_options={"on_governance": on_governance}) as (client, intake):
         denied = await client.post(
             "/v1/traces", content=encode_spans([policy_span("00000000000000c9", "deny")]), headers=PROTOBUF
         )
         plain = await client.post("/v1/traces", content=encode_spans(spans()), headers=PROTOBUF)
-        assert tracer.store.span_count() == 3
+        assert intake.store.span_count() == 3
     assert (denied.status_code, denied.headers["retry-after"]) == (503, "1")
     assert plain.status_code == 200
 
 
 @pytest.mark.anyio
-async def test_a_tracer_outside_its_lifespan_refuses_with_503() -> None:
+async def test_an_intake_outside_its_lifespan_refuses_with_503() -> None:
     server = MCPServer("idle")
-    install_tracer(server, SqliteTraceStore(":memory:"), keys=KEYS)
+    install_span_intake(server, SqliteTraceStore(":memory:"), keys=KEYS)
     transport = httpx2.ASGITransport(app=app_of(server))
     async with httpx2.AsyncClient(transport=transport, base_url="http://t", headers=ADMIN) as client:
         answer = await client.post("/v1/traces", content=encode_spans(spans()), headers=PROTOBUF)
@@ -450,21 +451,21 @@ def prove_as_tracer(server: MCPServer, keys: MeshKeys = KEYS) -> None:
 async def test_batches_are_forwarded_after_they_are_stored(lanes: Lanes) -> None:
     target_store = SqliteTraceStore(":memory:")
     target = MCPServer("target")
-    target_tracer = install_tracer(target, target_store, keys=KEYS)
+    target_intake = install_span_intake(target, target_store, keys=KEYS)
     prove_as_tracer(target)
     target_app = app_of(target)
-    async with target_tracer:
+    async with target_intake:
         options = {
             "forward_url": "http://target/v1/traces",
             "forward_transport": httpx2.ASGITransport(app=target_app),
         }
-        async with running(lanes, options) as (client, tracer):
+        async with running(lanes, options) as (client, intake):
             await client.post("/v1/traces", content=encode_spans(spans()), headers=PROTOBUF)
             await client.post("/v1/traces", content=encode_json(spans()), headers=JSON)
         # Leaving the lifespan drains the forwarding backlog.
-        assert (tracer.stats.forwarded, tracer.stats.forward_failures) == (4, 0)
+        assert (intake.stats.forwarded, intake.stats.forward_failures) == (4, 0)
     assert target_store.span_count() == 2
-    assert target_tracer.stats.duplicates == 2
+    assert target_intake.stats.duplicates == 2
 
 
 @pytest.mark.anyio
@@ -482,9 +483,9 @@ async def test_only_a_forward_target_that_proves_it_is_of_this_mesh_gets_a_token
         return httpx2.Response(200)
 
     options = {"forward_url": "http://elsewhere/v1/traces", "forward_transport": httpx2.MockTransport(elsewhere)}
-    async with running(tracer_options=options) as (client, tracer):
+    async with running(intake_options=options) as (client, intake):
         assert (await client.post("/v1/traces", content=encode_spans(spans()), headers=PROTOBUF)).status_code == 200
-    assert tracer.stats.forwarded == 2
+    assert intake.stats.forwarded == 2
     assert seen == [None]
 
 
@@ -494,10 +495,10 @@ async def test_a_refusing_forward_endpoint_is_counted_and_never_blocks_ingest() 
         "forward_url": "http://elsewhere/v1/traces",
         "forward_transport": httpx2.MockTransport(lambda request: httpx2.Response(400)),
     }
-    async with running(tracer_options=options) as (client, tracer):
+    async with running(intake_options=options) as (client, intake):
         answer = await client.post("/v1/traces", content=encode_spans(spans()), headers=PROTOBUF)
         assert answer.status_code == 200
-    assert (tracer.stats.forwarded, tracer.stats.forward_failures) == (0, 1)
+    assert (intake.stats.forwarded, intake.stats.forward_failures) == (0, 1)
 
 
 def ingest_workers() -> set[int]:
@@ -516,7 +517,7 @@ async def post_until_stored(client: httpx2.AsyncClient, body: bytes) -> list[int
 
 @pytest.mark.anyio
 async def test_killed_ingest_workers_are_replaced_and_lose_nothing(tmp_path: Path) -> None:
-    async with running(Lanes(lambda: SqliteTraceStore(tmp_path / "traces.sqlite3"), 2)) as (client, tracer):
+    async with running(Lanes(lambda: SqliteTraceStore(tmp_path / "traces.sqlite3"), 2)) as (client, intake):
         assert (await post_until_stored(client, encode_spans(spans()))) == [200]
         first = ingest_workers()
         assert len(first) == 2
@@ -526,7 +527,7 @@ async def test_killed_ingest_workers_are_replaced_and_lose_nothing(tmp_path: Pat
         statuses = await post_until_stored(client, encode_spans(second))
         assert statuses[-1] == 200
         assert set(statuses) <= {200, 503}
-        assert tracer.store.span_count() == 4
+        assert intake.store.span_count() == 4
         replaced = ingest_workers()
         assert len(replaced) == 2
         assert not replaced & first
@@ -539,9 +540,9 @@ async def test_a_worker_that_cannot_start_hands_its_lane_to_a_thread(
     python: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(sys, "executable", python)
-    async with running(Lanes(lambda: SqliteTraceStore(tmp_path / "traces.sqlite3"), 1)) as (client, tracer):
+    async with running(Lanes(lambda: SqliteTraceStore(tmp_path / "traces.sqlite3"), 1)) as (client, intake):
         assert (await post_until_stored(client, encode_spans(spans()))) == [200]
-        assert tracer.store.span_count() == 2
+        assert intake.store.span_count() == 2
     assert "storing in this process instead" in caplog.text
 
 
@@ -549,9 +550,9 @@ async def test_a_worker_that_cannot_start_hands_its_lane_to_a_thread(
 async def test_mcp_tools_search_show_and_explain_decisions() -> None:
     store = SqliteTraceStore(":memory:")
     server = MCPServer("tracer")
-    tracer = install_tracer(server, store, keys=KEYS)
+    intake = install_span_intake(server, store, keys=KEYS)
     store.ingest(decode_protobuf(encode_spans(spans())))
-    async with tracer, Client(server) as client:
+    async with intake, Client(server) as client:
         found = await client.call_tool("search_traces", {"agent": "support-triage"})
         assert not found.is_error
         assert TRACE in json.dumps(found.structured_content)

@@ -1,6 +1,6 @@
-"""The tracer service: an OTLP/HTTP receiver, installed on an MCPServer with the trace queries and tools.
+"""The span intake: an OTLP/HTTP receiver, installed on an MCPServer with the trace queries and tools.
 
-`install_tracer` adds `POST /v1/traces`, plus the query routes and MCP tools of `registry.trace_api`;
+`install_span_intake` adds `POST /v1/traces`, plus the query routes and MCP tools of `registry.trace_api`;
 `mesh tracer` and `mesh registry` both use it. A POST carries a mesh token for `SPANS_AUDIENCE`
 (401 without one): an agent's token sends only spans of its own service (403 for a batch holding
 any other's), an admin's (the operator, a sidecar tracer forwarding) any; other roles get 403.
@@ -10,16 +10,16 @@ with Retry-After. On a machine with cores to spare each lane is an ingest worker
 (`registry.ingest`), so decoding and SQLite run beside the HTTP server instead of under its GIL;
 otherwise one lane works in a thread here. Background tasks checkpoint the WAL, drop traces past
 the store's retention and, given a forward URL, forward stored batches (`registry.forward`).
-The returned `Tracer` owns these tasks, so enter it in the server's lifespan (until then POST
+The returned `SpanIntake` owns these tasks, so enter it in the server's lifespan (until then POST
 answers 503; on exit it finishes what is queued):
 
     @asynccontextmanager
     async def lifespan(_: MCPServer) -> AsyncGenerator[None]:
-        async with tracer:
+        async with intake:
             yield
 
     server = MCPServer("mesh-tracer", lifespan=lifespan)
-    tracer = install_tracer(server, open_trace_store(db, path), keys=keys, forward_url=url)
+    intake = install_span_intake(server, open_trace_store(db, path), keys=keys, forward_url=url)
 
 Given `on_governance`, the policy verdicts that deny or ask for approval in the stored spans
 (`registry.otlp.governance_records`) are handed to it once their batch is durable.
@@ -56,10 +56,10 @@ from mesh.tracing.export import SPANS_AUDIENCE
 from registry.forward import Forwarder
 from registry.ingest import IngestWorker, Outcome, Posted, WorkerLost, store_group
 from registry.otlp import JSON, PROTOBUF
-from registry.trace_api import install_trace_api, parse_since
+from registry.trace_api import install_trace_api
 from registry.trace_stores import TraceStore
 
-__all__ = ["GovernanceSink", "Tracer", "TracerStats", "install_tracer", "parse_since"]
+__all__ = ["GovernanceSink", "IntakeStats", "SpanIntake", "install_span_intake"]
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ GovernanceSink = Callable[[Sequence[Mapping[str, Any]]], None]
 
 
 @dataclass
-class TracerStats:
+class IntakeStats:
     """Counters since start (GET /api/tracer/stats; `dataclasses.asdict` gives the JSON)."""
 
     received: int = 0
@@ -92,7 +92,7 @@ class TracerStats:
 
 
 @final
-class Tracer(anyio.AsyncContextManagerMixin):
+class SpanIntake(anyio.AsyncContextManagerMixin):
     """The receiver's state: store, counters, backpressure, the writer lanes and (given a URL) a `Forwarder`.
 
     `keys` verify senders' tokens (and sign the forwarder's); `writers` is the number of ingest
@@ -118,7 +118,7 @@ class Tracer(anyio.AsyncContextManagerMixin):
         self.keys = keys
         self.on_governance = on_governance
         self.writers = _default_writers(store) if writers is None else max(0, writers)
-        self.stats = TracerStats()
+        self.stats = IntakeStats()
         self.forward_url = forward_url
         self.max_body_bytes = max_body_bytes
         self.max_pending = max_pending
@@ -139,13 +139,13 @@ class Tracer(anyio.AsyncContextManagerMixin):
             )
 
     @asynccontextmanager
-    async def __asynccontextmanager__(self) -> AsyncGenerator[Tracer]:
+    async def __asynccontextmanager__(self) -> AsyncGenerator[SpanIntake]:
         """Run the writer (and forwarder) until exit; then finish queued batches and drain forwarding (≤ 15 s)."""
         if self._entered:
-            raise RuntimeError("a Tracer runs once: make a new one (and a new server) to run again")
+            raise RuntimeError("a SpanIntake runs once: make a new one (and a new server) to run again")
         self._entered = True
         written = anyio.Event()
-        # Unbounded because `max_pending` bounds it: a full tracer answers 429 before queueing.
+        # Unbounded because `max_pending` bounds it: a full intake answers 429 before queueing.
         batches_in, batches_out = anyio.create_memory_object_stream[_Batch](math.inf)
         with batches_in, batches_out:
             async with anyio.create_task_group() as tg:
@@ -184,7 +184,7 @@ class Tracer(anyio.AsyncContextManagerMixin):
             self.stats.rejected += 1
             return Response(f"unsupported content type {content_type!r}: use {PROTOBUF} or {JSON}\n", 415)
         if self._batches is None:
-            return _status(content_type, 503, "the tracer is not running", {"Retry-After": "1"})
+            return _status(content_type, 503, "the span intake is not running", {"Retry-After": "1"})
         if self._pending >= self.max_pending:
             self.stats.throttled += 1
             return _status(content_type, 429, "too many batches in flight; retry later", {"Retry-After": "1"})
@@ -346,7 +346,7 @@ class Tracer(anyio.AsyncContextManagerMixin):
             await anyio.sleep(_PRUNE_EVERY)
 
 
-def install_tracer(
+def install_span_intake(
     server: MCPServer,
     store: TraceStore,
     *,
@@ -357,14 +357,15 @@ def install_tracer(
     writers: int | None = None,
     forward_transport: httpx2.AsyncBaseTransport | None = None,
     on_governance: GovernanceSink | None = None,
-) -> Tracer:
-    """Add the tracer's routes and MCP tools to `server`; enter the returned Tracer in its lifespan.
+) -> SpanIntake:
+    """Add the span intake's route and the trace queries and tools to `server`; enter the returned `SpanIntake`
+    in its lifespan.
 
     `keys` are the mesh's, whose tokens may send spans; `max_pending` bounds the batches in flight
-    (more get 429); `writers` is as for `Tracer`; `forward_transport` is for tests; `on_governance`
+    (more get 429); `writers` is as for `SpanIntake`; `forward_transport` is for tests; `on_governance`
     takes the governance record's entries of stored spans.
     """
-    tracer = Tracer(
+    intake = SpanIntake(
         store,
         keys=keys,
         forward_url=forward_url,
@@ -374,9 +375,9 @@ def install_tracer(
         forward_transport=forward_transport,
         on_governance=on_governance,
     )
-    server.custom_route("/v1/traces", methods=["POST"])(tracer.receive)
-    install_trace_api(server, store, tracer.counters)
-    return tracer
+    server.custom_route("/v1/traces", methods=["POST"])(intake.receive)
+    install_trace_api(server, store, intake.counters)
+    return intake
 
 
 # -- private helpers ---------------------------------------------------------------------------
