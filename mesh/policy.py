@@ -25,6 +25,7 @@ from typing import Final, Literal, TypeAlias, final
 import cedarpy
 
 from mesh.errors import PolicyError
+from mesh.text import one_line
 
 __all__ = ["CallFacts", "Policy", "PolicyDecision", "Verdict", "policy_from_env"]
 
@@ -126,7 +127,7 @@ class Policy:
             policies = cedarpy.PolicySet.from_str(text)
             parsed = json.loads(cedarpy.policies_to_json_str(text))
         except ValueError as exc:
-            raise PolicyError(f"{source}: {_one_line(str(exc))}") from exc
+            raise PolicyError(f"{source}: {one_line(str(exc))}") from exc
         names: dict[str, str] = {}
         approval: dict[str, str] = {}
         for policy_id, policy in parsed.get("staticPolicies", {}).items():
@@ -185,7 +186,7 @@ class Policy:
         try:
             result = cedarpy.is_authorized(request, self._policies, json.dumps(list(entities.values())))
         except ValueError as exc:  # fail closed: a request cedar cannot even build is denied
-            return PolicyDecision("deny", (), f"policy evaluation failed: {_one_line(str(exc))}")
+            return PolicyDecision("deny", (), f"policy evaluation failed: {one_line(str(exc))}")
         determining = [str(policy_id) for policy_id in result.diagnostics.reasons]
         named = tuple(self._names.get(policy_id, policy_id) for policy_id in determining)
         approvers: tuple[str, ...] = ()
@@ -206,7 +207,7 @@ class Policy:
             reason = f"denied by {_listing(hard)}"
         errors = [str(error) for error in result.diagnostics.errors]
         if errors:
-            reason += f" ({len(errors)} policy evaluation error(s), first: {_one_line(errors[0])})"
+            reason += f" ({len(errors)} policy evaluation error(s), first: {one_line(errors[0])})"
         return PolicyDecision(verdict, named, reason, approvers if verdict == "approval" else ())
 
 
@@ -234,8 +235,3 @@ def _entity(name: str, meta: _Meta) -> dict[str, object]:
 def _listing(names: tuple[str, ...] | list[str]) -> str:
     quoted = ", ".join(f"'{name}'" for name in names)
     return f"policies {quoted}" if len(names) > 1 else f"policy {quoted}"
-
-
-def _one_line(text: str, limit: int = 200) -> str:
-    line = " ".join(text.split())
-    return line if len(line) <= limit else line[: limit - 3] + "..."

@@ -24,6 +24,7 @@ from anyio.abc import TaskStatus
 from pydantic import TypeAdapter, ValidationError
 
 from mesh.errors import MeshError, RegistryError
+from mesh.text import one_line
 from mesh.tls import client_context
 from mesh.wire import (
     LEASE_FLOOR_HEADER,
@@ -193,7 +194,7 @@ class RegistryClient(anyio.AsyncContextManagerMixin):
                 batch = [AuditRecord.model_validate(json.loads(line)) for line in response.text.splitlines() if line]
             except ValueError as exc:  # JSONDecodeError and pydantic's ValidationError both are
                 where = f"registry at {self.base_url}"
-                raise RegistryError(f"{where} sent a bad audit line: {_one_line(str(exc))}") from exc
+                raise RegistryError(f"{where} sent a bad audit line: {one_line(str(exc), limit=None)}") from exc
             entries.extend(batch)
             if len(batch) < page:
                 return entries
@@ -244,7 +245,7 @@ class RegistryClient(anyio.AsyncContextManagerMixin):
         except httpx2.TimeoutException as exc:
             raise RegistryError(f"{where} timed out on {method} {path}") from exc
         except httpx2.HTTPError as exc:
-            raise RegistryError(_one_line(f"{where} unreachable: {type(exc).__name__}: {exc}")) from exc
+            raise RegistryError(one_line(f"{where} unreachable: {type(exc).__name__}: {exc}", limit=None)) from exc
         if (
             response.is_success
             or (missing_ok and response.status_code == 404)
@@ -252,7 +253,7 @@ class RegistryClient(anyio.AsyncContextManagerMixin):
         ):
             return response
         raise RegistryError(
-            _one_line(f"{where} refused {method} {path}: {response.status_code} {_error_text(response)}")
+            one_line(f"{where} refused {method} {path}: {response.status_code} {_error_text(response)}", limit=None)
         )
 
     def _parse(self, response: httpx2.Response, parse: Callable[[bytes], _T]) -> _T:
@@ -405,7 +406,3 @@ def _error_text(response: httpx2.Response) -> str:
         return ErrorBody.model_validate_json(response.content).error[:_MAX_ERROR_CHARS]
     except ValidationError:
         return (response.text or response.reason_phrase)[:_MAX_ERROR_CHARS]
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())

@@ -25,6 +25,7 @@ from starlette.responses import Response
 from mesh.errors import IdentityError
 from mesh.identity import Claims, MeshKeys
 from mesh.naming import is_name
+from mesh.runtime.auth import bearer_token
 from mesh.wire import LEASE_FLOOR_HEADER, AgentRecord, ErrorBody, Governance, Registration
 from registry.inventory_rows import Listing
 from registry.openapi import openapi_document
@@ -248,10 +249,13 @@ def _check_caller(claims: Claims, agent: str) -> None:
 
 
 def _bearer(request: Request) -> str:
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    try:
+        token = bearer_token(request.scope)
+    except IdentityError:  # another scheme: to this API no bearer token at all
+        token = None
+    if token is None:
         raise _Refusal(401, "missing bearer token: send Authorization: Bearer <token> (see `mesh token`)")
-    return token.strip()
+    return token
 
 
 async def _body(request: Request) -> bytes:

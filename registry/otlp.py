@@ -21,6 +21,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
+from mesh.text import one_line
 from mesh.wire import SpanEventRecord, SpanKind, SpanRecord, SpanStatus
 
 __all__ = [
@@ -76,7 +77,7 @@ def parse_protobuf(data: bytes) -> ExportTraceServiceRequest:
     try:
         return ExportTraceServiceRequest.FromString(data)
     except (DecodeError, RecursionError) as exc:
-        raise OtlpError(f"malformed OTLP protobuf: {_one_line(exc)}") from None
+        raise OtlpError(f"malformed OTLP protobuf: {one_line(exc)}") from None
 
 
 def parse_json(data: bytes | str) -> ExportTraceServiceRequest:
@@ -84,14 +85,14 @@ def parse_json(data: bytes | str) -> ExportTraceServiceRequest:
     try:
         document = json.loads(data)
     except (ValueError, RecursionError) as exc:
-        raise OtlpError(f"malformed OTLP JSON: {_one_line(exc)}") from None
+        raise OtlpError(f"malformed OTLP JSON: {one_line(exc)}") from None
     if not isinstance(document, dict):
         raise OtlpError("malformed OTLP JSON: the request must be a JSON object")
     _ids_hex_to_base64(document)
     try:
         return json_format.ParseDict(document, ExportTraceServiceRequest(), ignore_unknown_fields=True)
     except (json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
-        raise OtlpError(f"malformed OTLP JSON: {_one_line(exc)}") from None
+        raise OtlpError(f"malformed OTLP JSON: {one_line(exc)}") from None
 
 
 def span_rows(request: ExportTraceServiceRequest, bodies: Sequence[bytearray] | None = None) -> list[SpanRow]:
@@ -304,11 +305,6 @@ _HEX_LENGTHS: Final = {"traceId": 32, "spanId": 16, "parentSpanId": 16}
 _HEX: Final = re.compile(r"[0-9a-fA-F]*")
 _KIND_NAMES: Final = frozenset(Span.SpanKind.keys())
 _STATUS_NAMES: Final = frozenset(Status.StatusCode.keys())
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def _ranges(data: bytearray, start: int, end: int, field: int) -> list[tuple[int, int]]:

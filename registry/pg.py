@@ -26,9 +26,10 @@ from psycopg.rows import TupleRow
 from psycopg_pool import ConnectionPool
 
 from mesh.errors import ConfigError
+from mesh.text import one_line
 from registry.stores import StoreUnavailable, Wake, refuse_newer
 
-__all__ = ["AUDIT_LOCK", "SWEEP_LOCK", "Connection", "PgDatabase", "channel", "one_line", "redacted"]
+__all__ = ["AUDIT_LOCK", "SWEEP_LOCK", "Connection", "PgDatabase", "channel", "redacted"]
 
 log = logging.getLogger(__name__)
 
@@ -75,11 +76,6 @@ def channel(topic: str, mesh: str) -> str:
     if len(name.encode()) <= 63:
         return name
     return f"agentplex.{topic}.{hashlib.sha256(mesh.encode()).hexdigest()[:32]}"
-
-
-def one_line(exc: BaseException) -> str:
-    """What a database error says, on one line."""
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 @final

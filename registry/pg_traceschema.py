@@ -17,6 +17,7 @@ import psycopg
 from psycopg import sql
 
 from mesh.errors import ConfigError
+from mesh.text import one_line
 from registry.trace_outcomes import DENIED, ERROR, stored_outcome
 
 __all__ = [
@@ -27,7 +28,6 @@ __all__ = [
     "partitions",
     "create_partition",
     "partition_name",
-    "one_line",
 ]
 
 VERSION: Final = 2
@@ -76,11 +76,6 @@ def create_partition(conn: psycopg.Connection[Any], day: int) -> None:
 def partition_name(day: int) -> str:
     """`spans_YYYYMMDD`: the partition of the UTC day `day` days after 1970-01-01."""
     return f"spans_{(_EPOCH + timedelta(days=day)):%Y%m%d}"
-
-
-def one_line(exc: BaseException) -> str:
-    """An exception's message on one line (libpq's run over several)."""
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 # -- private helpers ---------------------------------------------------------------------------

@@ -29,11 +29,12 @@ from psycopg.pq import Format
 from psycopg_pool import ConnectionPool
 
 from mesh.errors import ConfigError
+from mesh.text import one_line
 from mesh.wire import SpanRecord, TraceRoot, TraceSummary
 from registry.otlp import SpanRow, span_record
 from registry.pg import redacted
 from registry.pg_tracefold import fold, no_nul, pin, plain, summarize
-from registry.pg_traceschema import PRUNE_LOCK, create_partition, one_line, partition_name, partitions, prepare
+from registry.pg_traceschema import PRUNE_LOCK, create_partition, partition_name, partitions, prepare
 from registry.stores import StoreUnavailable
 from registry.trace_outcomes import listed
 

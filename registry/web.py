@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import ipaddress
 import re
 import time
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from mesh.errors import IdentityError
+from mesh.hosts import is_loopback
 from mesh.identity import Claims, MeshKeys
 from mesh.wire import ApprovalDecision
 from registry.access import SESSION_COOKIE, session_token
@@ -204,9 +204,9 @@ def _refusal(request: Request, *, lan: bool) -> str | None:
     host = request.headers.get("host", "")
     if not lan:
         client = request.client.host if request.client else ""
-        if not _is_loopback(client):
+        if not is_loopback(client):
             return "the web page accepts writes from this machine only (loopback); start the registry with --lan"
-        if not host or not _is_loopback(urlsplit(f"//{host}").hostname or ""):
+        if not host or not is_loopback(urlsplit(f"//{host}").hostname or ""):
             return "the page must be opened through a loopback address (127.0.0.1, ::1 or localhost)"
     origin = request.headers.get("origin")
     if origin is None:
@@ -219,18 +219,6 @@ def _refusal(request: Request, *, lan: bool) -> str | None:
 
 def _digest(text: str) -> str:
     return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii") + "'"
-
-
-def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        address = ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return address.is_loopback
 
 
 async def _json_body(request: Request) -> bytes | Response:

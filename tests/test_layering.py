@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Inside mesh, a module may import only from its own layer or below.
 LAYERS: list[tuple[str, ...]] = [
-    ("mesh.errors", "mesh.naming", "mesh.wire", "mesh.protocols", "mesh.config", "mesh.tls"),
+    ("mesh.errors", "mesh.text", "mesh.hosts", "mesh.naming", "mesh.wire", "mesh.protocols", "mesh.config", "mesh.tls"),
     (
         "mesh.identity",
         "mesh.credentials",
@@ -95,3 +95,33 @@ def test_only_the_mdns_adapter_imports_asyncio() -> None:
         if "asyncio" in {n.split(".")[0] for n in _imports(path)} and module != "mesh.discovery.mdns"
     ]
     assert offenders == []
+
+
+# The OpenTelemetry SDK stays behind the exporter side of mesh.tracing: everything else speaks the
+# API only (`opentelemetry.trace`, `.context`, `.propagate`), so it works under any provider.
+SDK_IMPORTERS: dict[str, str] = {
+    "mesh.tracing.telemetry": "installs the process's TracerProvider, resource and span processors",
+    "mesh.tracing.lean_provider": "the mesh's own provider, built on the SDK's sampler and limits types",
+    "mesh.tracing.span_data": "its spans carry the SDK's Resource and obey its SpanLimits",
+    "mesh.tracing.processors": "span processors plug into the SDK's SpanProcessor seam",
+    "mesh.tracing.sampling": "the mesh's samplers implement the SDK's Sampler seam",
+    "mesh.tracing.trace_ids": "the id generator implements the SDK's IdGenerator seam",
+    "mesh.tracing.export": "the exporter implements the SDK's SpanExporter seam",
+    "mesh.tracing.otlp_wire": "encodes the SDK's Resource and InstrumentationScope as OTLP",
+}
+
+
+def test_only_the_exporter_side_of_tracing_imports_the_opentelemetry_sdk() -> None:
+    offenders = [
+        f"{module} imports {name}"
+        for package in ("mesh", "registry")
+        for module, path in _modules(package)
+        for name in _imports(path)
+        if (name == "opentelemetry.sdk" or name.startswith("opentelemetry.sdk.")) and module not in SDK_IMPORTERS
+    ]
+    assert offenders == [], "import the OpenTelemetry API, or add the module to SDK_IMPORTERS with why"
+
+
+def test_every_listed_sdk_importer_still_exists() -> None:
+    modules = {module for module, _ in _modules("mesh")}
+    assert set(SDK_IMPORTERS) <= modules

@@ -15,6 +15,7 @@ from types import ModuleType
 
 from mesh.agent import Agent
 from mesh.errors import AgentLoadError
+from mesh.text import one_line
 
 __all__ = ["builtin_agents", "load_agent", "preload_agent"]
 
@@ -78,7 +79,7 @@ def _import_file(path: Path) -> ModuleType:
     try:
         spec.loader.exec_module(module)
     except Exception as exc:  # the user's module failed: report it in one line, not a traceback
-        raise AgentLoadError(f"cannot import {path}: {_one_line(exc)}") from exc
+        raise AgentLoadError(f"cannot import {path}: {_import_failure(exc)}") from exc
     return module
 
 
@@ -88,7 +89,7 @@ def _import_module(name: str) -> ModuleType:
     except ModuleNotFoundError as exc:
         raise AgentLoadError(f"no module named {exc.name or name!r}") from exc
     except Exception as exc:  # the user's module failed: report it in one line, not a traceback
-        raise AgentLoadError(f"cannot import {name}: {_one_line(exc)}") from exc
+        raise AgentLoadError(f"cannot import {name}: {_import_failure(exc)}") from exc
 
 
 def _pick(module: ModuleType, attr: str, target: str) -> Agent:
@@ -107,7 +108,9 @@ def _pick(module: ModuleType, attr: str, target: str) -> Agent:
     return next(iter(agents.values()))
 
 
-def _one_line(exc: BaseException) -> str:
+def _import_failure(exc: BaseException) -> str:
+    # "TypeName: message (file.py:line)": the type says what went wrong, the frame where.
     frames = traceback.extract_tb(exc.__traceback__)
     where = f" ({Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
-    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}{where}"
+    message = one_line(str(exc))
+    return f"{type(exc).__name__}: {message}{where}" if message else f"{type(exc).__name__}{where}"

@@ -32,6 +32,7 @@ from mesh.config import mesh_name, mesh_paths
 from mesh.discovery.mdns import MdnsAnnouncer, machine_addresses
 from mesh.discovery.txt import Announcement, signed
 from mesh.errors import ConfigError, MeshError
+from mesh.hosts import is_loopback
 from mesh.identity import MeshKeys
 from mesh.policy import policy_from_env
 from mesh.protocols import PeerCaller
@@ -70,13 +71,13 @@ class RunOptions:
     instance: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
 
     def __post_init__(self) -> None:
-        if not self.auth and (self.lan or not _is_loopback(self.host)):
+        if not self.auth and (self.lan or not is_loopback(self.host)):
             raise ConfigError("--no-auth is for local development only: it cannot be used with --lan")
 
     @property
     def public(self) -> bool:
         """True when the agent listens beyond loopback."""
-        return self.lan or not _is_loopback(self.host)
+        return self.lan or not is_loopback(self.host)
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,10 +346,6 @@ def _transport_security(host: str, public: bool) -> TransportSecuritySettings | 
         allowed_hosts=sorted(f"{n}:*" for n in names),
         allowed_origins=sorted(f"http://{n}:*" for n in names),
     )
-
-
-def _is_loopback(host: str) -> bool:
-    return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
 
 
 def _url_host(host: str) -> str:

@@ -50,11 +50,11 @@ from mesh.runtime.upstream_transport import (
     CALL_TIMEOUT,
     NO_PARSE_TRACEBACK,
     http_streams,
-    one_line,
     refusal_reason,
     watched,
     why_not_started,
 )
+from mesh.text import one_line
 
 __all__ = ["CallerQuestions", "ListKind", "Upstream", "UpstreamSpec"]
 

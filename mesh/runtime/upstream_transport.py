@@ -20,11 +20,12 @@ from mcp.client import Transport
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.message import SessionMessage
 
+from mesh.text import one_line
+
 __all__ = [
     "CALL_TIMEOUT",
     "NO_PARSE_TRACEBACK",
     "http_streams",
-    "one_line",
     "refusal_reason",
     "watched",
     "why_not_started",
@@ -109,9 +110,3 @@ def refusal_reason(status: int) -> str:
     if status in (401, 403):
         return f"the server refused the credentials (HTTP {status}); check --header"
     return f"the server answered HTTP {status}"
-
-
-def one_line(exc: BaseException) -> str:
-    """The first line of `exc`'s message (its type when it has none), at most 200 characters."""
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
