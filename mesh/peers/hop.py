@@ -234,8 +234,9 @@ async def _read_events(response: httpx2.Response, on_notice: NoticeHandler) -> d
 def _last_sse_message(text: str) -> dict[str, Any]:
     """The JSON-RPC response in an SSE body (notifications before it are skipped)."""
     last: dict[str, Any] = {}
-    for event in text.split("\n\n"):
-        data = "".join(line[5:].strip() for line in event.replace("\r", "").split("\n") if line.startswith("data:"))
+    # Events end at a blank line, and SSE lines may end in CRLF (the SDK's server sends them so).
+    for event in text.replace("\r\n", "\n").replace("\r", "\n").split("\n\n"):
+        data = "".join(line[5:].strip() for line in event.split("\n") if line.startswith("data:"))
         if data:
             decoded = json.loads(data)
             if isinstance(decoded, dict) and ("result" in decoded or "error" in decoded):

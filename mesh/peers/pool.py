@@ -83,6 +83,7 @@ class PeerPool:
         max_attempts: int = 3,
         refresh: Callable[[str | None, str], Awaitable[None]] | None = None,
         credential: Credential | None = None,
+        transport: httpx2.AsyncBaseTransport | None = None,
     ) -> None:
         self.me = me
         self.directory = directory
@@ -102,6 +103,8 @@ class PeerPool:
         self._retries = RetryBudget()
         self._hops: dict[str, HopClient] = {}
         self._http: httpx2.AsyncClient | None = None
+        self._transport = transport
+        """Where requests go: None for the network; tests pass an in-process one (`mesh.testing`)."""
         self._entered = False
 
     async def __aenter__(self) -> PeerPool:
@@ -109,6 +112,7 @@ class PeerPool:
             raise RuntimeError("PeerPool is already open; a pool is entered once")
         self._entered = True
         self._http = httpx2.AsyncClient(
+            transport=self._transport,
             limits=httpx2.Limits(max_connections=256, max_keepalive_connections=64, keepalive_expiry=30.0),
             timeout=httpx2.Timeout(30.0),
             verify=client_context(),
