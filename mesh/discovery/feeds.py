@@ -125,14 +125,13 @@ async def feed_registry(
     `url()` names the registry to poll (None: none yet); `failed(url)` hears of each failed poll.
 
     Each poll after the first is conditional: a registry whose listing has not changed but for lease
-    times answers 304 with a lease floor, and the records held are synced again with their leases
-    raised to it, as if listed afresh (a lease that lapsed drops its record, which changes the listing).
+    times answers 304 with a lease floor, and the directory's registry leases are raised to it in place,
+    as if listed afresh (a lease that lapsed drops its record, which changes the listing and its tag).
     """
     client: RegistryClient | None = None
     current: str | None = None
     warned = False
-    held: list[Instance] = []  # the last listing, with the tag it came with: a 304 means it stands
-    tag: str | None = None
+    tag: str | None = None  # the last listing's: a 304 means it stands
     members: set[tuple[str, str, str, tuple[str, ...]]] | None = None
     wait = interval
     try:
@@ -143,7 +142,7 @@ async def feed_registry(
                     await client.__aexit__(None, None, None)
                     client = None
                 current = target
-                held, tag = [], None
+                tag = None
                 if target is not None:
                     client = RegistryClient(target, token_factory=lambda: keys.mint("mesh", "registry", ttl=60))
                     await client.__aenter__()
@@ -158,16 +157,15 @@ async def feed_registry(
                         failed(current)
                 else:
                     warned = False
+                    now = members
                     if listing.records is not None:
-                        held, tag = [instance_from_record(r) for r in listing.records], listing.tag
+                        found, tag = [instance_from_record(r) for r in listing.records], listing.tag
+                        directory.sync("registry", found)
+                        now = {(i.name, i.instance, i.url, i.tools) for i in found}
                     elif listing.lease_floor is not None:
-                        floor = listing.lease_floor
-                        held = [replace(i, lease_until=max(i.lease_until, floor)) for i in held]
-                    found = held
-                    directory.sync("registry", found)
+                        directory.extend_leases("registry", listing.lease_floor)
                     if synced is not None:
                         synced.set()
-                    now = {(i.name, i.instance, i.url, i.tools) for i in found}
                     wait = min(wait * 2, max_interval or interval) if now == members else interval
                     members = now
             with anyio.move_on_after(wait):

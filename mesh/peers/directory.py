@@ -140,6 +140,12 @@ class PeerDirectory:
             if source in inst.sources and key not in seen:
                 self.withdraw(source, *key)
 
+    def extend_leases(self, source: Source, until: float) -> None:
+        """Every instance `source` reports is leased at least `until` (a registry's unchanged listing)."""
+        for key, inst in self._instances.items():
+            if source in inst.sources and inst.lease_until < until:
+                self._instances[key] = replace(inst, lease_until=until)  # same keys: iterating stays valid
+
     def succeeded(self, name: str, instance: str, *, now: float | None = None) -> None:
         """A probe or call to the instance worked: it is alive, and its circuit closes."""
         old = self._instances.get((name, instance))

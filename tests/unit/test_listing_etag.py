@@ -6,6 +6,7 @@ import httpx2
 import pytest
 from pydantic import TypeAdapter
 
+from mesh.peers.directory import Instance, PeerDirectory
 from mesh.registry_client import RegistryClient
 from mesh.wire import LEASE_FLOOR_HEADER, AgentRecord, ToolInfo
 from registry.inventory_rows import Listing, Row, RowReader, record_from_row
@@ -170,3 +171,19 @@ async def test_the_client_keeps_its_tag_and_hears_a_304_as_the_same_records_leas
     assert changed.records is not None
     assert [r.name for r in changed.records] == ["crm", "kb"]
     assert changed.tag not in (None, first.tag)
+
+
+def test_an_unchanged_listings_floor_raises_only_the_registrys_leases_and_never_lowers_one() -> None:
+    directory = PeerDirectory()
+    directory.sync("registry", [Instance("kb", "a", "http://a/mcp", lease_until=100.0)])
+    directory.sync("registry", [Instance("kb", "a", "http://a/mcp", lease_until=100.0),
+                                Instance("kb", "b", "http://b/mcp", lease_until=300.0)])  # fmt: skip
+    directory.report("mdns", Instance("kb", "c", "http://c/mcp", lease_until=50.0))
+
+    directory.extend_leases("registry", 200.0)
+
+    leases = {inst.instance: inst.lease_until for inst in directory.all()}
+    assert leases == {"a": 200.0, "b": 300.0, "c": 50.0}
+    raised = directory.get("kb", "a")
+    assert raised is not None
+    assert raised.healthy(now=150.0)
